@@ -1,0 +1,79 @@
+# %%
+#| hide
+#| default_exp all
+
+# %% [markdown]
+# # minddpm
+# > Learn denoising diffusion by building a small, correct and fast conditional DDPM in PyTorch, one lesson at a time
+
+# %% [markdown]
+# minddpm is a course and a package. Each numbered lesson is a notebook that explains one piece of a
+# conditional denoising diffusion model (DDPM), with pictures and tests, and exports that piece to the
+# `minddpm` Python package. Run the lessons on a Colab GPU, or `pip install minddpm` and use the
+# package as a library.
+#
+# The course follows the classic recipe (a linear β schedule over T = 1000 steps, an ε-predicting UNet
+# with self-attention and a sinusoidal time embedding, class labels with classifier-free guidance, EMA,
+# AdamW with OneCycleLR, mixed precision, W&B logging) and fixes what the well-known originals get
+# subtly wrong, from a mixed-precision context that is never entered to a validation loss measured on
+# the training set.
+#
+# ## Lessons
+#
+# Open any lesson in Colab with its badge; every lesson also runs on a CPU with a small setting.
+
+# %%
+#| echo: false
+from configparser import ConfigParser
+from pathlib import Path
+import json
+from IPython.display import Markdown
+
+def lesson_table(nbs='.', settings='../settings.ini'):
+    "A Markdown table of the numbered lessons in `nbs`, each with an Open-in-Colab badge for the repo in `settings`."
+    cfg = ConfigParser(); cfg.read(settings)
+    user, repo, branch = (cfg['DEFAULT'][k] for k in ('user', 'repo', 'branch'))
+    badge = 'https://colab.research.google.com/assets/colab-badge.svg'
+    rows = ['| lesson | what it builds | |', '|---|---|---|']
+    for nb in sorted(Path(nbs).glob('[0-9][0-9]_*.ipynb')):
+        md = [''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown']
+        lines = next(m for m in md if m.startswith('# ')).splitlines()
+        title = lines[0][2:]
+        sub = next((l[2:] for l in lines[1:] if l.startswith('> ')), '')
+        colab = f'https://colab.research.google.com/github/{user}/{repo}/blob/{branch}/nbs/{nb.name}'
+        rows.append(f'| [{nb.stem[:2]} · {title}]({nb.stem}.html) | {sub} | [![Open In Colab]({badge})]({colab}) |')
+    return Markdown('\n'.join(rows))
+
+lesson_table()
+
+# %% [markdown]
+# Still to come, in this order: the forward-noising scrubber, the UNet block by block, conditioning and
+# guidance, DDPM and DDIM sampling, EMA, training on a GPU, evaluation, performance, and the whole
+# course on CIFAR-10.
+#
+# ## Quick start
+#
+# ```sh
+# pip install minddpm
+# minddpm_data --dataset digits --size 16 --out digits.png   # the bundled dataset, as training sees it
+# ```
+#
+# ```python
+# from minddpm.all import *
+# train_dl, val_dl = get_dataloaders('digits', size=16, batch_size=64)
+# ```
+#
+# ## For instructors
+#
+# Clone the repo, `pip install -e ".[dev]"`, edit the notebooks in `nbs/`, then run `nbdev_export` to
+# regenerate the package, `nbdev_test` to run every lesson, and `nbdev_docs` (which needs Quarto) to
+# build this site. Each notebook has a plain-text twin in `nbs_py/` for review; `jupytext --sync nbs/*.ipynb`
+# keeps them in step.
+
+# %%
+#| export
+#| hide
+from minddpm import data
+from minddpm.data import *
+
+__all__ = data.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
