@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 # %%
 #| hide
 from fastcore.test import *
+from torchvision.utils import save_image
 import tempfile
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 
@@ -268,7 +269,6 @@ def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
 # the folder back at 16 px:
 
 # %%
-from torchvision.utils import save_image
 folder = Path(tempfile.mkdtemp())/'digits_png'
 for i in range(200):
     lbl = int(digits['labels'][i])

@@ -23,24 +23,25 @@
 # Open any lesson in Colab with its badge; every lesson also runs on a CPU with a small setting.
 
 # %%
-#| echo: false
-from configparser import ConfigParser
+#| hide
 from pathlib import Path
 import json
 from IPython.display import Markdown
+from nbdev.config import get_config
 
-def lesson_table(nbs='.', settings='../settings.ini'):
-    "A Markdown table of the numbered lessons in `nbs`, each with an Open-in-Colab badge for the repo in `settings`."
-    cfg = ConfigParser(); cfg.read(settings)
-    user, repo, branch = (cfg['DEFAULT'][k] for k in ('user', 'repo', 'branch'))
+# %%
+#| echo: false
+def lesson_table():
+    "A Markdown table of the numbered lessons, each with an Open-in-Colab badge for the repo named in settings.ini."
+    cfg = get_config()
     badge = 'https://colab.research.google.com/assets/colab-badge.svg'
     rows = ['| lesson | what it builds | |', '|---|---|---|']
-    for nb in sorted(Path(nbs).glob('[0-9][0-9]_*.ipynb')):
+    for nb in sorted(Path(cfg.nbs_path).glob('[0-9][0-9]_*.ipynb')):
         md = [''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown']
         lines = next(m for m in md if m.startswith('# ')).splitlines()
         title = lines[0][2:]
         sub = next((l[2:] for l in lines[1:] if l.startswith('> ')), '')
-        colab = f'https://colab.research.google.com/github/{user}/{repo}/blob/{branch}/nbs/{nb.name}'
+        colab = f'https://colab.research.google.com/github/{cfg.user}/{cfg.repo}/blob/{cfg.branch}/nbs/{nb.name}'
         rows.append(f'| [{nb.stem[:2]} · {title}]({nb.stem}.html) | {sub} | [![Open In Colab]({badge})]({colab}) |')
     return Markdown('\n'.join(rows))
 

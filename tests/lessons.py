@@ -3,6 +3,7 @@
 
     python tests/lessons.py               # refresh every notebook in nbs/, then clean them
     python tests/lessons.py 00_data       # just one
+    python tests/lessons.py --check       # fail if a committed notebook's outputs are stale or missing
 """
 import os, subprocess, sys
 from pathlib import Path
@@ -28,17 +29,33 @@ def run_lesson(path):
     "Execute the notebook at `path` as `nbdev_test` would and return it with its outputs; raise on error."
     path, flags = Path(path), get_config(path=ROOT).tst_flags.split()
     nb = NBProcessor(path, process=True, rm_directives=False).nb
-    for c in nb.cells:
-        if c.cell_type == 'code' and flagged(c, flags): c.outputs, c.execution_count = [], None
+    for c in nb.cells:  # start clean: a cell that now prints nothing must not keep an old output
+        if c.cell_type == 'code': c.outputs, c.execution_count = [], None
     shell = CaptureShell(path)
     os.environ['IN_TEST'] = '1'
     with working_directory(path.parent):
         shell.run_all(nb, exc_stop=True, preproc=lambda c: c.cell_type != 'code' or flagged(c, flags))
     return nb
 
+def output_kinds(nb):
+    "Per code cell, the kinds of output it shows: ('stream', 'stdout'), ('display_data', 'image/png', …), …"
+    return [[(o['output_type'], o.get('name', ''), *sorted(o.get('data', {}))) for o in c.get('outputs', [])]
+            for c in nb['cells'] if c['cell_type'] == 'code']
+
+def stale_cells(path):
+    "Code cells of the committed notebook at `path` whose outputs differ in kind from a fresh run's."
+    fresh, committed = output_kinds(run_lesson(path)), output_kinds(read_nb(path))
+    return [i for i, (f, c) in enumerate(zip(fresh, committed)) if f != c]
+
 if __name__ == '__main__':
-    names = sys.argv[1:]
+    check = '--check' in sys.argv
+    names = [a for a in sys.argv[1:] if a != '--check']
     paths = [NBS/f'{n.removesuffix(".ipynb")}.ipynb' for n in names] if names else notebooks()
+    if check:
+        stale = {p.name: cells for p in paths if (cells := stale_cells(p))}
+        for name, cells in stale.items(): print(f'{name}: code cells {cells} show other outputs than a fresh run')
+        if stale: sys.exit('refresh them with `python tests/lessons.py`, then commit')
+        sys.exit(0)
     for p in paths:
         nb = run_lesson(p)
         for c in nb.cells: c.pop('directives_', None)

@@ -1,0 +1,65 @@
+"""What `pip install minddpm` users and Colab students get: a wheel that carries the bundled data once,
+and a package that works from any folder in a fresh virtual environment, without nbdev or fastcore."""
+import runpy, shutil, subprocess, sys, venv, zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_project import ROOT, repo_files, settings
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory):
+    "A copy of the repo as a clone would have it, so building leaves the working tree alone."
+    copy = tmp_path_factory.mktemp('src')/'minddpm'
+    for f in repo_files():
+        (copy/f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT/f, copy/f)
+    return copy
+
+def test_wheel_carries_the_bundled_data_once(source, tmp_path):
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-q', '-w', str(tmp_path), str(source)],
+                   check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob('minddpm-*.whl'))).namelist()
+    assert 'minddpm/assets/digits.pt' in names
+    assert [n for n in names if n.endswith('.pt')] == ['minddpm/assets/digits.pt']
+    assert {n.split('/')[0] for n in names} == {'minddpm', *[n.split('/')[0] for n in names if '.dist-info/' in n]}
+
+CHECK = """
+import sys
+import minddpm, minddpm.data
+from minddpm.all import get_dataloaders
+assert 'fastcore' not in sys.modules and 'nbdev' not in sys.modules, 'the runtime imported fastcore or nbdev'
+train, val = get_dataloaders('digits', size=16)
+x, y = next(iter(train))
+print(minddpm.__version__, minddpm.data.__file__, tuple(x.shape), len(val.dataset), sep='|')
+"""
+
+def test_fresh_venv_non_editable_install(source, tmp_path):
+    "`pip install .` (no extras) in a new venv; the bundled data then loads from a folder far from the repo."
+    env = tmp_path/'venv'
+    venv.create(env, with_pip=True)
+    py = env/'bin'/'python'
+    r = subprocess.run([py, '-m', 'pip', 'install', '-q', str(source)], capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    elsewhere = tmp_path/'elsewhere'
+    elsewhere.mkdir()
+    r = subprocess.run([py, '-c', CHECK], cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    version, module_file, shape, n_val = r.stdout.strip().split('|')
+    assert version == settings()['version']
+    assert module_file.startswith(str(env)) and str(ROOT) not in module_file  # the installed copy, not the repo
+    assert shape == '(64, 1, 16, 16)' and n_val == '180'
+    r = subprocess.run([env/'bin'/'minddpm_data', '--size', '16', '--out', 'grid.png'], cwd=elsewhere,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and (elsewhere/'grid.png').stat().st_size > 1000, r.stderr[-3000:]
+    extras = subprocess.run([py, '-m', 'pip', 'list', '--format=freeze'], capture_output=True, text=True).stdout
+    assert 'fastcore' not in extras and 'nbdev' not in extras and 'wandb' not in extras
+
+def test_bundled_data_is_what_the_script_makes():
+    "data/make_digits.py reproduces the committed digits.pt from scikit-learn's copy of the UCI digits."
+    made = runpy.run_path(str(ROOT/'data'/'make_digits.py'))['make_digits']()
+    committed = torch.load(ROOT/'data'/'digits.pt', weights_only=True)
+    assert torch.equal(made['images'], committed['images']) and torch.equal(made['labels'], committed['labels'])
+    assert made['classes'] == committed['classes']
+    assert (ROOT/'data'/'digits.pt').stat().st_size < 1_000_000
