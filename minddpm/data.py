@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'TORCHVISION_SETS', 'DATASETS', 'load_bundled', 'to_unit_range', 'to_uint8', 'resize_uint8',
+__all__ = ['DATASETS', 'PRESETS', 'DATA_PRESETS', 'load_bundled', 'to_unit_range', 'to_uint8', 'resize_uint8',
            'ImageTensorDataset', 'split_indices', 'show_images', 'default_root', 'get_datasets', 'get_dataloaders',
-           'minddpm_data']
+           'pick_device', 'pick_preset', 'minddpm_data']
 
 # %% ../nbs/00_data.ipynb #df9eb344
 def load_bundled() -> dict:
@@ -95,17 +95,17 @@ def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
     fig.tight_layout()
 
 # %% ../nbs/00_data.ipynb #671335b8
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+_IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
     "Train and val subsets of an `ImageFolder` at `path`, split by `split_indices`."
     from torchvision import datasets, transforms as T
     path = Path(path)
     subdirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith('.'))
-    n_images = {d.name: sum(f.suffix.lower() in IMAGE_EXTENSIONS for f in d.rglob('*')) for d in subdirs}
+    n_images = {d.name: sum(f.suffix.lower() in _IMAGE_EXTENSIONS for f in d.rglob('*')) for d in subdirs}
     if not subdirs or not sum(n_images.values()):
         raise ValueError(f"No images found in {path}: expected one sub-folder per class holding image files "
-                         f"({', '.join(IMAGE_EXTENSIONS)}), e.g. {path/'cats'/'0001.png'}")
+                         f"({', '.join(_IMAGE_EXTENSIONS)}), e.g. {path/'cats'/'0001.png'}")
     empty = [name for name, k in n_images.items() if k == 0]
     if empty: raise ValueError(f"Class folders without images in {path}: {', '.join(empty)}; remove them or add images")
     base = [T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(0.5, 0.5)]
@@ -117,8 +117,8 @@ def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
     return train, val
 
 # %% ../nbs/00_data.ipynb #403f71a4
-TORCHVISION_SETS = {'cifar10': 'CIFAR10', 'mnist': 'MNIST', 'fashion_mnist': 'FashionMNIST'}
-DATASETS = ('digits',) + tuple(TORCHVISION_SETS)
+_TORCHVISION_SETS = {'cifar10': 'CIFAR10', 'mnist': 'MNIST', 'fashion_mnist': 'FashionMNIST'}
+DATASETS = ('digits',) + tuple(_TORCHVISION_SETS)
 
 def default_root() -> Path:
     "Where torchvision datasets are downloaded: `$MINDDPM_DATA`, else `./data`."
@@ -127,7 +127,7 @@ def default_root() -> Path:
 def _torchvision_split(name: str, root: Path, train: bool, download: bool):
     "One split of a torchvision dataset as (uint8 images (N, C, H, W), labels, classes)."
     from torchvision import datasets
-    cls = getattr(datasets, TORCHVISION_SETS[name])
+    cls = getattr(datasets, _TORCHVISION_SETS[name])
     try: ds = cls(root, train=train, download=download)
     except (OSError, RuntimeError) as e:
         raise RuntimeError(f"Could not load {name!r} from {root}/ ({type(e).__name__}: {e}). "
@@ -148,7 +148,7 @@ def get_datasets(name: str = 'digits', # one of `DATASETS`, or a folder with one
     "Train and validation datasets whose items are (image in [-1, 1] of shape (C, size, size), label)."
     _check_positive_int(size, 'size', 'the side of the square images, in pixels')
     key = str(name).lower().replace('-', '_')
-    if key in TORCHVISION_SETS:
+    if key in _TORCHVISION_SETS:
         root = Path(root) if root is not None else default_root()
         splits = [_torchvision_split(key, root, train, download) for train in (True, False)]
         return tuple(ImageTensorDataset(resize_uint8(x, size), y, c, hflip=hflip and train)
@@ -180,6 +180,29 @@ def get_dataloaders(name: str = 'digits', # one of `DATASETS`, or a folder of cl
     kw = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=torch.cuda.is_available())
     return (DataLoader(train, shuffle=True, generator=torch.Generator().manual_seed(seed), **kw),
             DataLoader(val, shuffle=False, **kw))
+
+# %% ../nbs/00_data.ipynb #121f9f6f
+PRESETS = ('tiny', 'colab', 'full')
+
+DATA_PRESETS = {  # keyword arguments of `get_dataloaders` for each preset
+    'tiny': dict(name='digits', size=16, batch_size=64),                # CPU and CI: seconds per epoch
+    'colab': dict(name='cifar10', size=32, batch_size=128, hflip=True), # one T4: CIFAR-10 as in the DDPM paper
+    'full': dict(name='cifar10', size=64, batch_size=64, hflip=True),   # the originals' 64×64 resolution
+}
+
+def pick_device(device: str = 'auto') -> torch.device:
+    "`'auto'` picks CUDA, then Apple's MPS, then the CPU; anything else goes to `torch.device`."
+    if device != 'auto': return torch.device(device)
+    if torch.cuda.is_available(): return torch.device('cuda')
+    if torch.backends.mps.is_available(): return torch.device('mps')
+    return torch.device('cpu')
+
+def pick_preset(device: str = 'auto') -> str:
+    "`$MINDDPM_PRESET` if set, else `'colab'` on a CUDA GPU and `'tiny'` anywhere else (CPU, CI, MPS)."
+    preset = os.environ.get('MINDDPM_PRESET') or ('colab' if pick_device(device).type == 'cuda' else 'tiny')
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r} in $MINDDPM_PRESET; use one of {', '.join(PRESETS)}")
+    return preset
 
 # %% ../nbs/00_data.ipynb #8d3d40a4
 def minddpm_data(argv=None):

@@ -243,17 +243,17 @@ show_images(xb, [ds[i][1] for i in range(16)], ds.classes)
 
 # %%
 #| export
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+_IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
     "Train and val subsets of an `ImageFolder` at `path`, split by `split_indices`."
     from torchvision import datasets, transforms as T
     path = Path(path)
     subdirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith('.'))
-    n_images = {d.name: sum(f.suffix.lower() in IMAGE_EXTENSIONS for f in d.rglob('*')) for d in subdirs}
+    n_images = {d.name: sum(f.suffix.lower() in _IMAGE_EXTENSIONS for f in d.rglob('*')) for d in subdirs}
     if not subdirs or not sum(n_images.values()):
         raise ValueError(f"No images found in {path}: expected one sub-folder per class holding image files "
-                         f"({', '.join(IMAGE_EXTENSIONS)}), e.g. {path/'cats'/'0001.png'}")
+                         f"({', '.join(_IMAGE_EXTENSIONS)}), e.g. {path/'cats'/'0001.png'}")
     empty = [name for name, k in n_images.items() if k == 0]
     if empty: raise ValueError(f"Class folders without images in {path}: {', '.join(empty)}; remove them or add images")
     base = [T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(0.5, 0.5)]
@@ -294,8 +294,8 @@ show_images(torch.stack([ftrain[i][0] for i in range(8)]), [ftrain[i][1] for i i
 
 # %%
 #| export
-TORCHVISION_SETS = {'cifar10': 'CIFAR10', 'mnist': 'MNIST', 'fashion_mnist': 'FashionMNIST'}
-DATASETS = ('digits',) + tuple(TORCHVISION_SETS)
+_TORCHVISION_SETS = {'cifar10': 'CIFAR10', 'mnist': 'MNIST', 'fashion_mnist': 'FashionMNIST'}
+DATASETS = ('digits',) + tuple(_TORCHVISION_SETS)
 
 def default_root() -> Path:
     "Where torchvision datasets are downloaded: `$MINDDPM_DATA`, else `./data`."
@@ -304,7 +304,7 @@ def default_root() -> Path:
 def _torchvision_split(name: str, root: Path, train: bool, download: bool):
     "One split of a torchvision dataset as (uint8 images (N, C, H, W), labels, classes)."
     from torchvision import datasets
-    cls = getattr(datasets, TORCHVISION_SETS[name])
+    cls = getattr(datasets, _TORCHVISION_SETS[name])
     try: ds = cls(root, train=train, download=download)
     except (OSError, RuntimeError) as e:
         raise RuntimeError(f"Could not load {name!r} from {root}/ ({type(e).__name__}: {e}). "
@@ -333,7 +333,7 @@ def get_datasets(name: str = 'digits', # one of `DATASETS`, or a folder with one
     "Train and validation datasets whose items are (image in [-1, 1] of shape (C, size, size), label)."
     _check_positive_int(size, 'size', 'the side of the square images, in pixels')
     key = str(name).lower().replace('-', '_')
-    if key in TORCHVISION_SETS:
+    if key in _TORCHVISION_SETS:
         root = Path(root) if root is not None else default_root()
         splits = [_torchvision_split(key, root, train, download) for train in (True, False)]
         return tuple(ImageTensorDataset(resize_uint8(x, size), y, c, hflip=hflip and train)
@@ -379,6 +379,51 @@ test_eq(xb.shape, (32, 1, 16, 16))
 test_eq(yb.shape, (32,))
 assert xb.min() >= -1 and xb.max() <= 1 and xb.min() < -0.99 and xb.max() > 0.99
 test_eq(len(train_dl.dataset) + len(val_dl.dataset), 1797)
+
+# %% [markdown]
+# ## A setting for each machine
+#
+# Every lesson runs on a laptop CPU and in CI in seconds, and on a Colab GPU at full size. One call
+# picks the device (CUDA, then Apple's MPS, then the CPU) and one picks the preset: `tiny` off CUDA
+# (the bundled digits at 16 px), `colab` on a CUDA GPU such as Colab's free T4 (CIFAR-10 at 32 px,
+# as in the DDPM paper). `MINDDPM_PRESET=colab` (or `full`, the originals' 64×64 setting) overrides it.
+
+# %%
+#| export
+PRESETS = ('tiny', 'colab', 'full')
+
+DATA_PRESETS = {  # keyword arguments of `get_dataloaders` for each preset
+    'tiny': dict(name='digits', size=16, batch_size=64),                # CPU and CI: seconds per epoch
+    'colab': dict(name='cifar10', size=32, batch_size=128, hflip=True), # one T4: CIFAR-10 as in the DDPM paper
+    'full': dict(name='cifar10', size=64, batch_size=64, hflip=True),   # the originals' 64×64 resolution
+}
+
+def pick_device(device: str = 'auto') -> torch.device:
+    "`'auto'` picks CUDA, then Apple's MPS, then the CPU; anything else goes to `torch.device`."
+    if device != 'auto': return torch.device(device)
+    if torch.cuda.is_available(): return torch.device('cuda')
+    if torch.backends.mps.is_available(): return torch.device('mps')
+    return torch.device('cpu')
+
+def pick_preset(device: str = 'auto') -> str:
+    "`$MINDDPM_PRESET` if set, else `'colab'` on a CUDA GPU and `'tiny'` anywhere else (CPU, CI, MPS)."
+    preset = os.environ.get('MINDDPM_PRESET') or ('colab' if pick_device(device).type == 'cuda' else 'tiny')
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r} in $MINDDPM_PRESET; use one of {', '.join(PRESETS)}")
+    return preset
+
+# %%
+device, preset = pick_device(), pick_preset()
+print(f"device: {device}; preset: {preset}, data: {DATA_PRESETS[preset]}")
+train_dl, val_dl = get_dataloaders(**DATA_PRESETS[preset])
+xb, yb = next(iter(train_dl))
+show_images(xb[:16], yb[:16], train_dl.dataset.classes, title=f'{preset} preset')
+
+# %%
+os.environ['MINDDPM_PRESET'] = 'huge'
+test_fail(pick_preset, contains="use one of tiny, colab, full")
+del os.environ['MINDDPM_PRESET']
+test_eq(pick_device('cpu'), torch.device('cpu'))
 
 # %% [markdown]
 # On Colab (or anywhere with internet) this cell downloads CIFAR-10 (170 MB) and shows it; it is

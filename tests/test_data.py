@@ -222,3 +222,23 @@ def test_cli_bad_input(tmp_path, args, msg):
     r = run_cli(*args, cwd=tmp_path)
     assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+# --- device and preset --------------------------------------------------------------------------
+
+def test_preset_follows_the_device(monkeypatch):
+    monkeypatch.delenv('MINDDPM_PRESET', raising=False)
+    from minddpm.data import pick_preset
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert pick_preset() == 'tiny'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert pick_preset() == 'colab'
+    monkeypatch.setenv('MINDDPM_PRESET', 'full')
+    assert pick_preset() == 'full'
+    monkeypatch.setenv('MINDDPM_PRESET', 'Colab')
+    with pytest.raises(ValueError, match="Unknown preset 'Colab' in \\$MINDDPM_PRESET; use one of tiny, colab, full"):
+        pick_preset()
+
+def test_tiny_preset_is_the_bundled_set():
+    from minddpm.data import DATA_PRESETS
+    train_dl, _ = get_dataloaders(**DATA_PRESETS['tiny'])
+    assert next(iter(train_dl))[0].shape == (64, 1, 16, 16)
