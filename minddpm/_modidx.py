@@ -25,4 +25,11 @@ d = { 'settings': { 'branch': 'main',
                               'minddpm.data.show_images': ('data.html#show_images', 'minddpm/data.py'),
                               'minddpm.data.split_indices': ('data.html#split_indices', 'minddpm/data.py'),
                               'minddpm.data.to_uint8': ('data.html#to_uint8', 'minddpm/data.py'),
-                              'minddpm.data.to_unit_range': ('data.html#to_unit_range', 'minddpm/data.py')}}}
+                              'minddpm.data.to_unit_range': ('data.html#to_unit_range', 'minddpm/data.py')},
+            'minddpm.schedule': { 'minddpm.schedule.NoiseSchedule': ('schedule.html#noiseschedule', 'minddpm/schedule.py'),
+                                  'minddpm.schedule.NoiseSchedule.__init__': ( 'schedule.html#noiseschedule.__init__',
+                                                                               'minddpm/schedule.py'),
+                                  'minddpm.schedule.NoiseSchedule.extra_repr': ( 'schedule.html#noiseschedule.extra_repr',
+                                                                                 'minddpm/schedule.py'),
+                                  'minddpm.schedule.cosine_betas': ('schedule.html#cosine_betas', 'minddpm/schedule.py'),
+                                  'minddpm.schedule.linear_betas': ('schedule.html#linear_betas', 'minddpm/schedule.py')}}}

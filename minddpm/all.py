@@ -6,7 +6,8 @@
 __all__ = []
 
 # %% ../nbs/index.ipynb #c5309636
-from . import data
+from . import data, schedule
 from .data import *
+from .schedule import *
 
-__all__ = data.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly

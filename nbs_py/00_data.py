@@ -25,6 +25,7 @@ from torchvision.utils import save_image
 import tempfile
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 
+
 # %% [markdown]
 # A diffusion model learns from nothing but images (and, for a conditional model, their labels).
 # This lesson builds the one function every later lesson calls to get them, `get_dataloaders`, and
@@ -50,6 +51,7 @@ def load_bundled() -> dict:
     with resources.files('minddpm.assets').joinpath('digits.pt').open('rb') as f:
         return torch.load(f, weights_only=True)
 
+
 # %%
 digits = load_bundled()
 digits['images'].shape, digits['images'].dtype, digits['classes']
@@ -67,6 +69,7 @@ ax.set(xlabel='class', ylabel='images', title=f"{len(digits['labels']):,} bundle
 test_eq(counts.sum(), 1797)
 test_eq(len(digits['classes']), 10)
 assert counts.min() >= 170, counts
+
 
 # %% [markdown]
 # ## Pixels in [-1, 1]
@@ -87,6 +90,7 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     "Float pixels in [-1, 1] → uint8, clamped and *rounded* (truncating would darken by half a level)."
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
 
 # %% [markdown]
 # The round trip is exact, and rounding matters: the well-known DDPM notebooks truncate with
@@ -117,6 +121,7 @@ ax.annotate(f'{(px == -1).float().mean():.0%} of pixels are background, at −1 
             xy=(-1, 1.15), xytext=(-3.9, 0.95), fontsize=8, arrowprops=dict(arrowstyle='->'))
 ax.legend(fontsize=8, loc='upper right');
 
+
 # %% [markdown]
 # ## Resizing
 #
@@ -142,6 +147,7 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Te
         out[i:i+chunk] = x.round().clamp(0, 255).to(torch.uint8)
     return out
 
+
 # %% [markdown]
 # Upsampled 8×8 digits become smooth strokes rather than blocks:
 
@@ -155,6 +161,7 @@ for ax, s in zip(axs, (8, 16, 32)):
 test_eq(resize_uint8(digits['images'][:5], 16).shape, (5, 1, 16, 16))
 test_eq(resize_uint8(digits['images'][:5], 8), digits['images'][:5])
 test_fail(lambda: resize_uint8(digits['images'], 0), contains='positive integer')
+
 
 # %% [markdown]
 # ## A dataset and a held-out split
@@ -175,6 +182,7 @@ class ImageTensorDataset(Dataset):
         if self.hflip and torch.rand(()) < 0.5: x = x.flip(-1)
         return x, int(self.labels[i])
 
+
 # %% [markdown]
 # Validation must measure images the model never trained on. The originals computed their
 # "validation" loss on the training loader, augmentation included; here the digits and image folders
@@ -190,12 +198,14 @@ def split_indices(n: int, val_frac: float, seed: int = 0) -> tuple[torch.Tensor,
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:], perm[:n_val]
 
+
 # %%
 tr, va = split_indices(1797, 0.1)
 test_eq(len(tr) + len(va), 1797)
 test_eq(len(set(tr.tolist()) & set(va.tolist())), 0)
 test_eq(split_indices(1797, 0.1)[1], va)  # the same seed gives the same split
 test_fail(lambda: split_indices(10, 0.01), contains='0 < val_frac < 1')
+
 
 # %% [markdown]
 # ## Showing images
@@ -228,6 +238,7 @@ def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
             ax.set_title(classes[lbl] if classes is not None else str(lbl), fontsize=8)
     if title: fig.suptitle(title)
     fig.tight_layout()
+
 
 # %%
 ds = ImageTensorDataset(resize_uint8(digits['images'], 16), digits['labels'], digits['classes'])
@@ -263,6 +274,7 @@ def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
     train, val = Subset(train_ds, tr.tolist()), Subset(val_ds, va.tolist())
     train.classes = val.classes = train_ds.classes
     return train, val
+
 
 # %% [markdown]
 # To see it work offline, write some of the digits out as PNG files, one folder per class, and load
@@ -314,6 +326,7 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool):
     images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data[:, None]
     return images.contiguous(), torch.as_tensor(ds.targets), list(ds.classes)
 
+
 # %% [markdown]
 # ## One function for all of them
 #
@@ -349,6 +362,7 @@ def get_datasets(name: str = 'digits', # one of `DATASETS`, or a folder with one
     raise ValueError(f"Unknown dataset {name!r}. Known names: {', '.join(DATASETS)}; "
                      f"or pass the path of a folder with one sub-folder of images per class.")
 
+
 # %%
 #| export
 def get_dataloaders(name: str = 'digits', # one of `DATASETS`, or a folder of class sub-folders
@@ -366,6 +380,7 @@ def get_dataloaders(name: str = 'digits', # one of `DATASETS`, or a folder of cl
     kw = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=torch.cuda.is_available())
     return (DataLoader(train, shuffle=True, generator=torch.Generator().manual_seed(seed), **kw),
             DataLoader(val, shuffle=False, **kw))
+
 
 # %%
 train_dl, val_dl = get_dataloaders('digits', size=16, batch_size=32)
@@ -412,6 +427,7 @@ def pick_preset(device: str = 'auto') -> str:
         raise ValueError(f"Unknown preset {preset!r} in $MINDDPM_PRESET; use one of {', '.join(PRESETS)}")
     return preset
 
+
 # %%
 device, preset = pick_device(), pick_preset()
 print(f"device: {device}; preset: {preset}, data: {DATA_PRESETS[preset]}")
@@ -444,6 +460,7 @@ test_fail(lambda: get_dataloaders(size=31.5), contains='size must be a positive 
 test_fail(lambda: get_dataloaders(batch_size=-1), contains='batch_size must be a positive integer')
 empty = Path(tempfile.mkdtemp())
 test_fail(lambda: get_dataloaders(empty), contains='No images found')
+
 
 # %% [markdown]
 # ## The `minddpm_data` command
@@ -480,6 +497,7 @@ def minddpm_data(argv=None):
     plt.savefig(args.out, dpi=80)
     plt.close('all')
     print(f"saved a grid of {len(idx)} training images to {args.out}")
+
 
 # %%
 out = Path(tempfile.mkdtemp())/'grid.png'

@@ -48,7 +48,7 @@ def lesson_table():
 lesson_table()
 
 # %% [markdown]
-# Still to come, in this order: the forward-noising scrubber, the UNet block by block, conditioning and
+# Still to come, in this order: the forward process with a timestep scrubber, the UNet block by block, conditioning and
 # guidance, DDPM and DDIM sampling, EMA, training on a GPU, evaluation, performance, and the whole
 # course on CIFAR-10.
 #
@@ -74,7 +74,8 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import data
+from minddpm import data, schedule
 from minddpm.data import *
+from minddpm.schedule import *
 
-__all__ = data.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
