@@ -23,8 +23,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from fastcore.test import *
 from torchvision.utils import save_image
 import tempfile
-plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 
+
+# %%
+#| hide
+plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 
 # %% [markdown]
 # A diffusion model learns from nothing but images (and, for a conditional model, their labels).

@@ -21,6 +21,9 @@ from fastcore.test import *
 import matplotlib.pyplot as plt
 import numpy as np
 from minddpm.data import load_bundled, resize_uint8, to_unit_range, show_images
+
+# %%
+#| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 
 # %% [markdown]
@@ -58,6 +61,7 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Ten
     f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)  # β_t = 1 − ᾱ_t / ᾱ_{t−1}, with ᾱ = f / f(0)
 
+
 # %%
 T = 1000
 schedules = {'linear': linear_betas(T), 'cosine': cosine_betas(T)}
@@ -65,6 +69,7 @@ fig, axs = plt.subplots(1, 2, figsize=(8, 2.4))
 for kind, b in schedules.items():
     axs[0].plot(b, label=kind); axs[1].plot(torch.cumprod(1 - b, 0), label=kind)
 axs[0].set(title='β_t', xlabel='t', yscale='log'); axs[1].set(title='ᾱ_t', xlabel='t'); axs[1].legend();
+
 
 # %% [markdown]
 # Cosine's β starts smaller and ends far larger (log scale on the left): it spends its early steps
@@ -116,9 +121,11 @@ class NoiseSchedule(nn.Module):
 
     def extra_repr(self): return f"kind={self.kind!r}, T={self.T}"
 
+
 # %%
 sched = NoiseSchedule()
 sched, sched.alpha_bars[[0, 499, 999]]
+
 
 # %% [markdown]
 # Every coefficient against an independent float64 computation of the published formulas, written

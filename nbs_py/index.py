@@ -29,6 +29,7 @@ import json
 from IPython.display import Markdown
 from nbdev.config import get_config
 
+
 # %%
 #| echo: false
 def lesson_table():
@@ -48,7 +49,7 @@ def lesson_table():
 lesson_table()
 
 # %% [markdown]
-# Still to come, in this order: the forward process with a timestep scrubber, the UNet block by block, conditioning and
+# Still to come, in this order: the UNet block by block, conditioning and
 # guidance, DDPM and DDIM sampling, EMA, training on a GPU, evaluation, performance, and the whole
 # course on CIFAR-10.
 #
@@ -74,8 +75,10 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import data, schedule
+from minddpm import data, schedule, forward, scrubber
 from minddpm.data import *
 from minddpm.schedule import *
+from minddpm.forward import *
+from minddpm.scrubber import *
 
-__all__ = data.__all__ + schedule.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly

@@ -42,10 +42,17 @@ def output_kinds(nb):
     return [[(o['output_type'], o.get('name', ''), *sorted(o.get('data', {}))) for o in c.get('outputs', [])]
             for c in nb['cells'] if c['cell_type'] == 'code']
 
+def tracebacks(nb):
+    "Code cells with an error output, or a traceback printed to stderr (IPython prints display errors, it does not raise them)."
+    cells = [c for c in nb['cells'] if c['cell_type'] == 'code']
+    return [i for i, c in enumerate(cells) for o in c.get('outputs', [])
+            if o['output_type'] == 'error' or (o.get('name') == 'stderr' and 'Traceback' in ''.join(o.get('text', '')))]
+
 def stale_cells(path):
-    "Code cells of the committed notebook at `path` whose outputs differ in kind from a fresh run's."
-    fresh, committed = output_kinds(run_lesson(path)), output_kinds(read_nb(path))
-    return [i for i, (f, c) in enumerate(zip(fresh, committed)) if f != c]
+    "Code cells of the committed notebook at `path` whose outputs differ in kind from a fresh run's, or hold a traceback."
+    fresh_nb, committed_nb = run_lesson(path), read_nb(path)
+    fresh, committed = output_kinds(fresh_nb), output_kinds(committed_nb)
+    return sorted({i for i, (f, c) in enumerate(zip(fresh, committed)) if f != c} | set(tracebacks(fresh_nb)) | set(tracebacks(committed_nb)))
 
 if __name__ == '__main__':
     check = '--check' in sys.argv
@@ -53,7 +60,7 @@ if __name__ == '__main__':
     paths = [NBS/f'{n.removesuffix(".ipynb")}.ipynb' for n in names] if names else notebooks()
     if check:
         stale = {p.name: cells for p in paths if (cells := stale_cells(p))}
-        for name, cells in stale.items(): print(f'{name}: code cells {cells} show other outputs than a fresh run')
+        for name, cells in stale.items(): print(f'{name}: code cells {cells} show a traceback, or other outputs than a fresh run')
         if stale: sys.exit('refresh them with `python tests/lessons.py`, then commit')
         sys.exit(0)
     for p in paths:

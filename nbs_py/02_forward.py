@@ -1,0 +1,255 @@
+# %%
+#| default_exp forward
+
+# %% [markdown]
+# # Forward process
+# > Noising an image to any step in one go, checked against the step-by-step chain, and a scrubber that slides through t in Colab and on this page
+
+# %%
+#| export
+from __future__ import annotations
+from numbers import Integral
+
+import matplotlib.pyplot as plt
+import torch
+
+from minddpm.data import load_bundled, resize_uint8, to_uint8, to_unit_range
+from minddpm.schedule import NoiseSchedule
+from minddpm.scrubber import Scrubber, fig_to_png
+
+# %%
+#| hide
+from fastcore.test import *
+from minddpm.data import show_images
+
+# %%
+#| hide
+plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
+
+# %% [markdown]
+# The forward process $q$ is the easy half of diffusion: no learning, just noise. One step is
+# $x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t$. Training needs $x_t$ at a random
+# $t$ for every image of every batch, and walking the chain $t$ steps each time would cost up to 1000
+# steps per image. It does not have to:
+#
+# ## The closed form
+#
+# Two steps in a row, with independent noises, give
+#
+# $$x_{t} = \sqrt{\alpha_t}\big(\sqrt{\alpha_{t-1}}\,x_{t-2} + \sqrt{\beta_{t-1}}\,\varepsilon_{t-1}\big) + \sqrt{\beta_t}\,\varepsilon_t
+#        = \sqrt{\alpha_t\alpha_{t-1}}\;x_{t-2} + \underbrace{\sqrt{\alpha_t\beta_{t-1}}\,\varepsilon_{t-1} + \sqrt{\beta_t}\,\varepsilon_t}_{\text{Gaussian, variance } \alpha_t(1-\alpha_{t-1}) + 1-\alpha_t \;=\; 1-\alpha_t\alpha_{t-1}}.$$
+#
+# The sum of two independent Gaussians is one Gaussian whose variance is the sum of theirs, and the
+# variances telescope: $\alpha_t(1-\alpha_{t-1}) + (1-\alpha_t) = 1 - \alpha_t\alpha_{t-1}$. Repeating the
+# argument down to the clean image $x_0$ (the data, before step 0) gives DDPM's eq. 4:
+#
+# $$q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big), \qquad
+#   x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon,\quad \varepsilon\sim\mathcal N(0, I).$$
+#
+# One multiply-add reaches any step. `Diffusion` is the schedule of the last lesson plus the two
+# things training needs from it: `add_noise` and `sample_timesteps`.
+
+# %%
+#| exports
+class Diffusion(NoiseSchedule):
+    "A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go."
+    def add_noise(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
+                  t,                      # timesteps: an int, or B of them (int tensor)
+                  noise: torch.Tensor | None = None):  # ε with x0's shape; drawn when None
+        "x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (DDPM eq. 4); returns (x_t, ε)."
+        t = self.check_timesteps(t, len(x0))
+        if noise is None: noise = torch.randn_like(x0)
+        elif noise.shape != x0.shape: raise ValueError(f"noise has shape {tuple(noise.shape)}; it must match x0's {tuple(x0.shape)}")
+        per_image = (-1,) + (1,) * (x0.ndim - 1)  # (B, 1, 1, 1): broadcast over C, H, W, never repeated
+        return self.sqrt_alpha_bars[t].view(per_image) * x0 + self.sqrt_one_minus_alpha_bars[t].view(per_image) * noise, noise
+
+    def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        "`n` timesteps drawn uniformly from {0,…,T−1}, every step included (the originals never draw t = 0)."
+        return torch.randint(0, self.T, (n,), device=self.betas.device, generator=generator)
+
+# %% [markdown]
+# The checks on `t` are plumbing, but they turn the silent failures of the originals (a float
+# timestep indexing nothing, a 1-indexed 1000 running off the end) into messages:
+
+# %%
+#| export
+def _check_timesteps(self, t, batch: int) -> torch.Tensor:
+    "`t` as a (batch,) int64 tensor on the schedule's device, or a ValueError saying what is allowed."
+    allowed = f"integer timesteps in [0, {self.T - 1}] (0-indexed)"
+    if isinstance(t, bool) or (not isinstance(t, (Integral, torch.Tensor))):
+        raise ValueError(f"t must be {allowed}, got {t!r}")
+    t = torch.as_tensor(t, device=self.betas.device)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"t must be {allowed}, got a {t.dtype} tensor")
+    if t.ndim == 0: t = t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"t has shape {tuple(t.shape)} for a batch of {batch} images; pass one timestep per image, shape ({batch},), or a single int")
+    if len(t) and (t.min() < 0 or t.max() >= self.T):
+        raise ValueError(f"t must be {allowed}, got values from {int(t.min())} to {int(t.max())}")
+    return t.long()
+
+Diffusion.check_timesteps = _check_timesteps
+
+# %%
+diff = Diffusion('linear')
+digits = load_bundled()
+x0 = to_unit_range(resize_uint8(digits['images'][:8], 16))
+ts = torch.tensor([0, 50, 100, 200, 300, 500, 700, 999])
+xt, eps = diff.add_noise(x0[:1].expand(8, -1, -1, -1), ts)
+show_images(xt, ts, [f't = {int(t)}' for t in range(1000)], ncols=8, title='one digit at eight timesteps (linear schedule)')
+
+# %%
+test_eq(xt.shape, (8, 1, 16, 16))
+xt0, _ = diff.add_noise(x0, 0, noise=torch.zeros_like(x0))
+test_close(xt0, x0 * diff.alpha_bars[0].sqrt())        # no noise: only the scaling
+t = diff.sample_timesteps(100_000, generator=torch.Generator().manual_seed(0))
+test_eq((t.min(), t.max()), (0, 999))                   # every step, t = 0 included
+assert (t.bincount(minlength=1000) > 0).all()
+
+# %% [markdown]
+# ## The closed form against the chain
+#
+# The derivation says the two ways of reaching step $t$ give the same distribution. Check it on
+# real images: take two bundled digits, run 2,000 independent chains of one-step updates per pixel
+# from each, and compare the per-pixel mean and variance at several $t$ with the closed form's
+# $\sqrt{\bar\alpha_t}\,x_0$ and $1-\bar\alpha_t$.
+
+# %%
+#| exports
+def noise_step(diffusion: Diffusion, x_prev: torch.Tensor, t: int) -> torch.Tensor:
+    "One step of the chain, q(x_t | x_{t−1}): x_t = √α_t·x_{t−1} + √β_t·ε."
+    return diffusion.alphas[t].sqrt() * x_prev + diffusion.betas[t].sqrt() * torch.randn_like(x_prev)
+
+# %%
+torch.manual_seed(0)
+N, checkpoints = 2000, [0, 20, 100, 300, 999]
+clean = x0[:2]                                    # (2, 1, 16, 16)
+x = clean.expand(N, -1, -1, -1, -1).clone()       # (N, 2, 1, 16, 16): N chains per image
+chain = {}
+for t in range(1000):
+    x = noise_step(diff, x, t)
+    if t in checkpoints: chain[t] = x.clone()
+
+# %% [markdown]
+# Each pixel's chain mean is an average of $N$ draws, so it should sit within a few standard errors
+# $\sqrt{(1-\bar\alpha_t)/N}$ of the closed form's mean; a sample variance has standard error
+# $(1-\bar\alpha_t)\sqrt{2/(N-1)}$. The stated tolerance: every one of the 512 pixels within
+# **5 standard errors** at every checked $t$, for both statistics (for 5,120 tests, a false alarm
+# has odds of about 1 in 300).
+
+# %%
+worst = {}
+for t, xs in chain.items():
+    ab = diff.alpha_bars[t]
+    z_mean = (xs.mean(0) - ab.sqrt() * clean) / ((1 - ab) / N).sqrt()
+    z_var = (xs.var(0) - (1 - ab)) / ((1 - ab) * (2 / (N - 1)) ** 0.5)
+    worst[t] = (z_mean.abs().max().item(), z_var.abs().max().item())
+    assert worst[t][0] < 5 and worst[t][1] < 5, (t, worst[t])
+{t: f'mean {m:.1f}σ, var {v:.1f}σ' for t, (m, v) in worst.items()}
+
+# %% [markdown]
+# The same check as a picture: the centre pixel of the first digit (a 0, so background at −1), its
+# 2,000 chain values next to 2,000 closed-form draws, at each checked $t$.
+
+# %%
+pix = (0, 0, 8, 8)
+fig, axs = plt.subplots(1, len(checkpoints), figsize=(12, 2))
+for ax, t in zip(axs, checkpoints):
+    closed, _ = diff.add_noise(clean[:1].expand(N, -1, -1, -1), t)
+    ax.hist(chain[t][(slice(None), *pix)], bins=40, alpha=.6, density=True, label='chain, t+1 steps')
+    ax.hist(closed[(slice(None), *pix[1:])], bins=40, alpha=.6, density=True, label='closed form')
+    ax.set_title(f't = {t}', fontsize=9); ax.set_yticks([])
+axs[0].legend(fontsize=7); fig.tight_layout()
+
+# %% [markdown]
+# Bad timesteps and shapes are refused with what is allowed:
+
+# %%
+test_fail(lambda: diff.add_noise(x0, 1000), contains='integer timesteps in [0, 999]')
+test_fail(lambda: diff.add_noise(x0, -1), contains='got values from -1 to -1')
+test_fail(lambda: diff.add_noise(x0, torch.tensor([0.5] * 8)), contains='got a torch.float32 tensor')
+test_fail(lambda: diff.add_noise(x0, 2.0), contains='integer timesteps')
+test_fail(lambda: diff.add_noise(x0, torch.zeros(5, dtype=torch.long)), contains='pass one timestep per image, shape (8,)')
+test_fail(lambda: diff.add_noise(x0, 3, noise=torch.randn(8, 1, 8, 8)), contains="must match x0's")
+
+# %% [markdown]
+# ## Scrubbing through t
+#
+# A slider is the best way to feel how fast a schedule destroys an image. `forward_scrubber` renders
+# one frame per chosen step for each schedule: a row of bundled digits noised to step $t$ (with the
+# same $\varepsilon$ at every $t$, so the picture changes smoothly), next to ᾱ and the log-SNR with a
+# marker at $t$. The frames go to the `Scrubber` of `minddpm.scrubber`, which shows them as a live
+# widget inside a running kernel (Colab, Jupyter) and as a self-contained HTML player anywhere else,
+# like this page.
+
+# %%
+#| export
+def _forward_frames(diffusion: Diffusion, x0: torch.Tensor, eps: torch.Tensor, ts, dpi: int) -> list[bytes]:
+    "PNG frames: the images noised to each t in `ts`, beside ᾱ_t and log SNR(t) with a marker at t."
+    n = len(x0)
+    fig = plt.figure(figsize=(1.0 * n + 3.2, 1.5))
+    grid = fig.add_gridspec(1, n + 3, wspace=0.08)
+    ims = []
+    for i in range(n):
+        ax = fig.add_subplot(grid[0, i]); ax.axis('off')
+        ims.append(ax.imshow(to_uint8(x0[i]).permute(1, 2, 0).squeeze(-1).numpy(), cmap='gray', vmin=0, vmax=255, interpolation='nearest'))
+    ax = fig.add_subplot(grid[0, n + 1:])
+    ax.plot(diffusion.alpha_bars, color='C0'); ax.set_ylabel('ᾱ', color='C0', fontsize=8)
+    ax2 = ax.twinx(); ax2.plot(diffusion.snr.log(), color='C1'); ax2.set_ylabel('log SNR', color='C1', fontsize=8)
+    ax.tick_params(labelsize=7); ax2.tick_params(labelsize=7)
+    marker = ax.axvline(0, color='k', lw=1)
+    ax.set_title(diffusion.kind, fontsize=8)
+    frames = []
+    for t in ts:
+        xt, _ = diffusion.add_noise(x0, int(t), noise=eps)
+        for im, img in zip(ims, to_uint8(xt)): im.set_data(img.permute(1, 2, 0).squeeze(-1).numpy())
+        marker.set_xdata([int(t), int(t)])
+        frames.append(fig_to_png(fig, dpi=dpi))
+    plt.close(fig)
+    return frames
+
+# %%
+#| exports
+def forward_scrubber(images: torch.Tensor | None = None, # clean images (B, C, H, W) in [-1, 1]; default: 6 bundled digits
+                     kinds=('linear', 'cosine'),         # schedules to switch between
+                     steps: int = 30,                     # frames per schedule, evenly spaced over t
+                     T: int = 1000,                       # diffusion steps
+                     dpi: int = 60,                       # frame resolution
+                     seed: int = 0) -> Scrubber:          # seeds ε, shared by every frame
+    "A `Scrubber` over t of `images` noised by each schedule in `kinds`."
+    if images is None:
+        d = load_bundled()
+        images = to_unit_range(resize_uint8(d['images'][[0, 1, 2, 3, 4, 5]], 16))
+    ts = torch.linspace(0, T - 1, steps).round().long().tolist()
+    eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    frames = {kind: _forward_frames(Diffusion(kind, T), images, eps, ts, dpi) for kind in kinds}
+    return Scrubber(frames, [f't = {t}' for t in ts], title='q(x_t | x_0): drag t, or press play')
+
+# %% [markdown]
+# In Colab or Jupyter, this cell shows the live widget: drag the slider, press play, switch schedule.
+# On the docs site, which has no kernel, the same cell was re-run while the site was built (`#| exec_doc`)
+# and shows the static player, which scrubs and plays in the browser on its own.
+
+# %%
+#| exec_doc
+forward_scrubber()
+
+# %% [markdown]
+# Press play on both schedules and watch where the digits disappear: with the linear schedule they
+# are gone by about a third of the way; with the cosine one they survive into the second half.
+#
+# The live widget and the static player are two views of the same frames. The widget's controls
+# are ordinary ipywidgets, so they can be driven from code: setting the slider changes the image,
+# and `Play` moves the slider.
+
+# %%
+s = forward_scrubber(steps=5, kinds=('linear',))
+w = s.widget()
+first = s.image.value
+s.slider.value = 3
+assert s.image.value != first and s.image.value == s.frames['linear'][3]
+s.play.value = 1                                   # what pressing play does, one tick
+test_eq(s.slider.value, 1)
+test_eq(s.label.value, s.labels[1])
+html = s.html()
+test_eq(html.count('data:image/png;base64,'), 5 + 1)  # one frame per step, plus the first one shown
