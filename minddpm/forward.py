@@ -53,7 +53,7 @@ Diffusion.check_timesteps = _check_timesteps
 
 # %% ../nbs/02_forward.ipynb #779b0003
 def noise_step(diffusion: Diffusion, x_prev: torch.Tensor, t: int) -> torch.Tensor:
-    "One step of the chain, q(x_t | x_{t−1}): x_t = √α_t·x_{t−1} + √β_t·ε."
+    "Step `t` of the chain, q(x_t | x_{t−1}): √α_t·x_prev + √β_t·ε, with α, β at array index `t`."
     return diffusion.alphas[t].sqrt() * x_prev + diffusion.betas[t].sqrt() * torch.randn_like(x_prev)
 
 # %% ../nbs/02_forward.ipynb #be6b3676

@@ -44,7 +44,7 @@ class NoiseSchedule(nn.Module):
         betas = linear_betas(T, beta_start, beta_end) if kind == 'linear' else cosine_betas(T)
         alphas = 1 - betas
         alpha_bars = torch.cumprod(alphas, 0)
-        alpha_bars_prev = F.pad(alpha_bars[:-1], (1, 0), value=1.0)  # ᾱ_{t−1}, with ᾱ_{−1} = 1
+        alpha_bars_prev = F.pad(alpha_bars[:-1], (1, 0), value=1.0)  # alpha_bars[t−1]; 1 before the first step
         coefs = dict(
             betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=alpha_bars_prev,
             sqrt_alpha_bars=alpha_bars.sqrt(),                   # √ᾱ_t: how much of x_0 is in x_t

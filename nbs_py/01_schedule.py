@@ -25,6 +25,7 @@ from minddpm.data import load_bundled, resize_uint8, to_unit_range, show_images
 # %%
 #| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
+torch.manual_seed(0)              # the same pictures on every run
 
 # %% [markdown]
 # A diffusion model destroys an image in T small steps and learns to undo each one. Step $t$ keeps
@@ -36,10 +37,12 @@ plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina disp
 # $\alpha_t = 1-\beta_t$, and $\bar\alpha_t = \prod_{s \le t} \alpha_s$, the share of the original
 # image's variance that is left after step $t$.
 #
-# **Indexing.** Timesteps here are 0-indexed, $t \in \{0, \dots, T-1\}$, and $x_t$ is the image after
-# $t+1$ steps: $t=0$ is the least noisy input the model sees and $t=T-1$ the noisiest. The DDPM paper
-# counts from 1; its $\beta_1$ is our `betas[0]`. The well-known originals mix the two and never train
-# or sample $t=0$ (`randint(1, T)`); here every step is used.
+# **Indexing.** The maths follows the DDPM paper: $x_0$ is the clean image and the steps count from
+# 1 to T. The code's arrays are 0-indexed, like every Python array: for `t` in `range(T)`, `betas[t]`
+# is the paper's $\beta_{t+1}$, `alpha_bars[t]` its $\bar\alpha_{t+1}$, and `add_noise(x0, t)` (next
+# lesson) returns its $x_{t+1}$. So `t = 0` is one small step of noise, the least noisy input the model
+# sees, and `t = T-1` the noisiest. The well-known originals mix the two conventions and never train
+# or sample the first step (`randint(1, T)`); here every step is used.
 #
 # ## Two schedules
 #
@@ -83,7 +86,7 @@ axs[0].set(title='β_t', xlabel='t', yscale='log'); axs[1].set(title='ᾱ_t', xl
 #   + \underbrace{\frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}}_{\text{coef2}}\,x_t,
 #   \qquad \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t,$$
 #
-# with $\bar\alpha_{-1} = 1$, and the signal-to-noise ratio $\mathrm{SNR}(t) = \bar\alpha_t / (1-\bar\alpha_t)$
+# with $\bar\alpha_0 = 1$, and the signal-to-noise ratio $\mathrm{SNR}(t) = \bar\alpha_t / (1-\bar\alpha_t)$
 # measures how much image is left. `NoiseSchedule` computes all of them once, in float64, and keeps
 # them as float32 **buffers**: `.to(device)` moves them, and so does moving any model that holds the
 # schedule. No `.cuda()` anywhere. They are not saved in checkpoints (`persistent=False`): the kind and
@@ -108,7 +111,7 @@ class NoiseSchedule(nn.Module):
         betas = linear_betas(T, beta_start, beta_end) if kind == 'linear' else cosine_betas(T)
         alphas = 1 - betas
         alpha_bars = torch.cumprod(alphas, 0)
-        alpha_bars_prev = F.pad(alpha_bars[:-1], (1, 0), value=1.0)  # ᾱ_{t−1}, with ᾱ_{−1} = 1
+        alpha_bars_prev = F.pad(alpha_bars[:-1], (1, 0), value=1.0)  # alpha_bars[t−1]; 1 before the first step
         coefs = dict(
             betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=alpha_bars_prev,
             sqrt_alpha_bars=alpha_bars.sqrt(),                   # √ᾱ_t: how much of x_0 is in x_t

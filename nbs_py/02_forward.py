@@ -20,11 +20,13 @@ from minddpm.scrubber import Scrubber, fig_to_png
 # %%
 #| hide
 from fastcore.test import *
+from nbdev.showdoc import show_doc
 from minddpm.data import show_images
 
 # %%
 #| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
+torch.manual_seed(0)              # the same pictures on every run
 
 # %% [markdown]
 # The forward process $q$ is the easy half of diffusion: no learning, just noise. One step is
@@ -41,13 +43,14 @@ plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina disp
 #
 # The sum of two independent Gaussians is one Gaussian whose variance is the sum of theirs, and the
 # variances telescope: $\alpha_t(1-\alpha_{t-1}) + (1-\alpha_t) = 1 - \alpha_t\alpha_{t-1}$. Repeating the
-# argument down to the clean image $x_0$ (the data, before step 0) gives DDPM's eq. 4:
+# argument down to the clean image $x_0$ gives DDPM's eq. 4:
 #
 # $$q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big), \qquad
 #   x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon,\quad \varepsilon\sim\mathcal N(0, I).$$
 #
 # One multiply-add reaches any step. `Diffusion` is the schedule of the last lesson plus the two
-# things training needs from it: `add_noise` and `sample_timesteps`.
+# things training needs from it: `add_noise` and `sample_timesteps`. Its `t` is the 0-indexed array
+# index of the last lesson: `add_noise(x0, t)` is the paper's $x_{t+1}$, noised $t+1$ times.
 
 # %%
 #| exports
@@ -91,6 +94,12 @@ def _check_timesteps(self, t, batch: int) -> torch.Tensor:
 Diffusion.check_timesteps = _check_timesteps
 
 # %%
+show_doc(Diffusion.add_noise)
+
+# %%
+show_doc(Diffusion.sample_timesteps)
+
+# %%
 diff = Diffusion('linear')
 digits = load_bundled()
 x0 = to_unit_range(resize_uint8(digits['images'][:8], 16))
@@ -117,7 +126,7 @@ assert (t.bincount(minlength=1000) > 0).all()
 # %%
 #| exports
 def noise_step(diffusion: Diffusion, x_prev: torch.Tensor, t: int) -> torch.Tensor:
-    "One step of the chain, q(x_t | x_{t−1}): x_t = √α_t·x_{t−1} + √β_t·ε."
+    "Step `t` of the chain, q(x_t | x_{t−1}): √α_t·x_prev + √β_t·ε, with α, β at array index `t`."
     return diffusion.alphas[t].sqrt() * x_prev + diffusion.betas[t].sqrt() * torch.randn_like(x_prev)
 
 # %%

@@ -13,10 +13,12 @@ import base64, html as html_lib, io, json, secrets
 # %%
 #| hide
 from fastcore.test import *
+from nbdev.showdoc import show_doc
 from matplotlib.animation import FuncAnimation
 import matplotlib.pyplot as plt
 import numpy as np
 import re
+
 
 # %% [markdown]
 # The forward and reverse lessons both want the same thing: drag a slider over the timesteps and
@@ -52,6 +54,7 @@ def _in_kernel() -> bool:
     except ImportError: return False
     return getattr(get_ipython(), 'kernel', None) is not None
 
+
 # %%
 #| export
 class Scrubber:
@@ -72,6 +75,7 @@ class Scrubber:
     def _ipython_display_(self):
         from IPython.display import HTML, display
         display(self.widget() if _in_kernel() else HTML(self.html()))
+
 
 # %% [markdown]
 # ### The live widget
@@ -101,6 +105,9 @@ def _widget(self: Scrubber):
     return W.VBox(([W.HTML(f'<b>{html_lib.escape(self.title)}</b>')] if self.title else []) + [W.HBox(controls), self.image])
 
 Scrubber.widget = _widget
+
+# %%
+show_doc(Scrubber.widget)
 
 # %% [markdown]
 # ### The static player
@@ -155,12 +162,18 @@ def _html(self: Scrubber) -> str:
 
 Scrubber.html = _html
 
+# %%
+show_doc(Scrubber.html)
+
 # %% [markdown]
 # ### A first scrubber
 #
-# A toy: a wave whose phase moves, 24 frames, in two colours to switch between.
+# A toy: a wave whose phase moves, 24 frames, in two colours to switch between. Like every scrubber
+# cell, it carries `#| exec_doc`, so the docs build re-runs it without a kernel and the page gets the
+# static player rather than a dead widget.
 
 # %%
+#| exec_doc
 x = np.linspace(0, 2 * np.pi, 200)
 def wave_frames(color):
     fig, ax = plt.subplots(figsize=(3, 1.2))

@@ -66,3 +66,14 @@ def test_sidebar_lists_every_lesson_and_module():
     assert lessons == numbered, "nbs/_quarto.yml's Lessons section must list every numbered lesson in order"
     reference = {e['text']: e['href'] for e in sections['Reference']}
     assert reference == {f'minddpm.{m}': nb for nb, m in exported_modules().items()}
+
+@pytest.mark.parametrize('name', ['02_forward.ipynb', 'scrubber.ipynb'])
+def test_scrubber_pages_carry_the_static_player(proc, name):
+    "Quarto has no kernel: the scrubber cells are re-run at pre-render (`#| exec_doc`) and must emit the HTML player."
+    nb = json.loads((proc/name).read_text())
+    players = [''.join(o['data']['text/html']) for o in outputs(nb) if 'text/html' in o.get('data', {})
+               and 'class="minddpm-scrubber"' in ''.join(o['data']['text/html'])]
+    assert players, f"{name}: no static scrubber player in the processed page"
+    assert all('<script>' in p and 'data:image/png;base64,' in p for p in players)
+    assert not [o for o in outputs(nb) if 'application/vnd.jupyter.widget-view+json' in o.get('data', {})], \
+        f"{name}: a live widget would be a dead snapshot on the docs site"
