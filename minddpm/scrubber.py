@@ -4,7 +4,7 @@
 
 # %% ../nbs/scrubber.ipynb #27fc0cf7
 from __future__ import annotations
-import base64, html as html_lib, io, json, secrets
+import base64, hashlib, html as html_lib, io, itertools, json
 
 # %% auto #0
 __all__ = ['fig_to_png', 'Scrubber']
@@ -90,9 +90,12 @@ _PLAYER_JS = """
 })();
 """
 
+_player_ids = itertools.count()
+
 def _html(self: Scrubber) -> str:
     "The static view: a self-contained HTML player (no kernel, no CDN) with a slider, a play button and a selector."
-    uid = 'minddpm-scrubber-' + secrets.token_hex(4)
+    digest = hashlib.sha1(b''.join(f for frames in self.frames.values() for f in frames)).hexdigest()[:8]
+    uid = f'minddpm-scrubber-{digest}-{next(_player_ids)}'  # unique on a page, and the same on every run
     uri = lambda png: 'data:image/png;base64,' + base64.b64encode(png).decode()
     sets = {name: [uri(f) for f in frames] for name, frames in self.frames.items()}
     first = next(iter(sets.values()))[0]

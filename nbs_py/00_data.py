@@ -504,6 +504,7 @@ def minddpm_data(argv=None):
 
 
 # %%
-out = Path(tempfile.mkdtemp())/'grid.png'
+out = Path('_minddpm_data_demo.png')
 minddpm_data(['--size', '16', '--n', '8', '--out', str(out)])
 assert out.stat().st_size > 1000
+out.unlink()

@@ -28,6 +28,7 @@ from minddpm.data import show_images
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 torch.manual_seed(0)              # the same pictures on every run
 
+
 # %% [markdown]
 # The forward process $q$ is the easy half of diffusion: no learning, just noise. One step is
 # $x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t$. Training needs $x_t$ at a random
@@ -69,6 +70,7 @@ class Diffusion(NoiseSchedule):
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         "`n` timesteps drawn uniformly from {0,…,T−1}, every step included (the originals never draw t = 0)."
         return torch.randint(0, self.T, (n,), device=self.betas.device, generator=generator)
+
 
 # %% [markdown]
 # The checks on `t` are plumbing, but they turn the silent failures of the originals (a float
@@ -115,6 +117,7 @@ t = diff.sample_timesteps(100_000, generator=torch.Generator().manual_seed(0))
 test_eq((t.min(), t.max()), (0, 999))                   # every step, t = 0 included
 assert (t.bincount(minlength=1000) > 0).all()
 
+
 # %% [markdown]
 # ## The closed form against the chain
 #
@@ -128,6 +131,7 @@ assert (t.bincount(minlength=1000) > 0).all()
 def noise_step(diffusion: Diffusion, x_prev: torch.Tensor, t: int) -> torch.Tensor:
     "Step `t` of the chain, q(x_t | x_{t−1}): √α_t·x_prev + √β_t·ε, with α, β at array index `t`."
     return diffusion.alphas[t].sqrt() * x_prev + diffusion.betas[t].sqrt() * torch.randn_like(x_prev)
+
 
 # %%
 torch.manual_seed(0)
@@ -181,6 +185,7 @@ test_fail(lambda: diff.add_noise(x0, 2.0), contains='integer timesteps')
 test_fail(lambda: diff.add_noise(x0, torch.zeros(5, dtype=torch.long)), contains='pass one timestep per image, shape (8,)')
 test_fail(lambda: diff.add_noise(x0, 3, noise=torch.randn(8, 1, 8, 8)), contains="must match x0's")
 
+
 # %% [markdown]
 # ## Scrubbing through t
 #
@@ -217,6 +222,7 @@ def _forward_frames(diffusion: Diffusion, x0: torch.Tensor, eps: torch.Tensor, t
     plt.close(fig)
     return frames
 
+
 # %%
 #| exports
 def forward_scrubber(images: torch.Tensor | None = None, # clean images (B, C, H, W) in [-1, 1]; default: 6 bundled digits
@@ -233,6 +239,7 @@ def forward_scrubber(images: torch.Tensor | None = None, # clean images (B, C, H
     eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
     frames = {kind: _forward_frames(Diffusion(kind, T), images, eps, ts, dpi) for kind in kinds}
     return Scrubber(frames, [f't = {t}' for t in ts], title='q(x_t | x_0): drag t, or press play')
+
 
 # %% [markdown]
 # In Colab or Jupyter, this cell shows the live widget: drag the slider, press play, switch schedule.

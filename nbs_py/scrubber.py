@@ -8,7 +8,7 @@
 # %%
 #| export
 from __future__ import annotations
-import base64, html as html_lib, io, json, secrets
+import base64, hashlib, html as html_lib, io, itertools, json
 
 # %%
 #| hide
@@ -113,7 +113,7 @@ show_doc(Scrubber.widget)
 # ### The static player
 #
 # The HTML carries every frame as a `data:image/png;base64,…` URI in a JSON object, so it needs no
-# kernel, no files and no network. Each player gets a random id, so several can share a page.
+# kernel, no files and no network. Each player gets its own id, so several can share a page.
 
 # %%
 #| export
@@ -139,9 +139,12 @@ _PLAYER_JS = """
 })();
 """
 
+_player_ids = itertools.count()
+
 def _html(self: Scrubber) -> str:
     "The static view: a self-contained HTML player (no kernel, no CDN) with a slider, a play button and a selector."
-    uid = 'minddpm-scrubber-' + secrets.token_hex(4)
+    digest = hashlib.sha1(b''.join(f for frames in self.frames.values() for f in frames)).hexdigest()[:8]
+    uid = f'minddpm-scrubber-{digest}-{next(_player_ids)}'  # unique on a page, and the same on every run
     uri = lambda png: 'data:image/png;base64,' + base64.b64encode(png).decode()
     sets = {name: [uri(f) for f in frames] for name, frames in self.frames.items()}
     first = next(iter(sets.values()))[0]
