@@ -24,11 +24,11 @@ from fastcore.test import *
 from torchvision.utils import save_image
 import tempfile
 
-
 # %%
 #| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 torch.manual_seed(0)              # the same pictures on every run
+
 
 # %% [markdown]
 # A diffusion model learns from nothing but images (and, for a conditional model, their labels).

@@ -1,0 +1,198 @@
+# %%
+#| default_exp conditioning
+
+# %% [markdown]
+# # Conditioning
+# > Telling the UNet which class to draw: a label embedding with a null label, per-sample label dropout, and classifier-free guidance in one batched pass
+
+# %%
+#| export
+from __future__ import annotations
+import torch
+from torch import nn
+
+from minddpm.unet import UNet
+
+# %%
+#| hide
+from fastcore.test import *
+from nbdev.showdoc import show_doc
+import matplotlib.pyplot as plt
+from minddpm.unet import unet_preset
+
+# %%
+#| hide
+plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
+torch.manual_seed(0)              # the same pictures on every run
+
+# %% [markdown]
+# An unconditional DDPM draws *some* digit. To ask for a 7, the network needs the label as a second
+# input, and then we would like a knob for how strongly the sample should look like a 7. Classifier-free
+# guidance (Ho & Salimans 2021) gives both with one network:
+#
+# 1. **Label embedding.** Each class gets a learned vector, added to the time embedding, so every block
+#    that sees $t$ also sees the class. One extra row, the **null label**, means "no class".
+# 2. **Label dropout.** During training, each image's label is replaced by the null label with
+#    probability $p$ (0.1 here; the paper found 0.1–0.2 best), so the same network learns both the
+#    conditional $\varepsilon(x_t, t, y)$ and the unconditional $\varepsilon(x_t, t, \varnothing)$.
+# 3. **Guidance.** At sampling time, mix the two predictions:
+#    $\hat\varepsilon = \varepsilon_u + w\,(\varepsilon_c - \varepsilon_u)$. $w = 0$ is unconditional,
+#    $w = 1$ plain conditional, $w > 1$ pushes further along the direction that makes the image more
+#    like its class (and less diverse).
+#
+# ## Label embedding and the null label
+#
+# `ConditionalUNet` is the UNet of the last lesson with an `nn.Embedding` of `num_classes + 1` rows of
+# the time embedding's size. Labels are class indices in $[0, \text{num\_classes})$; `NULL_LABEL` (−1)
+# or `y=None` select the last row.
+
+# %%
+#| exports
+NULL_LABEL = -1  # "no class": the unconditional branch of classifier-free guidance
+
+class ConditionalUNet(UNet):
+    "A `UNet` that also takes class labels: their embedding is added to the time embedding; `NULL_LABEL` means none."
+    def __init__(self, num_classes: int, # number of classes; labels are 0 … num_classes − 1
+                 **unet_kwargs):         # everything `UNet` takes
+        super().__init__(**unet_kwargs)
+        self.num_classes = num_classes
+        self.label_emb = nn.Embedding(num_classes + 1, self.time_dim)  # row num_classes is the null label
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        "Predicted noise for images `x` at timesteps `t` given labels `y` (B,); `y=None` is unconditional."
+        self.check_input(x)
+        y = self.check_labels(y, len(x), x.device)
+        return self.body(x, self.time_emb(t) + self.label_emb(y))
+
+# %%
+#| export
+def _check_labels(self: ConditionalUNet, y, batch: int, device) -> torch.Tensor:
+    "Labels as embedding rows: class indices pass through, `NULL_LABEL` (or `y=None`) becomes the null row."
+    if y is None: return torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
+    y = torch.as_tensor(y, device=device)
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (batch,):
+        raise ValueError(f"labels must be an integer tensor of shape ({batch},), got {y.dtype} of shape {tuple(y.shape)}")
+    bad = (y != NULL_LABEL) & ((y < 0) | (y >= self.num_classes))
+    if bad.any():
+        raise ValueError(f"labels must be in [0, {self.num_classes}) or NULL_LABEL ({NULL_LABEL}); got {sorted(set(y[bad].tolist()))[:5]}")
+    return torch.where(y == NULL_LABEL, self.num_classes, y).long()
+
+ConditionalUNet.check_labels = _check_labels
+
+# %%
+model = ConditionalUNet(10, **unet_preset('tiny', in_channels=1)).eval()
+x, t = torch.randn(4, 1, 16, 16), torch.tensor([10, 10, 500, 500])
+eps_c = model(x, t, torch.tensor([3, 7, 3, 7]))
+eps_u = model(x, t)
+test_eq(eps_c.shape, x.shape)
+test_close(eps_u, model(x, t, torch.full((4,), NULL_LABEL)))  # None and NULL_LABEL are the same thing
+assert not torch.allclose(eps_c, eps_u)
+print(f"label embedding: {model.label_emb.weight.numel():,} of the model's {sum(p.numel() for p in model.parameters()):,} parameters")
+
+# %%
+test_fail(lambda: model(x, t, torch.tensor([3, 7, 3, 10])), contains='labels must be in [0, 10) or NULL_LABEL (-1); got [10]')
+test_fail(lambda: model(x, t, torch.tensor([3, -2, 3, 1])), contains='got [-2]')
+test_fail(lambda: model(x, t, torch.tensor([3., 7., 3., 1.])), contains='integer tensor of shape (4,)')
+test_fail(lambda: model(x, t, torch.tensor([3, 7])), contains='integer tensor of shape (4,)')
+
+# %% [markdown]
+# ## Label dropout, per sample
+#
+# The originals drop labels for the whole batch at once (`if np.random.random() < 0.1: labels = None`):
+# one batch in ten is entirely unconditional, the other nine have no unconditional examples at all,
+# and the gradient of each step is all of one kind. Dropping each label on its own coin flip gives every
+# batch the same 10 % mix.
+
+# %%
+#| exports
+def drop_labels(y: torch.Tensor, p: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+    "Replace each label by `NULL_LABEL` with probability `p`, independently per sample."
+    if not 0 <= p <= 1: raise ValueError(f"p must be a probability in [0, 1], got {p}")
+    drop = torch.rand(y.shape, device=y.device, generator=generator) < p
+    return torch.where(drop, torch.full_like(y, NULL_LABEL), y)
+
+# %% [markdown]
+# Over 1,000 batches of 64, the share of unconditional examples per batch, per sample and whole-batch:
+
+# %%
+g = torch.Generator().manual_seed(0)
+y = torch.randint(0, 10, (1000, 64), generator=g)
+per_sample = (drop_labels(y, 0.1, generator=g) == NULL_LABEL).float().mean(1)
+whole_batch = (torch.rand(1000, generator=g) < 0.1).float()
+fig, axs = plt.subplots(1, 2, figsize=(8, 2), sharey=True)
+axs[0].hist(per_sample, bins=20, range=(0, 1)); axs[0].set(title='per sample (here)', xlabel='unconditional share of a batch', ylabel='batches')
+axs[1].hist(whole_batch, bins=20, range=(0, 1), color='C7'); axs[1].set(title='whole batch (the originals)', xlabel='unconditional share of a batch')
+fig.tight_layout()
+
+# %% [markdown]
+# The rate is right, statistically: over 640,000 labels, a binomial count with p = 0.1 lies within
+# 5 standard deviations ($\pm 5\sqrt{np(1-p)} \approx \pm 1{,}200$) of 64,000 except with odds of about one in
+# three million.
+
+# %%
+n_dropped = int((drop_labels(y, 0.1, generator=torch.Generator().manual_seed(1)) == NULL_LABEL).sum())
+n = y.numel()
+assert abs(n_dropped - 0.1 * n) < 5 * (n * 0.1 * 0.9) ** 0.5, n_dropped
+test_eq(drop_labels(y, 0.0), y)
+test_eq((drop_labels(y, 1.0) == NULL_LABEL).all(), True)
+test_fail(lambda: drop_labels(y, 1.5), contains='probability in [0, 1]')
+
+# %% [markdown]
+# ## Classifier-free guidance in one pass
+#
+# Guidance needs both predictions for every image at every sampling step. The originals run the
+# network twice, once with the labels and once without. Stacking the two halves into one batch of
+# 2B images runs one forward pass instead: the same arithmetic, but one launch of every kernel, and
+# on a GPU a batch big enough to keep it busy. It also guarantees that both branches use the same
+# weights (the originals sample their conditional branch from the raw model even when asked to use
+# the EMA copy). At $w = 1$ the unconditional half is not needed at all.
+
+# %%
+#| exports
+def guided_eps(model: ConditionalUNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, w: float = 3.0) -> torch.Tensor:
+    "Classifier-free guidance, ε_u + w·(ε_c − ε_u), with both branches in one batched forward pass."
+    if w == 1: return model(x, t, y)                                    # plain conditional: one branch is enough
+    eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, NULL_LABEL)])).chunk(2)
+    return eps_u + w * (eps_c - eps_u)
+
+# %% [markdown]
+# The batched pass equals two separate passes (GroupNorm, attention and every other layer treat each
+# image on its own, so batching changes nothing but rounding):
+
+# %%
+yb = torch.tensor([3, 7, 3, 7])
+for w in (0.0, 1.0, 3.0, 7.5):
+    two_passes = eps_u + w * (eps_c - eps_u)
+    test_close(guided_eps(model, x, t, yb, w), two_passes, eps=1e-5)
+test_close(guided_eps(model, x, t, yb, 0.0), eps_u, eps=1e-5)   # w = 0: unconditional
+test_close(guided_eps(model, x, t, yb, 1.0), eps_c, eps=1e-5)   # w = 1: conditional
+
+# %% [markdown]
+# ## Our w and the originals' `cfg_scale`
+#
+# The originals write `if cfg_scale > 0: predicted_noise = torch.lerp(uncond, cond, cfg_scale)`.
+# `lerp(a, b, w)` is $a + w\,(b - a)$, so for `cfg_scale > 0` their scale *is* our $w$. The `if` is the
+# trap: at `cfg_scale = 0` they skip the mix and return the **conditional** prediction, while 0.01 gives
+# an almost **unconditional** one. Effective guidance weight against the setting:
+
+# %%
+scales = torch.linspace(0, 5, 501)
+original = torch.where(scales > 0, scales, torch.ones_like(scales))  # what the prediction really is, as a weight
+fig, ax = plt.subplots(figsize=(6, 2.4))
+ax.plot(scales, scales, label='minddpm: ε_u + w(ε_c − ε_u)', lw=3, alpha=.6)
+ax.plot(scales, original, label="originals: if cfg_scale > 0: lerp(...)", color='C3')
+ax.scatter([0], [1], color='C3', zorder=3); ax.scatter([0.01], [0.01], color='C3', marker='x', zorder=3)
+ax.annotate('cfg_scale = 0 → conditional (w = 1)', (0, 1), (0.4, 1.7), fontsize=8, arrowprops=dict(arrowstyle='->'))
+ax.annotate('0.01 → almost unconditional', (0.01, 0.01), (0.8, 0.2), fontsize=8, arrowprops=dict(arrowstyle='->'))
+ax.set(xlabel='setting (w, or cfg_scale)', ylabel='effective guidance weight'); ax.legend(fontsize=8);
+
+# %% [markdown]
+# A third convention is in the guidance paper itself: Ho & Salimans write
+# $\tilde\varepsilon = (1 + w')\,\varepsilon_c - w'\,\varepsilon_u$, whose $w' = 0$ is plain conditional. It is
+# the same mix with $w = 1 + w'$: their $w' = 0.3$ (the best FID on ImageNet 64) is our $w = 1.3$, and
+# the originals' default `cfg_scale = 3` is $w = 3$, or $w' = 2$.
+
+# %%
+w_paper = 2.0
+test_close(guided_eps(model, x, t, yb, 1 + w_paper), (1 + w_paper) * eps_c - w_paper * eps_u, eps=1e-4)
+test_close(guided_eps(model, x, t, yb, 3.0), torch.lerp(eps_u, eps_c, 3.0), eps=1e-5)  # the originals' mix, for cfg_scale > 0
