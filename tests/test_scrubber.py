@@ -72,7 +72,7 @@ def test_widgets_under_ipywidgets_7(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__,
                         '-k', 'not forward_player and not ipywidgets_7'], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert re.search(r'\b7 passed', r.stdout), r.stdout[-500:]
+    assert re.search(r'\b8 passed', r.stdout), r.stdout[-500:]
 
 def test_forward_player_holds_one_frame_per_step_within_budget():
     s = forward_scrubber(steps=30)
@@ -82,3 +82,29 @@ def test_forward_player_holds_one_frame_per_step_within_budget():
     assert 'http' not in html  # nothing fetched: no CDN, no external image
     assert len(html) < 400_000, f'forward player is {len(html) / 1e3:.0f} kB; the budget is 400 kB'
     assert s.labels[0] == 't = 0' and s.labels[-1] == 't = 999'
+
+def test_a_real_kernel_gets_the_live_widget():
+    "In a running ipykernel (as in Colab or Jupyter) the scrubber displays as a live widget, and its slider drives the image."
+    from jupyter_client.manager import start_new_kernel
+    km, kc = start_new_kernel(kernel_name='python3')
+    try:
+        code = ("from minddpm.scrubber import Scrubber\n"
+                "s = Scrubber([bytes([i]) * 8 for i in range(4)], ['a', 'b', 'c', 'd'])\n"
+                "display(s)\n"
+                "s.slider.value = 2\n"
+                "print(s.image.value == bytes([2]) * 8, s.label.value)")
+        msg_id = kc.execute(code)
+        shown, printed = [], ''
+        while True:
+            msg = kc.get_iopub_msg(timeout=120)
+            if msg['parent_header'].get('msg_id') != msg_id: continue
+            kind, content = msg['msg_type'], msg['content']
+            if kind == 'display_data': shown.append(content['data'])
+            elif kind == 'stream': printed += content['text']
+            elif kind == 'error': raise AssertionError('\n'.join(content['traceback']))
+            elif kind == 'status' and content['execution_state'] == 'idle': break
+        assert shown and 'application/vnd.jupyter.widget-view+json' in shown[0] and 'text/html' not in shown[0]
+        assert printed.split() == ['True', 'c']
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
