@@ -6,12 +6,13 @@
 __all__ = []
 
 # %% ../nbs/index.ipynb #c5309636
-from . import data, schedule, forward, scrubber, unet, conditioning
+from . import data, schedule, forward, scrubber, unet, conditioning, ema
 from .data import *
 from .schedule import *
 from .forward import *
 from .scrubber import *
 from .unet import *
 from .conditioning import *
+from .ema import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + ema.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly

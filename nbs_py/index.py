@@ -49,8 +49,8 @@ def lesson_table():
 lesson_table()
 
 # %% [markdown]
-# Still to come, in this order: DDPM and DDIM sampling with a reverse scrubber, EMA, training on a
-# GPU, evaluation, performance, and the whole course on CIFAR-10. The scrubber that the forward
+# Still to come: 05, DDPM and DDIM sampling with a reverse scrubber; then training on a GPU,
+# evaluation, performance, and the whole course on CIFAR-10. The scrubber that the forward
 # lesson uses has [a page of its own](scrubber.html).
 #
 # ## Quick start
@@ -75,12 +75,13 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import data, schedule, forward, scrubber, unet, conditioning
+from minddpm import data, schedule, forward, scrubber, unet, conditioning, ema
 from minddpm.data import *
 from minddpm.schedule import *
 from minddpm.forward import *
 from minddpm.scrubber import *
 from minddpm.unet import *
 from minddpm.conditioning import *
+from minddpm.ema import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + ema.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
