@@ -64,6 +64,7 @@ class ConditionalUNet(UNet):
         y = self.check_labels(y, len(x), x.device)
         return self.body(x, self.time_emb(t) + self.label_emb(y))
 
+
 # %%
 #| export
 def _check_labels(self: ConditionalUNet, y, batch: int, device) -> torch.Tensor:
@@ -95,6 +96,7 @@ test_fail(lambda: model(x, t, torch.tensor([3, -2, 3, 1])), contains='got [-2]')
 test_fail(lambda: model(x, t, torch.tensor([3., 7., 3., 1.])), contains='integer tensor of shape (4,)')
 test_fail(lambda: model(x, t, torch.tensor([3, 7])), contains='integer tensor of shape (4,)')
 
+
 # %% [markdown]
 # ## Label dropout, per sample
 #
@@ -110,6 +112,7 @@ def drop_labels(y: torch.Tensor, p: float = 0.1, generator: torch.Generator | No
     if not 0 <= p <= 1: raise ValueError(f"p must be a probability in [0, 1], got {p}")
     drop = torch.rand(y.shape, device=y.device, generator=generator) < p
     return torch.where(drop, torch.full_like(y, NULL_LABEL), y)
+
 
 # %% [markdown]
 # Over 1,000 batches of 64, the share of unconditional examples per batch, per sample and whole-batch:
@@ -137,6 +140,7 @@ test_eq(drop_labels(y, 0.0), y)
 test_eq((drop_labels(y, 1.0) == NULL_LABEL).all(), True)
 test_fail(lambda: drop_labels(y, 1.5), contains='probability in [0, 1]')
 
+
 # %% [markdown]
 # ## Classifier-free guidance in one pass
 #
@@ -154,6 +158,7 @@ def guided_eps(model: ConditionalUNet, x: torch.Tensor, t: torch.Tensor, y: torc
     if w == 1: return model(x, t, y)                                    # plain conditional: one branch is enough
     eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, NULL_LABEL)])).chunk(2)
     return eps_u + w * (eps_c - eps_u)
+
 
 # %% [markdown]
 # The batched pass equals two separate passes (GroupNorm, attention and every other layer treat each

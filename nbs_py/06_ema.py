@@ -65,6 +65,7 @@ ax.plot(ema_trace(noisy, 0.99), label='β = 0.99, from step 0')
 ax.plot(ema_trace(noisy, 0.99, start=50), label='β = 0.99, copied until step 50')
 ax.set(xlabel='step', ylim=(0, 5)); ax.legend(fontsize=7, ncol=2);
 
+
 # %% [markdown]
 # ## The EMA of a model
 #
@@ -94,6 +95,7 @@ class EMA:
         else: torch._foreach_lerp_(ema_p, p, 1 - self.beta)    # θ_ema ← β·θ_ema + (1 − β)·θ
         for b_ema, b in zip(self.model.buffers(), model.buffers()): b_ema.copy_(b)
         self.step += 1
+
 
 # %% [markdown]
 # Checkpoints need to save and restore it, step count included, so a resumed run continues the same

@@ -49,7 +49,7 @@ def lesson_table():
 lesson_table()
 
 # %% [markdown]
-# Still to come: 05, DDPM and DDIM sampling with a reverse scrubber; then training on a GPU,
+# Still to come: training on a GPU (with a small trained checkpoint that lessons 02 to 05 will show),
 # evaluation, performance, and the whole course on CIFAR-10. The scrubber that the forward
 # lesson uses has [a page of its own](scrubber.html).
 #
@@ -75,13 +75,14 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import data, schedule, forward, scrubber, unet, conditioning, ema
+from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema
 from minddpm.data import *
 from minddpm.schedule import *
 from minddpm.forward import *
 from minddpm.scrubber import *
 from minddpm.unet import *
 from minddpm.conditioning import *
+from minddpm.sampling import *
 from minddpm.ema import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + ema.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly

@@ -67,7 +67,7 @@ def test_sidebar_lists_every_lesson_and_module():
     reference = {e['text']: e['href'] for e in sections['Reference']}
     assert reference == {f'minddpm.{m}': nb for nb, m in exported_modules().items()}
 
-@pytest.mark.parametrize('name', ['02_forward.ipynb', 'scrubber.ipynb'])
+@pytest.mark.parametrize('name', ['02_forward.ipynb', '05_sampling.ipynb', 'scrubber.ipynb'])
 def test_scrubber_pages_carry_the_static_player(proc, name):
     "Quarto has no kernel: the scrubber cells are re-run at pre-render (`#| exec_doc`) and must emit the HTML player."
     nb = json.loads((proc/name).read_text())
