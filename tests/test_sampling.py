@@ -16,7 +16,7 @@ def test_full_length_ddim_eta_1_is_ddpm_beta_tilde():
     ddim = sample(net, diffusion, labels, sampler='ddim', steps=1000, eta=1.0, generator=g())
     # two algebraically equal updates, rounded differently in float32 over 1,000 steps; a wrong formula is off by ~0.1
     torch.testing.assert_close(ddim, ddpm, rtol=0, atol=5e-4)
-    assert (ddim - ddpm).abs().mean() < 1e-5
+    assert (ddim - ddpm).abs().mean() < 5e-5
 
 def test_ddim_eta_0_is_deterministic_and_spacing_is_documented():
     net = ConditionalUNet(10, **unet_preset('tiny', in_channels=1, base=8, time_dim=32))
