@@ -69,7 +69,7 @@ def ddim_step(diffusion: Diffusion, x, t: int, s: int | None, eps, eta: float = 
     if s is None: return x0, x0
     ab_t, ab_s = diffusion.alpha_bars[t], diffusion.alpha_bars[s]
     sigma = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()
-    x = ab_s.sqrt() * x0 + (1 - ab_s - sigma ** 2).sqrt() * eps
+    x = ab_s.sqrt() * x0 + (1 - ab_s - sigma ** 2).clamp(min=0).sqrt() * eps   # clamp: rounding at η = 1 can dip below 0
     return (x + sigma * noise if eta > 0 else x), x0
 
 # %% ../nbs/05_sampling.ipynb #3d86b074
