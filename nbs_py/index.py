@@ -49,8 +49,8 @@ def lesson_table():
 lesson_table()
 
 # %% [markdown]
-# Still to come: training on a GPU (with a small trained checkpoint that lessons 02 to 05 will show),
-# evaluation, performance, and the whole course on CIFAR-10. The scrubber that the forward
+# Still to come: a small trained checkpoint that lessons 02 to 05 will show, W&B logging, evaluation,
+# performance, and the whole course on CIFAR-10. The scrubber that the forward
 # lesson uses has [a page of its own](scrubber.html).
 #
 # ## Quick start
@@ -75,7 +75,7 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema
+from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training
 from minddpm.data import *
 from minddpm.schedule import *
 from minddpm.forward import *
@@ -84,5 +84,6 @@ from minddpm.unet import *
 from minddpm.conditioning import *
 from minddpm.sampling import *
 from minddpm.ema import *
+from minddpm.training import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly

@@ -1,0 +1,376 @@
+# %%
+#| default_exp training
+
+# %% [markdown]
+# # Training
+# > The training loop: ε-prediction loss at every timestep, AdamW with OneCycleLR, gradient clipping, EMA, mixed precision that is really on, a held-out validation mean, and checkpoints that resume exactly
+
+# %%
+#| export
+from __future__ import annotations
+import contextlib, dataclasses, math, os, time
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import minddpm
+from minddpm.conditioning import ConditionalUNet, drop_labels
+from minddpm.data import get_dataloaders, pick_device
+from minddpm.ema import EMA
+from minddpm.forward import Diffusion
+from minddpm.unet import unet_preset
+
+# %%
+#| hide
+from fastcore.test import *
+from nbdev.showdoc import show_doc
+import tempfile
+import matplotlib.pyplot as plt
+
+# %%
+#| hide
+plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
+torch.manual_seed(0)              # the same pictures on every run
+
+# %% [markdown]
+# Everything the earlier lessons built comes together here. One training step:
+#
+# 1. take a batch of images $x_0$ and labels $y$; drop each label with probability 0.1 (lesson 04);
+# 2. draw a timestep per image, uniformly over **all** of $\{0, \dots, T-1\}$, and noise (lesson 02);
+# 3. predict the noise and take the mean squared error against the true noise (DDPM's $L_\text{simple}$);
+# 4. step AdamW under a OneCycle learning-rate schedule, with the gradient norm clipped at 1;
+# 5. fold the new weights into the EMA (lesson 06).
+#
+# ## Configuration
+#
+# One dataclass with commented defaults, and named presets for the machines the course runs on.
+
+# %%
+#| export
+@dataclass
+class TrainConfig:
+    "Everything a training run depends on; saved in every checkpoint."
+    dataset: str = 'digits'      # a name in `DATASETS`, or a folder with one sub-folder of images per class
+    img_size: int = 16           # images are resized to img_size × img_size
+    unet: str = 'tiny'           # UNet preset: 'tiny' or 'seed'
+    schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
+    T: int = 1000                # diffusion steps
+    batch_size: int = 64         # images per optimiser step
+    steps: int = 3000            # optimiser steps in all
+    lr: float = 2e-3             # peak learning rate of OneCycleLR
+    weight_decay: float = 0.01   # AdamW weight decay
+    grad_clip: float = 1.0       # largest gradient norm
+    p_uncond: float = 0.1        # share of labels dropped, per sample
+    ema_beta: float = 0.995      # EMA decay
+    ema_start: int = 200         # EMA copies the weights before this step (the originals: 2000)
+    val_every: int = 500         # steps between validation passes
+    ckpt_every: int = 500        # steps between checkpoints
+    seed: int = 0                # seeds the split, the data order, the noise and the initial weights
+    device: str = 'auto'         # 'auto': cuda, then mps, then cpu
+    precision: str = 'auto'      # 'auto', 'bf16', 'fp16' or 'fp32'
+    out: str = 'runs/minddpm'    # run directory: checkpoint.pt and samples
+
+TRAIN_PRESETS = {
+    'tiny': TrainConfig(),                                                                       # CPU: the bundled digits
+    'colab': TrainConfig(dataset='cifar10', img_size=32, unet='seed', batch_size=128, steps=40_000, lr=1e-3,
+                         ema_start=2000, val_every=2000, ckpt_every=2000),                        # one T4
+    'full': TrainConfig(dataset='cifar10', img_size=64, unet='seed', batch_size=64, steps=150_000, lr=5e-4,
+                        ema_start=2000, val_every=5000, ckpt_every=5000),                         # the originals' 64×64
+}
+
+# %% [markdown]
+# ## Mixed precision that is really on
+#
+# The originals write `with torch.autocast("cuda") and (...):`. Python's `and` returns its second operand,
+# so only the second context manager is entered: autocast never runs, and their GradScaler scales float32
+# gradients for nothing. Here the precision is resolved once, and autocast is entered in its own `with`:
+# bf16 on GPUs that support it natively (no scaler needed), fp16 with a `GradScaler` on those that do not
+# (a T4), and plain float32 on the CPU.
+
+# %%
+#| exports
+def resolve_precision(device: torch.device, precision: str = 'auto') -> torch.dtype | None:
+    "The autocast dtype for `device`: bf16 where CUDA supports it, fp16 on other CUDA GPUs, None (fp32) elsewhere."
+    if precision not in ('auto', 'bf16', 'fp16', 'fp32'):
+        raise ValueError(f"Unknown precision {precision!r}; use auto, bf16, fp16 or fp32")
+    if precision == 'auto':
+        if device.type != 'cuda': return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': None}[precision]
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    "The autocast context for one forward pass, or a no-op for fp32."
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+# %%
+cpu = torch.device('cpu')
+test_eq(resolve_precision(cpu), None)
+with autocast(cpu, resolve_precision(cpu, 'bf16')):
+    assert torch.is_autocast_enabled('cpu')
+    test_eq((torch.randn(4, 4) @ torch.randn(4, 4)).dtype, torch.bfloat16)  # really running in bf16
+with autocast(cpu, None): assert not torch.is_autocast_enabled('cpu')
+seed_bug = torch.autocast('cpu', dtype=torch.bfloat16) and contextlib.nullcontext()  # the originals' `and`
+with seed_bug: assert not torch.is_autocast_enabled('cpu')                           # autocast never entered
+
+# %% [markdown]
+# ## The run: setup, one step, validation
+#
+# `Run` holds everything that changes during training, so a checkpoint can hold it all.
+
+# %%
+#| export
+class Run:
+    "Model, EMA, optimiser, LR schedule, grad scaler, data and step of one training run."
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.dtype = resolve_precision(self.device, cfg.precision)
+        self.train_dl, self.val_dl = get_dataloaders(cfg.dataset, cfg.img_size, cfg.batch_size, seed=cfg.seed)
+        classes = self.train_dl.dataset.classes
+        c = self.train_dl.dataset[0][0].shape[0]
+        self.diffusion = Diffusion(cfg.schedule, cfg.T).to(self.device)
+        self.model = ConditionalUNet(len(classes), **unet_preset(cfg.unet, in_channels=c)).to(self.device)
+        if self.device.type == 'cuda': self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, cfg.ema_beta, cfg.ema_start)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-5)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=cfg.steps)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.step, self.classes, self.shape, self.history = 0, classes, (c, cfg.img_size, cfg.img_size), []
+
+# %%
+#| export
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> float:
+    "One optimiser step on a batch; returns the loss. Raises on a non-finite loss, before touching the weights."
+    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    t = run.diffusion.sample_timesteps(len(x))
+    xt, eps = run.diffusion.add_noise(x, t)
+    y = drop_labels(y, run.cfg.p_uncond)
+    run.model.train()
+    with autocast(run.device, run.dtype):
+        loss = F.mse_loss(run.model(xt, t, y).float(), eps)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the loss became {loss.item()} at step {run.step}; the last checkpoint is kept")
+    run.opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.opt)
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.scaler.step(run.opt); run.scaler.update(); run.sched.step()
+    run.ema.update(run.model)
+    run.step += 1
+    return loss.item()
+
+@torch.no_grad()
+def validate(run: Run, model=None, seed: int = 0) -> float:
+    "Mean ε-MSE over the whole held-out split (weighted by batch size), with fixed timesteps and noise."
+    model = model or run.ema.model
+    model.eval()
+    g = torch.Generator(device=run.device).manual_seed(seed)
+    total, n = 0.0, 0
+    for x, y in run.val_dl:
+        x, y = x.to(run.device), y.to(run.device)
+        t = torch.randint(0, run.diffusion.T, (len(x),), device=run.device, generator=g)
+        xt, eps = run.diffusion.add_noise(x, t, torch.randn(x.shape, device=run.device, generator=g))
+        with autocast(run.device, run.dtype):
+            total += F.mse_loss(model(xt, t, y).float(), eps, reduction='sum').item()
+        n += eps.numel()
+    return total / n
+
+# %% [markdown]
+# ## Checkpoints that resume exactly
+#
+# A checkpoint is one file: model, EMA, optimiser, LR schedule, grad scaler, step, config, the RNG state
+# and the minddpm version. It is written to a temporary file and renamed over the old one, so a run
+# killed while saving leaves the previous checkpoint intact. Resuming rebuilds the run from the saved
+# config, loads every state, and skips the batches of the current epoch that were already used (each
+# epoch's order comes from a generator seeded with the epoch), so the loss sequence continues exactly.
+
+# %%
+#| export
+def save_checkpoint(run: Run, path) -> Path:
+    "Write the whole run to `path` atomically (temporary file, then rename)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    state = {'model': run.model.state_dict(), 'ema': run.ema.state_dict(), 'opt': run.opt.state_dict(),
+             'sched': run.sched.state_dict(), 'scaler': run.scaler.state_dict(), 'step': run.step,
+             'config': asdict(run.cfg), 'rng': torch.get_rng_state(), 'history': run.history,
+             'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+             'classes': run.classes, 'version': minddpm.__version__}
+    tmp = path.with_name(path.name + '.tmp')
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic on POSIX and Windows
+    return path
+
+def load_checkpoint(path, map_location='cpu') -> dict:
+    "Read a checkpoint written by `save_checkpoint`, refusing missing or corrupt files with a clear message."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
+    try: state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e: raise ValueError(f"{path} is not a readable minddpm checkpoint ({type(e).__name__}: {e})") from e
+    missing = {'model', 'ema', 'config', 'step'} - set(state)
+    if missing: raise ValueError(f"{path} is not a minddpm checkpoint: it lacks {sorted(missing)}")
+    return state
+
+def resume(path, **changes) -> Run:
+    "Rebuild a run from its checkpoint, every state restored; `changes` may move `out` or change `steps` (which stretches the LR schedule)."
+    state = load_checkpoint(path)
+    cfg = dataclasses.replace(TrainConfig(**state['config']), **changes)
+    run = Run(cfg)
+    run.model.load_state_dict(state['model']); run.ema.load_state_dict(state['ema'])
+    run.opt.load_state_dict(state['opt'])
+    run.scaler.load_state_dict(state['scaler'])
+    run.step, run.history = state['step'], list(state['history'])
+    if cfg.steps < run.step: raise ValueError(f"the checkpoint is at step {run.step}; steps={cfg.steps} would end before it")
+    if cfg.steps == state['config']['steps']: run.sched.load_state_dict(state['sched'])
+    else:  # a longer (or shorter) run: the same OneCycle shape stretched to the new length, at the current step
+        run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=cfg.lr, total_steps=cfg.steps, last_epoch=run.step - 1)
+    torch.set_rng_state(state['rng'])
+    if state['cuda_rng'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda_rng'])
+    return run
+
+# %% [markdown]
+# ## The loop
+#
+# `train` runs until `cfg.steps`, validates every `val_every` steps with the EMA weights (a true mean over
+# the held-out split), checkpoints every `ckpt_every` steps and at the end, and shows a progress bar with
+# the step, the loss and the learning rate. Each epoch's data order comes from a generator seeded with
+# `seed + epoch`, which is what lets a resumed run pick up mid-epoch.
+
+# %%
+#| export
+def _batches(run: Run):
+    "The training batches from the run's current step on, epoch after epoch, each epoch in a seeded order."
+    per_epoch = len(run.train_dl)
+    epoch, skip = divmod(run.step, per_epoch)
+    rng = torch.get_rng_state()
+    while True:
+        run.train_dl.generator.manual_seed(run.cfg.seed + epoch)
+        for i, batch in enumerate(run.train_dl):
+            if i < skip: continue
+            if skip: torch.set_rng_state(rng); skip = 0   # skipped items must not shift the noise stream
+            yield batch
+        epoch, skip = epoch + 1, 0
+
+def train(cfg: TrainConfig | None = None, run: Run | None = None, progress: bool = True,
+          until: int | None = None) -> Run:
+    "Train from scratch (`cfg`) or continue a resumed `run`, to `cfg.steps` (or stop and save at step `until`)."
+    run = run or Run(cfg or TrainConfig())
+    cfg, ckpt = run.cfg, Path(run.cfg.out)/'checkpoint.pt'
+    stop = min(until or cfg.steps, cfg.steps)
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, desc='train')
+    batches = _batches(run)
+    while run.step < stop:
+        x, y = next(batches)
+        loss = train_step(run, x, y)
+        val = validate(run) if run.step % cfg.val_every == 0 or run.step == cfg.steps else None
+        run.history.append((run.step, loss, run.sched.get_last_lr()[0], val))
+        bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', lr=f'{run.sched.get_last_lr()[0]:.2e}', **({'val': f'{val:.4f}'} if val else {}))
+        if run.step % cfg.ckpt_every == 0 or run.step == stop: save_checkpoint(run, ckpt)
+    bar.close()
+    return run
+
+# %% [markdown]
+# A short run of the tiny preset on the bundled digits, on whatever this machine has:
+
+# %%
+out = Path(tempfile.mkdtemp())
+run = train(dataclasses.replace(TRAIN_PRESETS['tiny'], steps=120, val_every=40, ckpt_every=100, out=str(out)), progress=False)
+steps_, losses, lrs, vals = zip(*run.history)
+fig, axs = plt.subplots(1, 2, figsize=(9, 2.4))
+axs[0].plot(steps_, losses, lw=.8, label='training loss'); axs[0].plot([s for s, v in zip(steps_, vals) if v], [v for v in vals if v], 'o-', label='held-out (EMA)')
+axs[0].set(xlabel='step', ylabel='ε-MSE', ylim=(0, 1.1)); axs[0].legend(fontsize=8)
+axs[1].plot(steps_, lrs); axs[1].set(xlabel='step', title='OneCycleLR');
+
+# %%
+assert sum(losses[-20:]) / 20 < 0.5 * sum(losses[:10]) / 10, 'the loss should fall clearly'
+assert (out/'checkpoint.pt').exists()
+
+# %% [markdown]
+# **Resume is exact.** Stop a 30-step run at step 20, rebuild it from its checkpoint and finish it: every
+# loss matches the uninterrupted run's (small batches, to keep this quick).
+
+# %%
+cfg = dataclasses.replace(TRAIN_PRESETS['tiny'], steps=30, batch_size=16, val_every=1000, ckpt_every=1000, out=str(out/'a'))
+straight = train(cfg, progress=False)
+train(dataclasses.replace(cfg, out=str(out/'b')), progress=False, until=20)
+resumed = train(run=resume(out/'b'/'checkpoint.pt'), progress=False)
+test_eq([h[1] for h in resumed.history], [h[1] for h in straight.history])
+
+# %%
+test_fail(lambda: load_checkpoint(out/'nothing.pt'), contains='no checkpoint at')
+(out/'bad.pt').write_bytes(b'not a checkpoint')
+test_fail(lambda: load_checkpoint(out/'bad.pt'), contains='is not a readable minddpm checkpoint')
+test_fail(lambda: resolve_precision(cpu, 'fp8'), contains='use auto, bf16, fp16 or fp32')
+
+# %% [markdown]
+# ## The two commands
+#
+# ```sh
+# minddpm_train --dataset digits --preset tiny --steps 3000 --out runs/digits      # about 10 minutes on 2 CPU cores
+# minddpm_train --resume runs/digits/checkpoint.pt --steps 6000                     # carry on where it stopped
+# minddpm_sample runs/digits/checkpoint.pt --labels 0 1 2 3 4 5 6 7 8 9 --n 4 --out samples.png
+# ```
+
+# %%
+#| export
+def minddpm_train(argv=None):
+    "Entry point of `minddpm_train`: train a conditional DDPM from a preset, or resume a checkpoint."
+    import argparse
+    p = argparse.ArgumentParser(prog='minddpm_train', description=minddpm_train.__doc__)
+    p.add_argument('--dataset', help="digits (default), cifar10, mnist, fashion_mnist, or a folder of class sub-folders")
+    p.add_argument('--preset', default='tiny', help=f"one of {', '.join(TRAIN_PRESETS)} (default: tiny)")
+    p.add_argument('--img-size', type=int, help='image side in pixels')
+    p.add_argument('--steps', type=int, help='optimiser steps in all')
+    p.add_argument('--batch-size', type=int)
+    p.add_argument('--lr', type=float, help='peak learning rate')
+    p.add_argument('--out', help='run directory (default: runs/minddpm)')
+    p.add_argument('--resume', help='checkpoint to continue from')
+    p.add_argument('--device', help='auto, cuda, mps or cpu')
+    p.add_argument('--seed', type=int)
+    a = p.parse_args(argv)
+    changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size,
+                                     lr=a.lr, out=a.out, device=a.device, seed=a.seed).items() if v is not None}
+    try:
+        if a.resume: run = resume(a.resume, **changes)
+        else:
+            if a.preset not in TRAIN_PRESETS: raise ValueError(f"Unknown preset {a.preset!r}; use one of {', '.join(TRAIN_PRESETS)}")
+            run = Run(dataclasses.replace(TRAIN_PRESETS[a.preset], **changes))
+        run = train(run=run)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_train: error: {e}\n")
+    print(f"trained to step {run.step}; checkpoint: {Path(run.cfg.out)/'checkpoint.pt'}")
+
+def minddpm_sample(argv=None):
+    "Entry point of `minddpm_sample`: draw a labelled grid of samples from a checkpoint's EMA weights."
+    import argparse
+    from minddpm.data import show_images
+    from minddpm.sampling import sample
+    p = argparse.ArgumentParser(prog='minddpm_sample', description=minddpm_sample.__doc__)
+    p.add_argument('checkpoint')
+    p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
+    p.add_argument('--n', type=int, default=1, help='images per label (default: 1)')
+    p.add_argument('--sampler', default='ddim', choices=['ddim', 'ddpm'])
+    p.add_argument('--steps', type=int, default=50, help='DDIM steps (default: 50)')
+    p.add_argument('--guidance', type=float, default=3.0, help='w: 0 unconditional, 1 conditional (default: 3)')
+    p.add_argument('--eta', type=float, default=0.0)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default='samples.png')
+    a = p.parse_args(argv)
+    try:
+        state = load_checkpoint(a.checkpoint)
+        cfg, classes = TrainConfig(**state['config']), state['classes']
+        labels = list(range(len(classes))) if not a.labels else a.labels
+        bad = [l for l in labels if not 0 <= l < len(classes)]
+        if bad: raise ValueError(f"labels {bad} are unknown to this model; it knows 0 … {len(classes) - 1} ({', '.join(classes)})")
+        c = state['ema']['model']['inc.net.0.weight'].shape[1]
+        model = ConditionalUNet(len(classes), **unet_preset(cfg.unet, in_channels=c))
+        model.load_state_dict(state['ema']['model'])
+        y = torch.tensor(labels).repeat_interleave(a.n)
+        x = sample(model, Diffusion(cfg.schedule, cfg.T), y, shape=(c, cfg.img_size, cfg.img_size), sampler=a.sampler,
+                   steps=a.steps, w=a.guidance, eta=a.eta, generator=torch.Generator().manual_seed(a.seed))
+    except (ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_sample: error: {e}\n")
+    import matplotlib.pyplot as plt
+    show_images(x, y, classes, ncols=max(a.n, min(len(y), 10)))
+    plt.savefig(a.out, dpi=80); plt.close('all')
+    print(f"saved {len(y)} samples to {a.out}")
