@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_training.ipynb #3e838b83
 from __future__ import annotations
-import contextlib, dataclasses, math, os, time
+import contextlib, dataclasses, os
 from dataclasses import dataclass, asdict
 from pathlib import Path
 

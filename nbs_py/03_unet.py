@@ -17,10 +17,8 @@ from torch import nn
 # %%
 #| hide
 from fastcore.test import *
-from nbdev.showdoc import show_doc
 import time
 import matplotlib.pyplot as plt
-from minddpm.data import load_bundled, resize_uint8, to_unit_range
 
 # %%
 #| hide

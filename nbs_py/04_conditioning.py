@@ -16,7 +16,6 @@ from minddpm.unet import UNet
 # %%
 #| hide
 from fastcore.test import *
-from nbdev.showdoc import show_doc
 import matplotlib.pyplot as plt
 from minddpm.unet import unet_preset
 

@@ -20,7 +20,6 @@ from minddpm.scrubber import Scrubber, fig_to_png
 # %%
 #| hide
 from fastcore.test import *
-from nbdev.showdoc import show_doc
 import copy
 from minddpm.conditioning import ConditionalUNet
 from minddpm.data import get_datasets, show_images

@@ -16,7 +16,6 @@ from torch import nn
 # %%
 #| hide
 from fastcore.test import *
-from nbdev.showdoc import show_doc
 import matplotlib.pyplot as plt
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from minddpm.data import get_dataloaders

@@ -8,7 +8,7 @@
 # %%
 #| export
 from __future__ import annotations
-import contextlib, dataclasses, math, os, time
+import contextlib, dataclasses, os
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -26,7 +26,6 @@ from minddpm.unet import unet_preset
 # %%
 #| hide
 from fastcore.test import *
-from nbdev.showdoc import show_doc
 import tempfile
 import matplotlib.pyplot as plt
 

@@ -3,7 +3,6 @@
 Quarto itself is not installable on CI machines, so this runs nbdev's own pre-render, with only its
 'install Quarto' step switched off, on a copy of the repo, and checks what Quarto would be given."""
 import importlib, json, shutil, subprocess, sys
-from pathlib import Path
 
 import pytest
 import yaml

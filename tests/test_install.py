@@ -1,7 +1,6 @@
 """What `pip install minddpm` users and Colab students get: a wheel that carries the bundled data once,
 and a package that works from any folder in a fresh virtual environment, without nbdev or fastcore."""
 import runpy, shutil, subprocess, sys, venv, zipfile
-from pathlib import Path
 
 import pytest
 import torch

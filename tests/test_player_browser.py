@@ -3,7 +3,6 @@ package; `.ci/run` installs it) loads a page holding the forward scrubber, moves
 schedule and presses play, and reports what the page then shows."""
 import json, re, shutil, subprocess
 
-import pytest
 
 from minddpm.forward import forward_scrubber
 

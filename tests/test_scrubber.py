@@ -1,10 +1,8 @@
 """The scrubber as a user drives it: the live widget under ipywidgets 8 (installed) and 7.7.1 (Colab's),
 and the static player's contents and size."""
 import os, re, subprocess, sys
-from pathlib import Path
 
 import ipywidgets
-import pytest
 
 from minddpm.forward import forward_scrubber
 from minddpm.scrubber import Scrubber
