@@ -82,7 +82,7 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
            sampler: str = 'ddim',         # 'ddim' or 'ddpm'
            steps: int = 50,               # DDIM steps (DDPM always takes T)
            w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
-           eta: float = 0.0,              # DDIM noise: 0 deterministic, 1 ancestral
+           eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?")
            variance: str = 'beta',        # DDPM σ²: 'beta' or 'beta_tilde'
            clip: bool = True,             # clip x̂0 to [-1, 1]
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw

@@ -23,6 +23,7 @@ from fastcore.test import *
 import copy
 from minddpm.conditioning import ConditionalUNet
 from minddpm.data import get_datasets, show_images
+from minddpm.training import load_model
 from minddpm.unet import unet_preset
 
 # %%
@@ -172,7 +173,7 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
            sampler: str = 'ddim',         # 'ddim' or 'ddpm'
            steps: int = 50,               # DDIM steps (DDPM always takes T)
            w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
-           eta: float = 0.0,              # DDIM noise: 0 deterministic, 1 ancestral
+           eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?")
            variance: str = 'beta',        # DDPM σ²: 'beta' or 'beta_tilde'
            clip: bool = True,             # clip x̂0 to [-1, 1]
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw
@@ -221,8 +222,8 @@ for title, imgs in grids.items(): show_images(imgs, labels, train.classes, ncols
 # **DDIM with η = 0 is deterministic**, and a seed reproduces any sample:
 
 # %%
-a = sample(ideal, diffusion, labels, steps=20, generator=g())
-test_eq(sample(ideal, diffusion, labels, steps=20, generator=g()), a)
+a = sample(ideal, diffusion, labels, steps=20, eta=0.0, generator=g())
+test_eq(sample(ideal, diffusion, labels, steps=20, eta=0.0, generator=g()), a)
 test_eq(sample(ideal, diffusion, labels, steps=20, eta=1.0, generator=g()),
         sample(ideal, diffusion, labels, steps=20, eta=1.0, generator=g()))
 
@@ -317,5 +318,41 @@ _ideal = IdealDenoiser(torch.stack([_train[i][0] for i in range(len(_train))]), 
 reverse_scrubber(_ideal, _diffusion, torch.arange(10), _train.classes, steps=50, frames=25)
 
 # %% [markdown]
-# With a trained network (lesson 07 ships one trained on these digits) the same scrubber shows the
-# model drawing digits it has never seen, rather than recalling training images.
+# ## A trained model
+#
+# The ideal denoiser can only recall its training images. minddpm ships a small network trained on the
+# same digits (about 4,000 steps of lesson 07's `tiny` preset, about 10 minutes on two CPU cores; `load_model()`
+# reads it). Its trajectory looks the same, but the digits at the end are new ones, drawn in its own hand:
+
+# %%
+#| exec_doc
+from minddpm.sampling import reverse_scrubber
+from minddpm.training import load_model
+_tiny = load_model()
+reverse_scrubber(_tiny.model, _tiny.diffusion, torch.arange(10), _tiny.classes, shape=_tiny.shape, steps=50, frames=25)
+
+# %% [markdown]
+# ## Which η?
+#
+# On a well-trained CIFAR-10 model the DDIM paper finds η = 0 best at 50 steps. The deterministic sampler
+# has a weakness, though: it follows the network's prediction wherever it leads, so an error made at one
+# step is carried to the end. The noise that η > 0 adds at every step pulls a sample back towards images
+# the network knows, which corrects some of those errors. With a small network trained for minutes, that
+# matters. Here are the same starting noises, sampled from the shipped model both ways:
+
+# %%
+tiny = load_model()
+y = torch.arange(10).repeat(2)
+for eta in (0.0, 1.0):
+    show_images(sample(tiny.model, tiny.diffusion, y, shape=tiny.shape, steps=50, eta=eta, generator=g()), y,
+                tiny.classes, ncols=10, scale=.8, title=f'DDIM, 50 steps, w = 3, η = {eta:g}')
+
+# %% [markdown]
+# With η = 0 some digits come out faint on a grey background, or speckled. An independent judge, a
+# support-vector classifier fitted on the real training digits, labels 1,000 guided samples of the
+# shipped model (w = 3, DDIM 50 steps) as their class 94.0% of the time with η = 0 and 100% with η = 1
+# (`python tests/bench_learning.py`). The weakness is not the step count: η = 0 at 20, 50 or 250 steps
+# scores about the same (96.5%, 96% and 95.5% on 200 images), so it is the model's error, not the
+# discretisation's, that the deterministic sampler keeps. That is why `sample` and
+# `minddpm_sample` default to η = 1; pass `eta=0` for the deterministic sampler (needed, for instance, to
+# interpolate between two noises).

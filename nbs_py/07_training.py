@@ -8,7 +8,8 @@
 # %%
 #| export
 from __future__ import annotations
-import contextlib, dataclasses, os
+import contextlib, dataclasses, os, time
+from importlib import resources
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -70,7 +71,11 @@ class TrainConfig:
     seed: int = 0                # seeds the split, the data order, the noise and the initial weights
     device: str = 'auto'         # 'auto': cuda, then mps, then cpu
     precision: str = 'auto'      # 'auto', 'bf16', 'fp16' or 'fp32'
-    out: str = 'runs/minddpm'    # run directory: checkpoint.pt and samples
+    out: str = 'runs/minddpm'    # run directory: checkpoint.pt and samples/
+    minutes: float | None = None # time budget: the step count is fitted to it after timing the first steps
+    sample_every: int = 40       # epochs between per-class sample grids drawn with the EMA (one more at the end); 0: none
+    wandb: bool = False          # log to Weights & Biases; offline when there are no credentials
+    compile: bool = False        # train through `torch.compile(model)`
 
 TRAIN_PRESETS = {
     'tiny': TrainConfig(),                                                                       # CPU: the bundled digits
@@ -135,6 +140,7 @@ class Run:
         self.model = ConditionalUNet(len(classes), **unet_preset(cfg.unet, in_channels=c)).to(self.device)
         if self.device.type == 'cuda': self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, cfg.ema_beta, cfg.ema_start)
+        self.forward = torch.compile(self.model) if cfg.compile else self.model  # shares the weights of self.model
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-5)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=cfg.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -150,7 +156,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> float:
     y = drop_labels(y, run.cfg.p_uncond)
     run.model.train()
     with autocast(run.device, run.dtype):
-        loss = F.mse_loss(run.model(xt, t, y).float(), eps)
+        loss = F.mse_loss(run.forward(xt, t, y).float(), eps)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"the loss became {loss.item()} at step {run.step}; the last checkpoint is kept")
     run.opt.zero_grad(set_to_none=True)
@@ -202,15 +208,24 @@ def save_checkpoint(run: Run, path) -> Path:
     os.replace(tmp, path)  # atomic on POSIX and Windows
     return path
 
-def load_checkpoint(path, map_location='cpu') -> dict:
-    "Read a checkpoint written by `save_checkpoint`, refusing missing or corrupt files with a clear message."
+def _read(path, needs: set, map_location='cpu') -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
     try: state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e: raise ValueError(f"{path} is not a readable minddpm checkpoint ({type(e).__name__}: {e})") from e
-    missing = {'model', 'ema', 'config', 'step'} - set(state)
+    missing = needs - set(state) if isinstance(state, dict) else needs
     if missing: raise ValueError(f"{path} is not a minddpm checkpoint: it lacks {sorted(missing)}")
     return state
+
+def load_checkpoint(path, map_location='cpu') -> dict:
+    "Read a checkpoint written by `save_checkpoint`, refusing missing or corrupt files with a clear message."
+    return _read(path, {'model', 'ema', 'opt', 'config', 'step'}, map_location)
+
+def set_steps(run: Run, steps: int):
+    "Change the run's length: the same OneCycle shape stretched (or shrunk) to `steps`, continuing at the current step."
+    if steps < max(run.step, 1): raise ValueError(f"the run is at step {run.step}; steps={steps} would end before it")
+    run.cfg = dataclasses.replace(run.cfg, steps=steps)
+    run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=run.cfg.lr, total_steps=steps, last_epoch=run.step - 1)
 
 def resume(path, **changes) -> Run:
     "Rebuild a run from its checkpoint, every state restored; `changes` may move `out` or change `steps` (which stretches the LR schedule)."
@@ -223,19 +238,73 @@ def resume(path, **changes) -> Run:
     run.step, run.history = state['step'], list(state['history'])
     if cfg.steps < run.step: raise ValueError(f"the checkpoint is at step {run.step}; steps={cfg.steps} would end before it")
     if cfg.steps == state['config']['steps']: run.sched.load_state_dict(state['sched'])
-    else:  # a longer (or shorter) run: the same OneCycle shape stretched to the new length, at the current step
-        run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=cfg.lr, total_steps=cfg.steps, last_epoch=run.step - 1)
+    else: set_steps(run, cfg.steps)
     torch.set_rng_state(state['rng'])
     if state['cuda_rng'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda_rng'])
     return run
+
+# %% [markdown]
+# ## A trained model in one small file
+#
+# A checkpoint holds all it takes to carry on training, and for the tiny model most of its 17 MB are
+# the optimiser's moment estimates. To *use* a model you need only the EMA weights, the config and the
+# class names: `export_model` writes those, with the weights in half precision (about 2 MB for `tiny`),
+# and `load_model` reads either kind of file. `load_model()` with no path gives the tiny digits model
+# that ships inside minddpm, trained by `minddpm_train` (the command is in `data/README.md`), which
+# lessons 02 to 05 use to show real samples before you have trained anything.
+
+# %%
+#| export
+@dataclass
+class Trained:
+    "A model ready to sample: EMA weights in eval mode, its diffusion, class names and image shape."
+    model: ConditionalUNet
+    diffusion: Diffusion
+    classes: list
+    shape: tuple       # (C, H, W) it was trained at
+    config: TrainConfig
+    step: int
+
+def export_model(source, path, dtype=torch.float16) -> Path:
+    "Write the EMA weights (in `dtype`), config and classes of a `Run` or checkpoint file to `path`, atomically."
+    state = source if isinstance(source, dict) else None
+    if isinstance(source, Run):
+        state = {'ema': source.ema.state_dict(), 'config': asdict(source.cfg), 'classes': source.classes, 'step': source.step}
+    elif state is None: state = load_checkpoint(source)
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state['ema']['model'].items()}
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    torch.save({'weights': weights, 'config': state['config'], 'classes': state['classes'], 'step': state['step'],
+                'version': minddpm.__version__}, tmp)
+    os.replace(tmp, path)
+    return path
+
+def load_model(path=None, device='cpu') -> Trained:
+    "The EMA model of a checkpoint or of a file from `export_model`; no path: the tiny digits model shipped with minddpm."
+    if path is None: path = resources.files('minddpm.assets') / 'digits_tiny.pt'
+    state = _read(path, {'config', 'classes', 'step'})
+    if 'weights' in state: weights = state['weights']
+    elif 'ema' in state: weights = state['ema']['model']
+    else: raise ValueError(f"{path} is not a minddpm checkpoint: it has neither 'weights' nor 'ema'")
+    cfg = TrainConfig(**state['config'])
+    c = weights['inc.net.0.weight'].shape[1]
+    model = ConditionalUNet(len(state['classes']), **unet_preset(cfg.unet, in_channels=c))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    return Trained(model.to(device).eval(), Diffusion(cfg.schedule, cfg.T).to(device), list(state['classes']),
+                   (c, cfg.img_size, cfg.img_size), cfg, state['step'])
 
 # %% [markdown]
 # ## The loop
 #
 # `train` runs until `cfg.steps`, validates every `val_every` steps with the EMA weights (a true mean over
 # the held-out split), checkpoints every `ckpt_every` steps and at the end, and shows a progress bar with
-# the step, the loss and the learning rate. Each epoch's data order comes from a generator seeded with
-# `seed + epoch`, which is what lets a resumed run pick up mid-epoch.
+# the step, the loss and the learning rate, in a terminal or a notebook. Each epoch's data order comes from
+# a generator seeded with `seed + epoch`, which is what lets a resumed run pick up mid-epoch.
+#
+# Every `sample_every` epochs, and at the end, it draws a grid with one row per class from the EMA weights
+# (DDIM, 50 steps, w = 3, always the same seed, so the grids of one run are comparable) into
+# `out/samples/`. With a time budget (`minutes`), it times the first steps of a fresh run, fits the step
+# count (and so the OneCycle schedule) to the budget, and stops at the budget whatever happens.
 
 # %%
 #| export
@@ -252,22 +321,68 @@ def _batches(run: Run):
             yield batch
         epoch, skip = epoch + 1, 0
 
+def save_samples(run: Run, path, n: int = 8, steps: int = 50, w: float = 3.0, seed: int = 0) -> Path:
+    "Draw `n` samples of every class with the EMA weights (DDIM, fixed seed) and save them as a grid, one row per class."
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+    from minddpm.sampling import sample
+    y = torch.arange(len(run.classes)).repeat_interleave(n)
+    g = torch.Generator(run.device).manual_seed(seed)
+    x = sample(run.ema.model, run.diffusion, y, shape=run.shape, steps=steps, w=w, generator=g, uint8=True)  # own generator: training's RNG is untouched
+    grid = make_grid(x.cpu(), nrow=n, padding=1, pad_value=128).permute(1, 2, 0)
+    h = run.shape[1] + 1
+    fig, ax = plt.subplots(figsize=(0.5 + n * 0.45, 0.4 + len(run.classes) * 0.45))
+    ax.imshow(grid, interpolation='nearest')
+    ax.set(xticks=[], yticks=[h * (i + .5) for i in range(len(run.classes))], yticklabels=run.classes)
+    ax.set_title(f'step {run.step}, EMA, DDIM {steps}, w={w:g}', fontsize=8); ax.tick_params(labelsize=7, length=0)
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
+    return path
+
+class _Wandb:
+    "Weights & Biases logging: online with credentials, else offline (never a prompt)."
+    def __init__(self, run: Run):
+        try: import wandb
+        except ImportError: raise RuntimeError('W&B logging needs wandb: pip install "minddpm[wandb]"') from None
+        mode = os.environ.get('WANDB_MODE') or ('online' if wandb.login(prompt=False, verify=False) else 'offline')
+        Path(run.cfg.out).mkdir(parents=True, exist_ok=True)
+        self.wandb, self.run = wandb, wandb.init(project='minddpm', config=asdict(run.cfg), dir=run.cfg.out, mode=mode)
+    def log(self, step, **values): self.run.log({k: v for k, v in values.items() if v is not None}, step=step)
+    def image(self, step, name, path): self.run.log({name: self.wandb.Image(str(path))}, step=step)
+    def finish(self, ckpt: Path):
+        art = self.wandb.Artifact(f'minddpm-{self.run.id}', type='model'); art.add_file(str(ckpt))
+        self.run.log_artifact(art); self.run.finish()
+
 def train(cfg: TrainConfig | None = None, run: Run | None = None, progress: bool = True,
-          until: int | None = None) -> Run:
+          until: int | None = None, calibrate: int = 20) -> Run:
     "Train from scratch (`cfg`) or continue a resumed `run`, to `cfg.steps` (or stop and save at step `until`)."
     run = run or Run(cfg or TrainConfig())
-    cfg, ckpt = run.cfg, Path(run.cfg.out)/'checkpoint.pt'
-    stop = min(until or cfg.steps, cfg.steps)
+    cfg, out = run.cfg, Path(run.cfg.out)
+    ckpt, per_epoch, start = out/'checkpoint.pt', len(run.train_dl), time.monotonic()
+    fit_budget = cfg.minutes is not None and run.step == 0   # a fresh run fits its length to the budget
+    log = _Wandb(run) if cfg.wandb else None
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, desc='train')
     batches = _batches(run)
-    while run.step < stop:
+    while run.step < min(until or run.cfg.steps, run.cfg.steps):
         x, y = next(batches)
         loss = train_step(run, x, y)
-        val = validate(run) if run.step % cfg.val_every == 0 or run.step == cfg.steps else None
-        run.history.append((run.step, loss, run.sched.get_last_lr()[0], val))
-        bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', lr=f'{run.sched.get_last_lr()[0]:.2e}', **({'val': f'{val:.4f}'} if val else {}))
-        if run.step % cfg.ckpt_every == 0 or run.step == stop: save_checkpoint(run, ckpt)
+        lr, last = run.sched.get_last_lr()[0], run.step == run.cfg.steps
+        val = validate(run) if run.step % cfg.val_every == 0 or last else None
+        run.history.append((run.step, loss, lr, val))
+        if log: log.log(run.step, loss=loss, lr=lr, val_loss=val)
+        bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', lr=f'{lr:.2e}', **({'val': f'{val:.4f}'} if val else {}))
+        elapsed = time.monotonic() - start
+        if fit_budget and run.step == calibrate:   # time per step so far, with 5% kept for validation and samples
+            set_steps(run, max(run.step + 1, int(0.95 * cfg.minutes * 60 / elapsed * run.step)))
+            bar.total = run.cfg.steps; bar.refresh()
+        out_of_time = cfg.minutes is not None and elapsed > cfg.minutes * 60
+        if cfg.sample_every and (run.step % (cfg.sample_every * per_epoch) == 0 or last):
+            grid = save_samples(run, out/'samples'/f'step_{run.step:06d}.png')
+            if log: log.image(run.step, 'samples', grid)
+        if run.step % cfg.ckpt_every == 0 or run.step == until or last or out_of_time: save_checkpoint(run, ckpt)
+        if out_of_time: break
     bar.close()
+    if log: log.finish(ckpt)
     return run
 
 # %% [markdown]
@@ -321,55 +436,76 @@ def minddpm_train(argv=None):
     p.add_argument('--dataset', help="digits (default), cifar10, mnist, fashion_mnist, or a folder of class sub-folders")
     p.add_argument('--preset', default='tiny', help=f"one of {', '.join(TRAIN_PRESETS)} (default: tiny)")
     p.add_argument('--img-size', type=int, help='image side in pixels')
-    p.add_argument('--steps', type=int, help='optimiser steps in all')
+    length = p.add_mutually_exclusive_group()
+    length.add_argument('--steps', type=int, help='optimiser steps in all')
+    length.add_argument('--epochs', type=int, help='passes over the training split in all')
+    p.add_argument('--minutes', type=float, help='time budget: fit the step count to it and stop by it')
     p.add_argument('--batch-size', type=int)
     p.add_argument('--lr', type=float, help='peak learning rate')
     p.add_argument('--out', help='run directory (default: runs/minddpm)')
     p.add_argument('--resume', help='checkpoint to continue from')
+    p.add_argument('--wandb', action='store_true', help='log to Weights & Biases (offline without credentials)')
+    p.add_argument('--compile', action='store_true', help='train through torch.compile')
     p.add_argument('--device', help='auto, cuda, mps or cpu')
     p.add_argument('--seed', type=int)
+    p.add_argument('--export', help='also write the EMA model alone (half precision) to this file at the end')
     a = p.parse_args(argv)
-    changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size,
-                                     lr=a.lr, out=a.out, device=a.device, seed=a.seed).items() if v is not None}
+    for k in ('steps', 'epochs', 'img_size', 'batch_size'):
+        if getattr(a, k) is not None and getattr(a, k) < 1: p.error(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
+    if a.minutes is not None and a.minutes <= 0: p.error(f"--minutes must be positive, got {a.minutes}")
+    changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+                                     out=a.out, device=a.device, seed=a.seed).items() if v is not None}
+    changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
     try:
         if a.resume: run = resume(a.resume, **changes)
         else:
             if a.preset not in TRAIN_PRESETS: raise ValueError(f"Unknown preset {a.preset!r}; use one of {', '.join(TRAIN_PRESETS)}")
             run = Run(dataclasses.replace(TRAIN_PRESETS[a.preset], **changes))
+        if a.epochs: set_steps(run, a.epochs * len(run.train_dl))
         run = train(run=run)
+        if a.export: print(f"exported the EMA model to {export_model(run, a.export)}")
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_train: error: {e}\n")
     print(f"trained to step {run.step}; checkpoint: {Path(run.cfg.out)/'checkpoint.pt'}")
 
 def minddpm_sample(argv=None):
     "Entry point of `minddpm_sample`: draw a labelled grid of samples from a checkpoint's EMA weights."
     import argparse
-    from minddpm.data import show_images
+    from minddpm.data import show_images, to_uint8
     from minddpm.sampling import sample
     p = argparse.ArgumentParser(prog='minddpm_sample', description=minddpm_sample.__doc__)
-    p.add_argument('checkpoint')
+    p.add_argument('checkpoint', help='a checkpoint from minddpm_train, or a model file from --export')
     p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
     p.add_argument('--n', type=int, default=1, help='images per label (default: 1)')
     p.add_argument('--sampler', default='ddim', choices=['ddim', 'ddpm'])
     p.add_argument('--steps', type=int, default=50, help='DDIM steps (default: 50)')
     p.add_argument('--guidance', type=float, default=3.0, help='w: 0 unconditional, 1 conditional (default: 3)')
-    p.add_argument('--eta', type=float, default=0.0)
+    p.add_argument('--eta', type=float, default=0.0, help='DDIM noise, 0 (deterministic) to 1 (default: 0)')
+    p.add_argument('--img-size', type=int, help='image side (default: the training size)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default='samples.png')
+    p.add_argument('--out', default='samples.png', help='the grid PNG (default: samples.png)')
+    p.add_argument('--each', help='also write one PNG per image into this folder')
     a = p.parse_args(argv)
+    if a.n < 1: p.error(f"--n must be at least 1, got {a.n}")
+    if not 0 <= a.eta <= 1: p.error(f"--eta must be between 0 and 1, got {a.eta}")
     try:
-        state = load_checkpoint(a.checkpoint)
-        cfg, classes = TrainConfig(**state['config']), state['classes']
-        labels = list(range(len(classes))) if not a.labels else a.labels
-        bad = [l for l in labels if not 0 <= l < len(classes)]
-        if bad: raise ValueError(f"labels {bad} are unknown to this model; it knows 0 … {len(classes) - 1} ({', '.join(classes)})")
-        c = state['ema']['model']['inc.net.0.weight'].shape[1]
-        model = ConditionalUNet(len(classes), **unet_preset(cfg.unet, in_channels=c))
-        model.load_state_dict(state['ema']['model'])
+        m = load_model(a.checkpoint)
+        labels = list(range(len(m.classes))) if not a.labels else a.labels
+        bad = [l for l in labels if not 0 <= l < len(m.classes)]
+        if bad: raise ValueError(f"labels {bad} are unknown to this model; it knows 0 … {len(m.classes) - 1} ({', '.join(m.classes)})")
+        shape = m.shape if a.img_size is None else (m.shape[0], a.img_size, a.img_size)
+        m.model.check_input(torch.zeros(1, *shape))
         y = torch.tensor(labels).repeat_interleave(a.n)
-        x = sample(model, Diffusion(cfg.schedule, cfg.T), y, shape=(c, cfg.img_size, cfg.img_size), sampler=a.sampler,
-                   steps=a.steps, w=a.guidance, eta=a.eta, generator=torch.Generator().manual_seed(a.seed))
+        x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps, w=a.guidance, eta=a.eta,
+                   generator=torch.Generator().manual_seed(a.seed))
     except (ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_sample: error: {e}\n")
     import matplotlib.pyplot as plt
-    show_images(x, y, classes, ncols=max(a.n, min(len(y), 10)))
+    show_images(x, y, m.classes, ncols=max(a.n, min(len(y), 10)))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     plt.savefig(a.out, dpi=80); plt.close('all')
     print(f"saved {len(y)} samples to {a.out}")
+    if a.each:
+        from PIL import Image
+        folder = Path(a.each); folder.mkdir(parents=True, exist_ok=True)
+        for i, (img, l) in enumerate(zip(to_uint8(x), y.tolist())):
+            Image.fromarray(img.permute(1, 2, 0).squeeze(-1).numpy()).save(folder/f'{i:04d}_{m.classes[l]}.png')
+        print(f"saved one PNG per image to {folder}")
