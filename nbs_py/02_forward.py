@@ -22,6 +22,7 @@ from minddpm.scrubber import Scrubber, fig_to_png
 from fastcore.test import *
 from nbdev.showdoc import show_doc
 from minddpm.data import show_images
+from minddpm.training import load_model
 
 # %%
 #| hide
@@ -269,3 +270,25 @@ test_eq(s.slider.value, 1)
 test_eq(s.label.value, s.labels[1])
 html = s.html()
 test_eq(html.count('data:image/png;base64,'), 5 + 1)  # one frame per step, plus the first one shown
+
+# %% [markdown]
+# ## Running the formula backwards
+#
+# The closed form can be solved for the clean image: given $x_t$ and the noise in it,
+# $x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon)/\sqrt{\bar\alpha_t}$. A network that *predicts* the noise
+# therefore also predicts a clean image, $\hat x_0$. That is the whole idea of the next lessons. minddpm
+# ships a small network trained on these digits (lesson 07 trains it); here is what it makes of one digit
+# noised to more and more steps. The guess is sharp while some of the digit survives, and becomes a
+# blurry "some digit" once the noise has won:
+
+# %%
+tiny = load_model()                                   # the shipped model: EMA weights, its diffusion, class names
+ts = torch.tensor([50, 150, 300, 450, 600, 800, 999])
+clean = x0[3:4].expand(len(ts), -1, -1, -1)
+xt, _ = tiny.diffusion.add_noise(clean, ts, noise=torch.randn(clean.shape, generator=torch.Generator().manual_seed(1)))
+with torch.no_grad(): eps_hat = tiny.model(xt, ts)  # no label: the unconditional prediction
+x0_hat = ((xt - tiny.diffusion.sqrt_one_minus_alpha_bars[ts].view(-1, 1, 1, 1) * eps_hat)
+          / tiny.diffusion.sqrt_alpha_bars[ts].view(-1, 1, 1, 1))
+show_images(torch.cat([xt, x0_hat.clamp(-1, 1)]), ts.tolist() * 2, ncols=len(ts), scale=.9,
+            title='x_t (top) and the x̂0 the trained network reads in it (bottom), titled by t')
+

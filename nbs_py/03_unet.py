@@ -19,6 +19,9 @@ from torch import nn
 from fastcore.test import *
 import time
 import matplotlib.pyplot as plt
+from minddpm.data import get_datasets
+from minddpm.forward import Diffusion
+from minddpm.training import load_model
 
 # %%
 #| hide
@@ -425,3 +428,36 @@ test_fail(lambda: seed(torch.randn(1, 1, 32, 32), torch.tensor([1])), contains='
 test_fail(lambda: seed(torch.randn(3, 32, 32), torch.tensor([1])), contains='expected images (B, C, H, W)')
 test_fail(lambda: SelfAttention(30, heads=4), contains='cannot be split into 4 attention heads')
 test_fail(lambda: unet_preset('huge'), contains='use one of seed, tiny')
+
+# %% [markdown]
+# ## The same network, trained
+#
+# Lesson 07 trains this UNet (the `tiny` preset, with the class labels of lesson 04) on the bundled
+# digits, and minddpm ships the result. Its job is to predict the noise. How well it does depends on
+# $t$: with little noise, the few pixels of noise are hard to tell from fine strokes; with a lot, the noise
+# is almost all there is in $x_t$. Against the untrained network, on held-out digits:
+
+# %%
+trained = load_model()
+n_params = lambda m: sum(p.numel() for n, p in m.named_parameters() if not n.startswith('label_emb'))  # lesson 04 adds a label embedding
+test_eq(n_params(trained.model), n_params(UNet(**unet_preset('tiny', in_channels=1))))
+_, val = get_datasets('digits', 16)
+xv = torch.stack([val[i][0] for i in range(len(val))]); yv = val.labels
+untrained = type(trained.model)(10, **unet_preset('tiny', in_channels=1)).eval()
+ts = [0, 10, 30, 100, 200, 400, 600, 800, 999]
+g = torch.Generator().manual_seed(0)
+errs = {'trained': [], 'untrained': []}
+with torch.no_grad():
+    for t in ts:
+        tt = torch.full((len(xv),), t)
+        xt, eps = trained.diffusion.add_noise(xv, tt, torch.randn(xv.shape, generator=g))
+        for name, net in (('trained', trained.model), ('untrained', untrained)):
+            errs[name].append(F.mse_loss(net(xt, tt, yv), eps).item())
+fig, ax = plt.subplots(figsize=(6, 2.4))
+for name, e in errs.items(): ax.plot(ts, e, 'o-', label=name)
+ax.set(xlabel='t', ylabel='ε-MSE (held-out digits)', yscale='log'); ax.legend(fontsize=8);
+
+# %%
+assert max(errs['trained']) < 0.5 < min(errs['untrained'])   # it learned, at every t
+assert errs['trained'][0] > errs['trained'][-1]               # and the low-noise end is the hard one
+
