@@ -35,7 +35,7 @@ class TrainConfig:
     schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
     T: int = 1000                # diffusion steps
     batch_size: int = 64         # images per optimiser step
-    steps: int = 3000            # optimiser steps in all
+    steps: int = 4000            # optimiser steps in all
     lr: float = 2e-3             # peak learning rate of OneCycleLR
     weight_decay: float = 0.01   # AdamW weight decay
     grad_clip: float = 1.0       # largest gradient norm
@@ -55,7 +55,7 @@ class TrainConfig:
 
 TRAIN_PRESETS = {
     'tiny': TrainConfig(),                                                                       # CPU: the bundled digits
-    'colab': TrainConfig(dataset='cifar10', img_size=32, unet='seed', batch_size=128, steps=40_000, lr=1e-3,
+    'colab': TrainConfig(dataset='cifar10', img_size=32, unet='seed', batch_size=128, steps=30_000, lr=1e-3,
                          ema_start=2000, val_every=2000, ckpt_every=2000),                        # one T4
     'full': TrainConfig(dataset='cifar10', img_size=64, unet='seed', batch_size=64, steps=150_000, lr=5e-4,
                         ema_start=2000, val_every=5000, ckpt_every=5000),                         # the originals' 64×64

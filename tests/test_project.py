@@ -75,8 +75,18 @@ def readme_commands():
 
 def test_readme_opens_with_the_two_commands():
     main_job, tests = readme_commands()
-    assert main_job.startswith('pip install . && minddpm_data')
-    assert tests.startswith('pip install -e ".[dev]"') and 'nbdev_test' in tests and 'pytest' in tests
+    assert main_job.startswith('pip install . && minddpm_train') and '&& minddpm_sample' in main_job
+    assert tests.startswith('pip install -e ".[dev,wandb]"') and 'nbdev_test' in tests and 'pytest' in tests
+
+def test_readme_main_job_trains_and_leaves_a_grid(tmp_path):
+    "README's main job as written, less the install (done already): minutes on the CPU, then a grid PNG."
+    main_job, _ = readme_commands()
+    steps = [c.strip() for c in main_job.split('&&')]
+    assert steps[0] == 'pip install .'
+    r = subprocess.run(' && '.join(steps[1:]), shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = re.search(r'saved \d+ samples to (\S+)', r.stdout).group(1)
+    assert (tmp_path/out).stat().st_size > 10_000
 
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT/'.ci'/'run').read_text()

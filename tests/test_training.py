@@ -1,16 +1,20 @@
 """Training as users run it: the two commands end to end, a save interrupted half-way, and bad arguments."""
-import subprocess, sys
+import os, subprocess, sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from minddpm.training import Run, TrainConfig, load_checkpoint, save_checkpoint
+from minddpm.training import Run, TrainConfig, export_model, load_checkpoint, load_model, save_checkpoint, train
 
-def cli(name, *args, cwd):
+SHIPPED = str(resources.files('minddpm.assets') / 'digits_tiny.pt')
+
+def cli(name, *args, cwd, env=None):
     code = f'from minddpm.training import {name}; {name}()'
-    return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, env=env)
 
 def test_train_then_sample(tmp_path):
     r = cli('minddpm_train', '--steps', '40', '--batch-size', '16', '--out', 'run', cwd=tmp_path)
@@ -43,6 +47,12 @@ def test_interrupted_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     ('minddpm_train', ['--preset', 'huge'], "Unknown preset 'huge'"),
     ('minddpm_train', ['--dataset', 'imagenet', '--steps', '1'], 'Known names: digits'),
     ('minddpm_train', ['--img-size', '30', '--steps', '1'], 'valid sizes: 4, 8, 12, 16'),
+    ('minddpm_train', ['--steps', '0'], '--steps must be at least 1, got 0'),
+    ('minddpm_train', ['--steps', '5', '--epochs', '2'], 'not allowed with argument'),
+    ('minddpm_train', ['--minutes', '-1'], '--minutes must be positive'),
+    ('minddpm_sample', [SHIPPED, '--img-size', '30'], 'valid sizes: 4, 8, 12, 16'),
+    ('minddpm_sample', [SHIPPED, '--eta', '2'], '--eta must be between 0 and 1'),
+    ('minddpm_sample', [SHIPPED, '--labels', '3', '11'], 'labels [11] are unknown to this model'),
 ])
 def test_bad_arguments(tmp_path, name, args, msg):
     (tmp_path/'bad.pt').write_bytes(b'not a checkpoint')
@@ -54,3 +64,55 @@ def test_unknown_label(tmp_path):
     save_checkpoint(run, tmp_path/'c.pt')
     r = cli('minddpm_sample', 'c.pt', '--labels', '10', cwd=tmp_path)
     assert r.returncode == 2 and 'labels [10] are unknown to this model; it knows 0 … 9' in r.stderr
+
+def test_epochs_and_a_time_budget(tmp_path):
+    r = cli('minddpm_train', '--epochs', '1', '--batch-size', '32', '--out', 'e', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    per_epoch = len(Run(TrainConfig(batch_size=32, out=str(tmp_path/'x'))).train_dl)
+    state = load_checkpoint(tmp_path/'e'/'checkpoint.pt')
+    assert state['step'] == state['config']['steps'] == per_epoch
+    assert (tmp_path/'e'/'samples'/f'step_{per_epoch:06d}.png').exists()   # the grid at the end
+    r = cli('minddpm_train', '--minutes', '0.3', '--batch-size', '16', '--out', 'm', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    state = load_checkpoint(tmp_path/'m'/'checkpoint.pt')
+    assert state['config']['minutes'] == 0.3 and state['step'] > 20          # fitted to the budget after 20 steps
+    assert state['config']['steps'] != TrainConfig().steps
+    lrs = [h[2] for h in state['history']]
+    assert 20 < lrs.index(max(lrs)) < 0.5 * len(lrs) and lrs[-1] < 0.05 * max(lrs)  # a whole OneCycle in the budget
+
+def test_wandb_runs_offline_without_credentials_and_never_prompts(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('WANDB_')} | {'HOME': str(tmp_path), 'NETRC': str(tmp_path/'none')}
+    r = cli('minddpm_train', '--steps', '6', '--batch-size', '8', '--wandb', '--out', 'run', cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((tmp_path/'run'/'wandb').glob('offline-run-*'))
+    assert len(runs) == 1, list((tmp_path/'run').rglob('*'))[:20]
+    log = next(runs[0].glob('*.wandb')).read_bytes()
+    for key in (b'loss', b'lr', b'val_loss', b'samples', b'minddpm-'):   # scalars, the grid, the checkpoint artifact
+        assert key in log, key
+
+def test_exported_model_samples_like_its_checkpoint(tmp_path):
+    run = train(TrainConfig(steps=30, batch_size=16, sample_every=0, out=str(tmp_path)), progress=False)
+    path = export_model(tmp_path/'checkpoint.pt', tmp_path/'model.pt')
+    assert path.stat().st_size < 0.2 * (tmp_path/'checkpoint.pt').stat().st_size
+    from minddpm.sampling import sample
+    a, b = load_model(tmp_path/'checkpoint.pt'), load_model(path)
+    assert (a.shape, a.classes, a.step) == (b.shape, b.classes, b.step) == ((1, 16, 16), run.classes, 30)
+    draw = lambda m: sample(m.model, m.diffusion, torch.arange(4), shape=m.shape, steps=10, eta=0.0,
+                            generator=torch.Generator().manual_seed(0))
+    assert (draw(a) - draw(b)).abs().max() < 0.05                            # half-precision weights, same images
+
+def test_sample_writes_one_png_per_image_and_takes_other_sizes(tmp_path):
+    r = cli('minddpm_sample', SHIPPED, '--labels', '3', '7', '--n', '2', '--steps', '5', '--img-size', '24',
+            '--out', 'grid.png', '--each', 'singles', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    files = sorted(p.name for p in (tmp_path/'singles').iterdir())
+    assert files == ['0000_3.png', '0001_3.png', '0002_7.png', '0003_7.png'] and 'singles' in r.stdout
+    assert Image.open(tmp_path/'singles'/files[0]).size == (24, 24)
+
+def test_compiled_training_matches_eager_on_the_cpu(tmp_path):
+    cfg = TrainConfig(steps=3, batch_size=8, sample_every=0, val_every=100, out=str(tmp_path/'e'))
+    eager = train(cfg, progress=False)
+    compiled = train(TrainConfig(**{**cfg.__dict__, 'compile': True, 'out': str(tmp_path/'c')}), progress=False)
+    a, b = torch.tensor([h[1] for h in eager.history]), torch.tensor([h[1] for h in compiled.history])
+    assert torch.allclose(a, b, rtol=1e-3), (a, b)
+
