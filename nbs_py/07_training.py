@@ -28,6 +28,7 @@ from minddpm.unet import unet_preset
 #| hide
 from fastcore.test import *
 import tempfile
+from IPython.display import Image
 import matplotlib.pyplot as plt
 
 # %%
@@ -416,7 +417,6 @@ assert (out/'checkpoint.pt').exists()
 # in every row from about step 1,000 on.
 
 # %%
-from IPython.display import Image
 Image(out/'samples'/'step_000120.png', width=260)
 
 # %% [markdown]
