@@ -21,7 +21,7 @@ def test_wheel_carries_the_bundled_data_once(source, tmp_path):
                    check=True, capture_output=True)
     names = zipfile.ZipFile(next(tmp_path.glob('minddpm-*.whl'))).namelist()
     assert 'minddpm/assets/digits.pt' in names
-    assert [n for n in names if n.endswith('.pt')] == ['minddpm/assets/digits.pt']
+    assert sorted(n for n in names if n.endswith('.pt')) == ['minddpm/assets/digits.pt', 'minddpm/assets/digits_tiny.pt']
     assert {n.split('/')[0] for n in names} == {'minddpm', *[n.split('/')[0] for n in names if '.dist-info/' in n]}
 
 CHECK = """
@@ -29,8 +29,10 @@ import sys
 import minddpm, minddpm.data
 from minddpm.all import get_dataloaders
 assert 'fastcore' not in sys.modules and 'nbdev' not in sys.modules, 'the runtime imported fastcore or nbdev'
+from minddpm.training import load_model
 train, val = get_dataloaders('digits', size=16)
 x, y = next(iter(train))
+assert load_model().shape == (1, 16, 16)   # the shipped model, read from the installed package
 print(minddpm.__version__, minddpm.data.__file__, tuple(x.shape), len(val.dataset), sep='|')
 """
 
