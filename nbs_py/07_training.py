@@ -257,9 +257,9 @@ def resume(path, **changes) -> Run:
 # ## A trained model in one small file
 #
 # A checkpoint holds all it takes to carry on training, and for the tiny model most of its 17 MB are
-# the optimiser's moment estimates. To *use* a model you need only the EMA weights, the config and the
-# class names: `export_model` writes those, with the weights in half precision (about 2 MB for `tiny`),
-# and `load_model` reads either kind of file. `load_model()` with no path gives the tiny digits model
+# the optimiser's moment estimates. To *use* a model you need only the weights, the config and the class
+# names: `export_model` writes those, the EMA and the raw weights both, in half precision (about 4 MB for
+# `tiny`; lesson 08 compares the two), and `load_model` reads either kind of file. `load_model()` with no path gives the tiny digits model
 # that ships inside minddpm, trained by `minddpm_train` (the command is in `data/README.md`), which
 # lessons 02 to 05 use to show real samples before you have trained anything.
 
@@ -276,26 +276,28 @@ class Trained:
     step: int
 
 def export_model(source, path, dtype=torch.float16) -> Path:
-    "Write the EMA weights (in `dtype`), config and classes of a `Run` or checkpoint file to `path`, atomically."
-    state = source if isinstance(source, dict) else None
+    "Write the EMA and raw weights (in `dtype`), config and classes of a `Run` or checkpoint file to `path`, atomically."
     if isinstance(source, Run):
-        state = {'ema': source.ema.state_dict(), 'config': asdict(source.cfg), 'classes': source.classes, 'step': source.step}
-    elif state is None: state = load_checkpoint(source)
-    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state['ema']['model'].items()}
+        state = {'model': source.model.state_dict(), 'ema': source.ema.state_dict(), 'config': asdict(source.cfg),
+                 'classes': source.classes, 'step': source.step}
+    else: state = load_checkpoint(source)
+    cast = lambda sd: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
-    torch.save({'weights': weights, 'config': state['config'], 'classes': state['classes'], 'step': state['step'],
-                'version': minddpm.__version__}, tmp)
+    torch.save({'weights': cast(state['ema']['model']), 'raw_weights': cast(state['model']), 'config': state['config'],
+                'classes': state['classes'], 'step': state['step'], 'version': minddpm.__version__}, tmp)
     os.replace(tmp, path)
     return path
 
-def load_model(path=None, device='cpu') -> Trained:
-    "The EMA model of a checkpoint or of a file from `export_model`; no path: the tiny digits model shipped with minddpm."
+def load_model(path=None, device='cpu', weights: str = 'ema') -> Trained:
+    "The model of a checkpoint or of a file from `export_model` (`weights`: 'ema' or 'raw'); no path: the tiny digits model shipped with minddpm."
+    if weights not in ('ema', 'raw'): raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     if path is None: path = resources.files('minddpm.assets') / 'digits_tiny.pt'
     state = _read(path, {'config', 'classes', 'step'})
-    if 'weights' in state: weights = state['weights']
-    elif 'ema' in state: weights = state['ema']['model']
-    else: raise ValueError(f"{path} is not a minddpm checkpoint: it has neither 'weights' nor 'ema'")
+    key = ('weights', 'ema') if weights == 'ema' else ('raw_weights', 'model')
+    if key[0] in state: weights = state[key[0]]
+    elif key[1] in state: weights = state['ema']['model'] if key[1] == 'ema' else state['model']
+    else: raise ValueError(f"{path} holds no {weights} weights")
     cfg = TrainConfig(**state['config'])
     c = weights['inc.net.0.weight'].shape[1]
     model = ConditionalUNet(len(state['classes']), **unet_preset(cfg.unet, in_channels=c))
@@ -504,7 +506,7 @@ def minddpm_train(argv=None):
     p.add_argument('--compile', action='store_true', help='train through torch.compile')
     p.add_argument('--device', help='auto, cuda, mps or cpu')
     p.add_argument('--seed', type=int)
-    p.add_argument('--export', help='also write the EMA model alone (half precision) to this file at the end')
+    p.add_argument('--export', help='also write the model alone (EMA and raw weights, half precision) to this file at the end')
     a = p.parse_args(argv)
     for k in ('steps', 'epochs', 'img_size', 'batch_size'):
         if getattr(a, k) is not None and getattr(a, k) < 1: p.error(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")

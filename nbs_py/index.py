@@ -49,25 +49,29 @@ def lesson_table():
 lesson_table()
 
 # %% [markdown]
-# Still to come: a small trained checkpoint that lessons 02 to 05 will show, W&B logging, evaluation,
-# performance, and the whole course on CIFAR-10. The scrubber that the forward
+# Still to come: performance, and the whole course on CIFAR-10. The scrubber that the forward
 # lesson uses has [a page of its own](scrubber.html).
 #
 # ## Quick start
 #
 # ```sh
 # pip install minddpm
-# minddpm_data --dataset digits --size 16 --out digits.png   # the bundled dataset, as training sees it
+# minddpm_data --dataset digits --size 16 --out digits.png            # the bundled dataset, as training sees it
+# minddpm_train --preset tiny --minutes 3 --out runs/digits            # train on the CPU for three minutes
+# minddpm_sample runs/digits/checkpoint.pt --n 4 --out samples.png     # four guided samples of every digit
 # ```
 #
 # ```python
+# import torch
 # from minddpm.all import *
 # train_dl, val_dl = get_dataloaders('digits', size=16, batch_size=64)
+# tiny = load_model()                    # the model shipped with minddpm, trained on these digits
+# x = sample(tiny.model, tiny.diffusion, torch.arange(10), shape=tiny.shape)   # one guided sample per digit
 # ```
 #
 # ## For instructors
 #
-# Clone the repo, `pip install -e ".[dev]"`, edit the notebooks in `nbs/`, then run `nbdev_export` to
+# Clone the repo, `pip install -e ".[dev,wandb]"`, edit the notebooks in `nbs/`, then run `nbdev_export` to
 # regenerate the package, `nbdev_test` to run every lesson, and `nbdev_docs` (which needs Quarto) to
 # build this site. Each notebook has a plain-text twin in `nbs_py/` for review; `jupytext --sync nbs/*.ipynb`
 # keeps them in step.
@@ -75,7 +79,7 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training
+from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training, metrics
 from minddpm.data import *
 from minddpm.schedule import *
 from minddpm.forward import *
@@ -85,5 +89,6 @@ from minddpm.conditioning import *
 from minddpm.sampling import *
 from minddpm.ema import *
 from minddpm.training import *
+from minddpm.metrics import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__ + metrics.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly

@@ -93,7 +93,7 @@ def test_wandb_runs_offline_without_credentials_and_never_prompts(tmp_path):
 def test_exported_model_samples_like_its_checkpoint(tmp_path):
     run = train(TrainConfig(steps=30, batch_size=16, sample_every=0, out=str(tmp_path)), progress=False)
     path = export_model(tmp_path/'checkpoint.pt', tmp_path/'model.pt')
-    assert path.stat().st_size < 0.2 * (tmp_path/'checkpoint.pt').stat().st_size
+    assert path.stat().st_size < 0.3 * (tmp_path/"checkpoint.pt").stat().st_size
     from minddpm.sampling import sample
     a, b = load_model(tmp_path/'checkpoint.pt'), load_model(path)
     assert (a.shape, a.classes, a.step) == (b.shape, b.classes, b.step) == ((1, 16, 16), run.classes, 30)
