@@ -185,7 +185,7 @@ def resume(path, **changes) -> Run:
 # %% ../nbs/07_training.ipynb #cf21625b
 @dataclass
 class Trained:
-    "A model ready to sample: EMA weights in eval mode, its diffusion, class names and image shape."
+    "A model ready to sample (EMA or raw weights, in eval mode), its diffusion, class names and image shape."
     model: ConditionalUNet
     diffusion: Diffusion
     classes: list
@@ -336,7 +336,7 @@ def minddpm_train(argv=None):
             run = Run(dataclasses.replace(TRAIN_PRESETS[a.preset], **changes))
         if a.epochs: set_steps(run, a.epochs * len(run.train_dl))
         run = train(run=run)
-        if a.export: print(f"exported the EMA model to {export_model(run, a.export)}")
+        if a.export: print(f"exported the model to {export_model(run, a.export)}")
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_train: error: {e}\n")
     print(f"trained to step {run.step}; checkpoint: {Path(run.cfg.out)/'checkpoint.pt'}")
 
@@ -352,7 +352,7 @@ def minddpm_sample(argv=None):
     p.add_argument('--sampler', default='ddim', choices=['ddim', 'ddpm'])
     p.add_argument('--steps', type=int, default=50, help='DDIM steps (default: 50)')
     p.add_argument('--guidance', type=float, default=3.0, help='w: 0 unconditional, 1 conditional (default: 3)')
-    p.add_argument('--eta', type=float, default=0.0, help='DDIM noise, 0 (deterministic) to 1 (default: 0)')
+    p.add_argument('--eta', type=float, default=1.0, help='DDIM noise, 0 (deterministic) to 1 (default: 1)')
     p.add_argument('--img-size', type=int, help='image side (default: the training size)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default='samples.png', help='the grid PNG (default: samples.png)')

@@ -258,16 +258,17 @@ def resume(path, **changes) -> Run:
 #
 # A checkpoint holds all it takes to carry on training, and for the tiny model most of its 17 MB are
 # the optimiser's moment estimates. To *use* a model you need only the weights, the config and the class
-# names: `export_model` writes those, the EMA and the raw weights both, in half precision (about 4 MB for
-# `tiny`; lesson 08 compares the two), and `load_model` reads either kind of file. `load_model()` with no path gives the tiny digits model
-# that ships inside minddpm, trained by `minddpm_train` (the command is in `data/README.md`), which
-# lessons 02 to 05 use to show real samples before you have trained anything.
+# names: `export_model` writes those, the EMA and the raw weights both, in half precision (about 4 MB
+# for `tiny`; lesson 08 compares the two), and `load_model` reads either kind of file. `load_model()`
+# with no path gives the tiny digits model that ships inside minddpm, trained by `minddpm_train` (the
+# command is in `data/README.md`), which lessons 02 to 05 use to show real samples before you have
+# trained anything.
 
 # %%
 #| export
 @dataclass
 class Trained:
-    "A model ready to sample: EMA weights in eval mode, its diffusion, class names and image shape."
+    "A model ready to sample (EMA or raw weights, in eval mode), its diffusion, class names and image shape."
     model: ConditionalUNet
     diffusion: Diffusion
     classes: list
@@ -456,9 +457,10 @@ test_fail(lambda: resolve_precision(cpu, 'fp8'), contains='use auto, bf16, fp16 
 # compile the model. The cell below trains the `colab` preset's UNet (15.7 M parameters) on the bundled
 # digits at 32×32, compiled. On an H200 it took 4½ minutes (measured: compilation, validation and eight
 # sample grids included) and drew clean digits of every class; on a T4 expect roughly twice that (an
-# estimate: the 2,000 steps are 2.4 PFLOP, 2½ minutes at 16 TFLOP/s, plus the same overheads). `tests/test_cuda.py` checks on a GPU that
-# autocast is on, the weights are channels_last, the scaler scales in fp16 and compiled training matches
-# eager. On a CPU the lesson runs the short run above instead.
+# estimate: the 2,000 steps are 2.4 PFLOP, 2½ minutes at 16 TFLOP/s, plus the same overheads).
+# `tests/test_cuda.py` checks on a GPU that autocast is on, the weights are channels_last, the scaler
+# scales in fp16 and compiled training matches eager. On a CPU the lesson runs the short run above
+# instead.
 
 # %%
 #| cuda
@@ -521,7 +523,7 @@ def minddpm_train(argv=None):
             run = Run(dataclasses.replace(TRAIN_PRESETS[a.preset], **changes))
         if a.epochs: set_steps(run, a.epochs * len(run.train_dl))
         run = train(run=run)
-        if a.export: print(f"exported the EMA model to {export_model(run, a.export)}")
+        if a.export: print(f"exported the model to {export_model(run, a.export)}")
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_train: error: {e}\n")
     print(f"trained to step {run.step}; checkpoint: {Path(run.cfg.out)/'checkpoint.pt'}")
 
@@ -537,7 +539,7 @@ def minddpm_sample(argv=None):
     p.add_argument('--sampler', default='ddim', choices=['ddim', 'ddpm'])
     p.add_argument('--steps', type=int, default=50, help='DDIM steps (default: 50)')
     p.add_argument('--guidance', type=float, default=3.0, help='w: 0 unconditional, 1 conditional (default: 3)')
-    p.add_argument('--eta', type=float, default=0.0, help='DDIM noise, 0 (deterministic) to 1 (default: 0)')
+    p.add_argument('--eta', type=float, default=1.0, help='DDIM noise, 0 (deterministic) to 1 (default: 1)')
     p.add_argument('--img-size', type=int, help='image side (default: the training size)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default='samples.png', help='the grid PNG (default: samples.png)')

@@ -109,6 +109,12 @@ def test_sample_writes_one_png_per_image_and_takes_other_sizes(tmp_path):
     assert files == ['0000_3.png', '0001_3.png', '0002_7.png', '0003_7.png'] and 'singles' in r.stdout
     assert Image.open(tmp_path/'singles'/files[0]).size == (24, 24)
 
+def test_sample_defaults_match_the_library():
+    import inspect
+    from minddpm.sampling import sample
+    r = cli('minddpm_sample', '--help', cwd='.')
+    assert inspect.signature(sample).parameters['eta'].default == 1.0 and 'to 1 (default: 1)' in r.stdout
+
 def test_compiled_training_matches_eager_on_the_cpu(tmp_path):
     cfg = TrainConfig(steps=3, batch_size=8, sample_every=0, val_every=100, out=str(tmp_path/'e'))
     eager = train(cfg, progress=False)
