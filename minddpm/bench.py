@@ -24,7 +24,7 @@ from .unet import unet_preset
 # %% auto #0
 __all__ = ['TARGETS', 'SeedConv', 'SeedDown', 'SeedUp', 'SeedAttention', 'SeedUNet', 'seed_to_minddpm', 'SeedSettings',
            'seed_model', 'SeedTrainer', 'seed_sample', 'median_time', 'PeakMemory', 'isolated', 'measure_training',
-           'measure_sampling', 'ladder', 'plot_ladder', 'cpu_has_bf16', 'bench_precision', 'describe_device',
+           'measure_sampling', 'cpu_has_bf16', 'bench_precision', 'ladder', 'plot_ladder', 'describe_device',
            'largest_batch', 'run_bench', 'format_table', 'minddpm_bench']
 
 # %% ../nbs/09_performance.ipynb #329989a2
@@ -285,8 +285,9 @@ def _child(name: str, kwargs: dict):
 
 def isolated(fn, **kwargs):
     "Run `fn(**kwargs)` (a function of this module) in a fresh Python process and return its result."
+    from minddpm import bench   # the package's copy: a fresh process can import it, not a notebook's
     with ProcessPoolExecutor(1, mp_context=get_context('spawn')) as pool:
-        return pool.submit(_child, fn.__name__, kwargs).result()
+        return pool.submit(bench._child, fn.__name__, kwargs).result()
 
 # %% ../nbs/09_performance.ipynb #c504e4f2
 def _settings(variant) -> SeedSettings | None:
@@ -354,6 +355,19 @@ def measure_sampling(variant='minddpm', size: int = 32, batch: int = 16, device=
         out[name] = dict(total_s=total, steps=n, step_s=total / n)
     return out
 
+# %% ../nbs/09_performance.ipynb #37c36e46
+def cpu_has_bf16() -> bool:
+    "Does this CPU have bf16 matrix instructions (AMX-BF16 or AVX512-BF16)? Read from /proc/cpuinfo (Linux)."
+    try: flags = Path('/proc/cpuinfo').read_text()
+    except OSError: return False
+    return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', flags))
+
+def bench_precision(device) -> str:
+    "The autocast precision minddpm is benchmarked at on `device`: 'bf16', 'fp16' or 'fp32'."
+    device = torch.device(device)
+    if device.type == 'cpu': return 'bf16' if cpu_has_bf16() else 'fp32'
+    return _dtype_name(resolve_precision(device, 'auto'))
+
 # %% ../nbs/09_performance.ipynb #a650bf0e
 def ladder(kind: str = 'training', size: int = 32, batch: int = 16, device='cpu', amp: str | None = None,
            compile: bool = True, log=print) -> list[dict]:
@@ -396,18 +410,6 @@ TARGETS = {  # device type → (figure, least ratio to the baseline); from the c
     'cpu': {'training images/s': 2.0, 'guided step': 1.8, 'DDIM-50 end to end': 35.0},
     'cuda': {'training images/s': 3.0, 'largest batch in 15 GB': 4.0},
 }
-
-def cpu_has_bf16() -> bool:
-    "Does this CPU have bf16 matrix instructions (AMX-BF16 or AVX512-BF16)? Read from /proc/cpuinfo (Linux)."
-    try: flags = Path('/proc/cpuinfo').read_text()
-    except OSError: return False
-    return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', flags))
-
-def bench_precision(device) -> str:
-    "The autocast precision minddpm is benchmarked at on `device`: 'bf16', 'fp16' or 'fp32'."
-    device = torch.device(device)
-    if device.type == 'cpu': return 'bf16' if cpu_has_bf16() else 'fp32'
-    return _dtype_name(resolve_precision(device, 'auto'))
 
 def describe_device(device) -> str:
     "The accelerator, or the CPU and the threads PyTorch uses."

@@ -320,6 +320,8 @@ def minddpm_train(argv=None):
     p.add_argument('--wandb', action='store_true', help='log to Weights & Biases (offline without credentials)')
     p.add_argument('--compile', action='store_true', help='train through torch.compile')
     p.add_argument('--device', help='auto, cuda, mps or cpu')
+    p.add_argument('--precision', choices=('auto', 'bf16', 'fp16', 'fp32'),
+                   help='autocast precision; auto: bf16 or fp16 on CUDA, fp32 elsewhere (bf16 also pays on CPUs with AMX: see minddpm_bench)')
     p.add_argument('--seed', type=int)
     p.add_argument('--export', help='also write the model alone (EMA and raw weights, half precision) to this file at the end')
     a = p.parse_args(argv)
@@ -327,7 +329,7 @@ def minddpm_train(argv=None):
         if getattr(a, k) is not None and getattr(a, k) < 1: p.error(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
     if a.minutes is not None and a.minutes <= 0: p.error(f"--minutes must be positive, got {a.minutes}")
     changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                                     out=a.out, device=a.device, seed=a.seed).items() if v is not None}
+                                     out=a.out, device=a.device, precision=a.precision, seed=a.seed).items() if v is not None}
     changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
     try:
         if a.resume: run = resume(a.resume, **changes)

@@ -5,6 +5,17 @@
 # # Training
 # > The training loop: ε-prediction loss at every timestep, AdamW with OneCycleLR, gradient clipping, EMA, mixed precision that is really on, a held-out validation mean, and checkpoints that resume exactly
 
+# %% [markdown]
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/07_training.ipynb)
+# On a free Colab T4 its one GPU cell takes about 9 minutes: an estimate from its 2.4 PFLOP at a quarter of the T4's fp16 peak, plus the overheads measured on an H200 (see "On a GPU"). Without a GPU it ran top to bottom in 47 seconds on a 2-core CPU (measured).
+
+# %%
+#| hide
+# On Colab, or wherever minddpm is missing, install it; where it is installed (as in CI) this does nothing.
+import importlib.util, subprocess, sys
+if importlib.util.find_spec('minddpm') is None:
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', 'minddpm'], check=True)
+
 # %%
 #| export
 from __future__ import annotations
@@ -30,11 +41,16 @@ from fastcore.test import *
 import tempfile
 from IPython.display import Image
 import matplotlib.pyplot as plt
+from minddpm.data import pick_device, pick_preset
 
 # %%
 #| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 torch.manual_seed(0)              # the same pictures on every run
+
+# %%
+print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
+
 
 # %% [markdown]
 # Everything the earlier lessons built comes together here. One training step:
@@ -86,6 +102,7 @@ TRAIN_PRESETS = {
                         ema_start=2000, val_every=5000, ckpt_every=5000),                         # the originals' 64×64
 }
 
+
 # %% [markdown]
 # How long they take: `tiny` runs 4,000 steps in about 9½ minutes on two CPU cores (7.3 steps/s). On a GPU
 # the seed UNet's training step at 32×32 and batch 128 costs 1.2 TFLOP (counted with
@@ -119,6 +136,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     "The autocast context for one forward pass, or a no-op for fp32."
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
+
 # %%
 cpu = torch.device('cpu')
 test_eq(resolve_precision(cpu), None)
@@ -128,6 +146,7 @@ with autocast(cpu, resolve_precision(cpu, 'bf16')):
 with autocast(cpu, None): assert not torch.is_autocast_enabled('cpu')
 seed_bug = torch.autocast('cpu', dtype=torch.bfloat16) and contextlib.nullcontext()  # the originals' `and`
 with seed_bug: assert not torch.is_autocast_enabled('cpu')                           # autocast never entered
+
 
 # %% [markdown]
 # ## The run: setup, one step, validation
@@ -155,6 +174,7 @@ class Run:
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=cfg.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step, self.classes, self.shape, self.history = 0, classes, (c, cfg.img_size, cfg.img_size), []
+
 
 # %%
 #| export
@@ -193,6 +213,7 @@ def validate(run: Run, model=None, seed: int = 0) -> float:
             total += F.mse_loss(model(xt, t, y).float(), eps, reduction='sum').item()
         n += eps.numel()
     return total / n
+
 
 # %% [markdown]
 # ## Checkpoints that resume exactly
@@ -253,6 +274,7 @@ def resume(path, **changes) -> Run:
     if state['cuda_rng'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda_rng'])
     return run
 
+
 # %% [markdown]
 # ## A trained model in one small file
 #
@@ -305,6 +327,7 @@ def load_model(path=None, device='cpu', weights: str = 'ema') -> Trained:
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     return Trained(model.to(device).eval(), Diffusion(cfg.schedule, cfg.T).to(device), list(state['classes']),
                    (c, cfg.img_size, cfg.img_size), cfg, state['step'])
+
 
 # %% [markdown]
 # ## The loop
@@ -398,6 +421,7 @@ def train(cfg: TrainConfig | None = None, run: Run | None = None, progress: bool
     if log: log.finish(ckpt)
     return run
 
+
 # %% [markdown]
 # A short run of the tiny preset on the bundled digits, on whatever this machine has:
 
@@ -469,6 +493,7 @@ gpu = train(dataclasses.replace(TRAIN_PRESETS['colab'], dataset='digits', steps=
 print(gpu.device, gpu.dtype, f"held-out ε-MSE {gpu.history[-1][3]:.4f}")
 Image(sorted((out/'gpu'/'samples').glob('*.png'))[-1], width=300)
 
+
 # %% [markdown]
 # ## The two commands
 #
@@ -507,6 +532,8 @@ def minddpm_train(argv=None):
     p.add_argument('--wandb', action='store_true', help='log to Weights & Biases (offline without credentials)')
     p.add_argument('--compile', action='store_true', help='train through torch.compile')
     p.add_argument('--device', help='auto, cuda, mps or cpu')
+    p.add_argument('--precision', choices=('auto', 'bf16', 'fp16', 'fp32'),
+                   help='autocast precision; auto: bf16 or fp16 on CUDA, fp32 elsewhere (bf16 also pays on CPUs with AMX: see minddpm_bench)')
     p.add_argument('--seed', type=int)
     p.add_argument('--export', help='also write the model alone (EMA and raw weights, half precision) to this file at the end')
     a = p.parse_args(argv)
@@ -514,7 +541,7 @@ def minddpm_train(argv=None):
         if getattr(a, k) is not None and getattr(a, k) < 1: p.error(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
     if a.minutes is not None and a.minutes <= 0: p.error(f"--minutes must be positive, got {a.minutes}")
     changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                                     out=a.out, device=a.device, seed=a.seed).items() if v is not None}
+                                     out=a.out, device=a.device, precision=a.precision, seed=a.seed).items() if v is not None}
     changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
     try:
         if a.resume: run = resume(a.resume, **changes)

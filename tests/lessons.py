@@ -5,7 +5,7 @@
     python tests/lessons.py 00_data       # just one
     python tests/lessons.py --check       # fail if a committed notebook's outputs are stale or missing
 """
-import os, subprocess, sys
+import os, subprocess, sys, time
 from pathlib import Path
 
 from execnb.nbio import read_nb, write_nb
@@ -64,8 +64,9 @@ if __name__ == '__main__':
         if stale: sys.exit('refresh them with `python tests/lessons.py`, then commit')
         sys.exit(0)
     for p in paths:
+        t0 = time.perf_counter()
         nb = run_lesson(p)
         for c in nb.cells: c.pop('directives_', None)
         write_nb(nb, p)
-        print(f'ran {p.relative_to(ROOT)}')
+        print(f'ran {p.relative_to(ROOT)} in {time.perf_counter() - t0:.0f} s')
     subprocess.run(['nbdev_clean'], cwd=ROOT, check=True)

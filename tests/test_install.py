@@ -1,6 +1,6 @@
 """What `pip install minddpm` users and Colab students get: a wheel that carries the bundled data once,
 and a package that works from any folder in a fresh virtual environment, without nbdev or fastcore."""
-import runpy, shutil, subprocess, sys, venv, zipfile
+import json, os, runpy, shutil, subprocess, sys, venv, zipfile
 
 import pytest
 import torch
@@ -36,13 +36,18 @@ assert load_model().shape == (1, 16, 16)   # the shipped model, read from the in
 print(minddpm.__version__, minddpm.data.__file__, tuple(x.shape), len(val.dataset), sep='|')
 """
 
-def test_fresh_venv_non_editable_install(source, tmp_path):
-    "`pip install .` (no extras) in a new venv; the bundled data then loads from a folder far from the repo."
-    env = tmp_path/'venv'
+@pytest.fixture(scope='module')
+def fresh_venv(source, tmp_path_factory):
+    "A new venv with `pip install .` (no extras) of the clone."
+    env = tmp_path_factory.mktemp('venv')
     venv.create(env, with_pip=True)
-    py = env/'bin'/'python'
-    r = subprocess.run([py, '-m', 'pip', 'install', '-q', str(source)], capture_output=True, text=True, timeout=1500)
+    r = subprocess.run([env/'bin'/'python', '-m', 'pip', 'install', '-q', str(source)], capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
+    return env
+
+def test_fresh_venv_non_editable_install(fresh_venv, tmp_path):
+    "`pip install .` (no extras) in a new venv; the bundled data then loads from a folder far from the repo."
+    env, py = fresh_venv, fresh_venv/'bin'/'python'
     elsewhere = tmp_path/'elsewhere'
     elsewhere.mkdir()
     r = subprocess.run([py, '-c', CHECK], cwd=elsewhere, capture_output=True, text=True, timeout=300)
@@ -64,3 +69,37 @@ def test_bundled_data_is_what_the_script_makes():
     assert torch.equal(made['images'], committed['images']) and torch.equal(made['labels'], committed['labels'])
     assert made['classes'] == committed['classes']
     assert (ROOT/'data'/'digits.pt').stat().st_size < 1_000_000
+
+def install_cells():
+    "Each numbered lesson's install cell: the code cell that runs pip when minddpm is missing."
+    cells = {}
+    for nb in sorted((ROOT/'nbs').glob('[0-9][0-9]_*.ipynb')):
+        code = [''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code']
+        cells[nb.name] = [c for c in code[:4] if "'pip', 'install'" in c]
+    return cells
+
+def test_every_lesson_opens_for_colab():
+    "Badge, install cell and device line come first in every numbered lesson, and the install cell is the same everywhere."
+    for nb in sorted((ROOT/'nbs').glob('[0-9][0-9]_*.ipynb')):
+        cells = json.loads(nb.read_text())['cells']
+        first_md = ''.join(''.join(c['source']) for c in cells[:3] if c['cell_type'] == 'markdown')
+        assert f'colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/{nb.name}' in first_md, nb.name
+        assert 'On a free Colab T4' in first_md or 'no GPU-only cells' in first_md, f"{nb.name}: no time estimate"
+        code = [''.join(c['source']) for c in cells if c['cell_type'] == 'code'][:6]
+        assert any('pick_device()' in c and 'pick_preset()' in c for c in code), f"{nb.name}: no device and preset line"
+    assert len({c[0] for c in install_cells().values() if c}) == 1 and all(install_cells().values())
+
+def test_install_cell_installs_minddpm_where_it_is_missing(fresh_venv, source, tmp_path):
+    "In a Python without minddpm the cell pip-installs it (from the index pip is given); where it is installed it does nothing."
+    cell = next(iter(install_cells().values()))[0]
+    py = fresh_venv/'bin'/'python'
+    wheels = tmp_path/'wheels'
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-q', '-w', str(wheels), str(source)], check=True)
+    subprocess.run([py, '-m', 'pip', 'uninstall', '-y', '-q', 'minddpm'], check=True)
+    env = {**os.environ, 'PIP_NO_INDEX': '1', 'PIP_FIND_LINKS': str(wheels)}   # the wheel stands in for the package index
+    r = subprocess.run([py, '-c', cell + '\nimport minddpm; print(minddpm.__file__)'], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and str(fresh_venv) in r.stdout, r.stderr[-3000:]
+    forbid = 'import subprocess\ndef refuse(*a, **k): raise AssertionError(f"ran {a}")\nsubprocess.run = refuse\n'
+    r = subprocess.run([py, '-c', forbid + cell], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]     # installed: pip is not run

@@ -30,6 +30,12 @@ def test_train_then_sample(tmp_path):
     r = cli('minddpm_train', '--resume', 'run/checkpoint.pt', '--steps', '45', cwd=tmp_path)
     assert r.returncode == 0 and load_checkpoint(tmp_path/'run'/'checkpoint.pt')['step'] == 45, r.stderr[-2000:]
 
+def test_precision_from_the_command_line(tmp_path):
+    r = cli('minddpm_train', '--steps', '3', '--batch-size', '8', '--precision', 'bf16', '--out', 'run', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    state = load_checkpoint(tmp_path/'run'/'checkpoint.pt')
+    assert state['config']['precision'] == 'bf16' and all(torch.isfinite(torch.tensor([h[1] for h in state['history']])))
+
 def test_interrupted_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     run = Run(TrainConfig(steps=10, batch_size=8, out=str(tmp_path)))
     path = save_checkpoint(run, tmp_path/'checkpoint.pt')
@@ -50,6 +56,7 @@ def test_interrupted_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     ('minddpm_train', ['--steps', '0'], '--steps must be at least 1, got 0'),
     ('minddpm_train', ['--steps', '5', '--epochs', '2'], 'not allowed with argument'),
     ('minddpm_train', ['--minutes', '-1'], '--minutes must be positive'),
+    ('minddpm_train', ['--precision', 'int8'], "invalid choice: 'int8'"),
     ('minddpm_sample', [SHIPPED, '--img-size', '30'], 'valid sizes: 4, 8, 12, 16'),
     ('minddpm_sample', [SHIPPED, '--eta', '2'], '--eta must be between 0 and 1'),
     ('minddpm_sample', [SHIPPED, '--labels', '3', '11'], 'labels [11] are unknown to this model'),
