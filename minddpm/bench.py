@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import ConditionalUNet
-from .data import get_dataloaders, pick_device
+from .data import get_dataloaders, get_datasets, pick_device
 from .forward import Diffusion
 from .sampling import sample
 from .training import TrainConfig, Run, train_step, autocast, resolve_precision
@@ -24,8 +24,8 @@ from .unet import unet_preset
 # %% auto #0
 __all__ = ['TARGETS', 'SeedConv', 'SeedDown', 'SeedUp', 'SeedAttention', 'SeedUNet', 'seed_to_minddpm', 'SeedSettings',
            'seed_model', 'SeedTrainer', 'seed_sample', 'median_time', 'PeakMemory', 'isolated', 'measure_training',
-           'measure_sampling', 'cpu_has_bf16', 'bench_precision', 'ladder', 'plot_ladder', 'describe_device',
-           'largest_batch', 'run_bench', 'format_table', 'minddpm_bench']
+           'training_batches', 'measure_sampling', 'cpu_has_bf16', 'bench_precision', 'ladder', 'plot_ladder',
+           'describe_device', 'largest_batch', 'run_bench', 'format_table', 'minddpm_bench']
 
 # %% ../nbs/09_performance.ipynb #329989a2
 class SeedConv(nn.Module):
@@ -304,12 +304,11 @@ def measure_training(variant='minddpm', size: int = 32, batch: int = 16, device=
     if settings is None:
         run = Run(TrainConfig(img_size=size, unet='seed', batch_size=batch, steps=steps + warmup, device=str(device),
                               precision=precision, compile=compile, ema_start=0, seed=seed, sample_every=0))
-        dl, step = run.train_dl, lambda x, y: train_step(run, x, y)
+        step = lambda x, y: train_step(run, x, y)
     else:
-        dl, _ = get_dataloaders('digits', size, batch, seed=seed)
         trainer = SeedTrainer(settings, size, steps + warmup, device=device, step_start_ema=0)
         step = trainer.step
-    batches = [b for b, _ in zip(_cycle(dl), range(steps + warmup))]
+    batches = training_batches(size, batch, steps + warmup, seed)
     times = []
     with PeakMemory(device) as mem:
         for i, (x, y) in enumerate(batches):
@@ -319,8 +318,12 @@ def measure_training(variant='minddpm', size: int = 32, batch: int = 16, device=
     step_s = sorted(times)[len(times) // 2]
     return dict(step_s=step_s, images_per_s=batch / step_s, peak_bytes=mem.peak, total_bytes=mem.total)
 
-def _cycle(dl):
-    while True: yield from dl
+def training_batches(size: int, batch: int, n: int, seed: int = 0) -> list:
+    "`n` batches of exactly `batch` digits from the training split, drawn with replacement (so any batch size works)."
+    train, _ = get_datasets('digits', size, seed=seed)
+    x, y = torch.stack([train[i][0] for i in range(len(train))]), torch.as_tensor(train.labels)
+    idx = torch.randint(len(x), (n, batch), generator=torch.Generator().manual_seed(seed))
+    return [(x[i], y[i]) for i in idx]
 
 def _minddpm_sampler_model(size, device, precision, compile):
     model = ConditionalUNet(10, **unet_preset('seed', in_channels=1)).to(device).eval()

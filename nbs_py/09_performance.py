@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minddpm.conditioning import ConditionalUNet
-from minddpm.data import get_dataloaders, pick_device
+from minddpm.data import get_dataloaders, get_datasets, pick_device
 from minddpm.forward import Diffusion
 from minddpm.sampling import sample
 from minddpm.training import TrainConfig, Run, train_step, autocast, resolve_precision
@@ -441,12 +441,11 @@ def measure_training(variant='minddpm', size: int = 32, batch: int = 16, device=
     if settings is None:
         run = Run(TrainConfig(img_size=size, unet='seed', batch_size=batch, steps=steps + warmup, device=str(device),
                               precision=precision, compile=compile, ema_start=0, seed=seed, sample_every=0))
-        dl, step = run.train_dl, lambda x, y: train_step(run, x, y)
+        step = lambda x, y: train_step(run, x, y)
     else:
-        dl, _ = get_dataloaders('digits', size, batch, seed=seed)
         trainer = SeedTrainer(settings, size, steps + warmup, device=device, step_start_ema=0)
         step = trainer.step
-    batches = [b for b, _ in zip(_cycle(dl), range(steps + warmup))]
+    batches = training_batches(size, batch, steps + warmup, seed)
     times = []
     with PeakMemory(device) as mem:
         for i, (x, y) in enumerate(batches):
@@ -456,8 +455,12 @@ def measure_training(variant='minddpm', size: int = 32, batch: int = 16, device=
     step_s = sorted(times)[len(times) // 2]
     return dict(step_s=step_s, images_per_s=batch / step_s, peak_bytes=mem.peak, total_bytes=mem.total)
 
-def _cycle(dl):
-    while True: yield from dl
+def training_batches(size: int, batch: int, n: int, seed: int = 0) -> list:
+    "`n` batches of exactly `batch` digits from the training split, drawn with replacement (so any batch size works)."
+    train, _ = get_datasets('digits', size, seed=seed)
+    x, y = torch.stack([train[i][0] for i in range(len(train))]), torch.as_tensor(train.labels)
+    idx = torch.randint(len(x), (n, batch), generator=torch.Generator().manual_seed(seed))
+    return [(x[i], y[i]) for i in idx]
 
 def _minddpm_sampler_model(size, device, precision, compile):
     model = ConditionalUNet(10, **unet_preset('seed', in_channels=1)).to(device).eval()
@@ -598,7 +601,8 @@ with torch.inference_mode():
 print(', '.join(f"{k}: {1000 * v:.0f} ms" for k, v in sdpa_seconds.items()))
 
 # %% [markdown]
-# In our run: 168 ms with the map, 132 ms without it, 46 ms through `scaled_dot_product_attention`.
+# In two runs: 151–168 ms with the map, 119–132 ms without it, 40–46 ms through
+# `scaled_dot_product_attention`.
 # `need_weights=False` alone is not enough everywhere: in inference, `nn.MultiheadAttention` takes a
 # "fast path" of its own, which on a CPU can be slower than calling `scaled_dot_product_attention`
 # directly. minddpm's `SelfAttention` (lesson 03) calls it directly, so it gets the fused kernel in
@@ -666,21 +670,21 @@ sample_rungs = ladder('sampling')
 plot_ladder(sample_rungs, 'guided sampling step, 32×32, batch 16');
 
 # %% [markdown]
-# What our run showed (the bars above are this page's run; the ratios move by a tenth or so from run to
-# run on a shared machine):
+# What two runs showed (the bars above are this page's latest run; the ratios move by a tenth or so from
+# run to run on a shared machine):
 #
-# - **The attention kernel is the big structural win**: 1.53× in training and 1.36× in sampling, and the
-#   training peak falls from 1,526 MB to 645 MB, because the maps the original keeps for the backward
-#   pass are gone.
-# - **Broadcasting, channels_last and batched guidance are small on this CPU**: each within a few percent,
-#   batched guidance the largest of them (1.40× → 1.50× in sampling). They matter more on a GPU, where
-#   each kernel launch and memory pass costs more relative to the arithmetic.
-# - **bf16 autocast doubles the speed again** on this AMX CPU: 2.04× in training, 3.98× in sampling,
-#   and another 130 MB off the training peak.
-# - **`torch.compile` does not pay here**: slightly slower than eager in both, after 100 s (training) and
-#   45 s (sampling) of compiling. On a GPU it does: on an H200, the `colab` preset trained at 16.1 steps/s
-#   in bf16 and 20.7 compiled (lesson 07's GPU check). So minddpm compiles on request (`--compile`),
-#   and `minddpm_bench` turns it on for CUDA only.
+# - **The attention kernel is the big structural win**: 1.53–1.60× in training and 1.36–1.43× in sampling,
+#   and the training peak falls from about 1,500 MB to 650 MB, because the maps the original keeps for
+#   the backward pass are gone.
+# - **Broadcasting, channels_last and batched guidance are small on this CPU**: within the noise in
+#   training; in sampling, batched guidance and channels_last add 5–10% between them. They matter more
+#   on a GPU, where each kernel launch and memory pass costs more relative to the arithmetic.
+# - **bf16 autocast gives the second big step** on this AMX CPU: 2.04–2.56× in training, 3.98–4.16× in
+#   sampling, and another 130 MB off the training peak.
+# - **`torch.compile` does not pay here**: from 13% slower to 6% faster than eager, after 100 s
+#   (training) and 45 s (sampling) of compiling. On a GPU it does: on an H200, the `colab` preset
+#   trained at 16.1 steps/s in bf16 and 20.7 compiled (lesson 07's GPU check). So minddpm compiles on
+#   request (`--compile`), and `minddpm_bench` turns it on for CUDA only.
 
 # %%
 #| hide
@@ -883,7 +887,7 @@ print(format_table(res))
 # The estimate of the default run was right: 999 × 856 ms is 855 s, and the measured run took 849 s.
 # Without mixed precision minddpm's own changes give 1.6–1.7× here. bf16 on the CPU's AMX units is what
 # lifts training above 2× and a guided step to 3.6×. Between runs the ratios move by about 15% (training
-# 2.05× to 2.42× in three runs on this machine), so read them to one digit.
+# 2.02× to 2.42× in four runs on this machine), so read them to one digit.
 
 # %%
 #| hide

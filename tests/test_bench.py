@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minddpm.bench import (SeedAttention, SeedSettings, SeedTrainer, SeedUNet, PeakMemory, format_table, isolated,
-                           largest_batch, measure_sampling, measure_training, seed_model, seed_sample, seed_to_minddpm,
+                           largest_batch, measure_sampling, measure_training, seed_model, training_batches, seed_sample, seed_to_minddpm,
                            _ratio, _rows)
 from minddpm.conditioning import ConditionalUNet
 from minddpm.unet import unet_preset
@@ -73,6 +73,11 @@ def test_measurements_return_their_figures():
     assert s['step']['steps'] == 2 and s['ddim']['steps'] == 5
     b = isolated(measure_sampling, variant=asdict(SeedSettings()), size=8, batch=2, runs={'step': 1000}, reps=1)
     assert b['step']['steps'] == 999                 # the original's loop has 999 steps, no more
+
+def test_training_batches_hold_exactly_the_batch_asked_for():
+    big = training_batches(8, 2000, 2)                # more than the 1,617 training digits
+    assert [tuple(x.shape) for x, _ in big] == [(2000, 1, 8, 8)] * 2 and big[0][1].shape == (2000,)
+    assert not torch.equal(big[0][0], big[1][0]) and big[0][0].min() >= -1 and big[0][0].max() <= 1
 
 def test_largest_batch_stays_within_the_budget():
     kw = dict(variant=asdict(SeedSettings()), size=32, device='cpu')    # the original keeps ~70 MB per image at 32×32
