@@ -96,10 +96,11 @@ def test_install_cell_installs_minddpm_where_it_is_missing(fresh_venv, source, t
     wheels = tmp_path/'wheels'
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-q', '-w', str(wheels), str(source)], check=True)
     subprocess.run([py, '-m', 'pip', 'uninstall', '-y', '-q', 'minddpm'], check=True)
-    env = {**os.environ, 'PIP_NO_INDEX': '1', 'PIP_FIND_LINKS': str(wheels)}   # the wheel stands in for the package index
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}              # nothing but the venv's own packages
+    env.update(PIP_NO_INDEX='1', PIP_FIND_LINKS=str(wheels))                     # the wheel stands in for the package index
     r = subprocess.run([py, '-c', cell + '\nimport minddpm; print(minddpm.__file__)'], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and str(fresh_venv) in r.stdout, r.stderr[-3000:]
     forbid = 'import subprocess\ndef refuse(*a, **k): raise AssertionError(f"ran {a}")\nsubprocess.run = refuse\n'
-    r = subprocess.run([py, '-c', forbid + cell], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([py, '-c', forbid + cell], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]     # installed: pip is not run
