@@ -4,17 +4,18 @@
 
 # %% ../nbs/08_evaluation.ipynb #d82bd57d
 from __future__ import annotations
-import time
+import functools, time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import get_datasets
+from .data import get_datasets, to_uint8
 from .sampling import sample
 
 # %% auto #0
-__all__ = ['Judge', 'train_judge', 'frechet_distance', 'kernel_distance', 'precision_recall', 'evaluate', 'real_floor']
+__all__ = ['Judge', 'train_judge', 'frechet_distance', 'kernel_distance', 'precision_recall', 'evaluate', 'real_floor',
+           'inception_features']
 
 # %% ../nbs/08_evaluation.ipynb #178defd0
 class Judge(nn.Module):
@@ -30,24 +31,33 @@ class Judge(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor: return self.body(x)
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.head(self.body(x))
 
-def _stack(ds): return torch.stack([ds[i][0] for i in range(len(ds))]), torch.as_tensor(ds.labels)
+def _stack(ds):
+    "All of a dataset's items as (images (N, C, H, W), labels (N,)); any dataset of (image, label) items, image folders included."
+    items = [ds[i] for i in range(len(ds))]
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
-def train_judge(dataset: str = 'digits', size: int = 16, epochs: int = 15, seed: int = 0, **data_kwargs):
+def train_judge(dataset: str = 'digits', # a name in `DATASETS`, or a folder with one sub-folder of images per class
+                size: int = 16,          # image side in pixels: the size of the images it will judge
+                epochs: int = 15,        # passes over the training split
+                seed: int = 0,           # seeds the split, the initial weights and the batch order
+                device='cpu',            # where to train it (and where it stays): 'cuda' for CIFAR-10
+                **data_kwargs):          # more arguments of `get_datasets`, e.g. `root`
     "Fit a `Judge` on the real training split; returns it (eval mode) and its accuracy on the held-out split."
     train, val = get_datasets(dataset, size, seed=seed, **data_kwargs)
     (x, y), (xv, yv) = _stack(train), _stack(val)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        judge = Judge(x.shape[1], len(train.classes))
+        judge = Judge(x.shape[1], len(train.classes)).to(device)
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3)
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=g).split(64):
-            loss = F.cross_entropy(judge(x[idx]), y[idx])
+            loss = F.cross_entropy(judge(x[idx].to(device)), y[idx].to(device))
             opt.zero_grad(); loss.backward(); opt.step()
     judge.eval()
-    with torch.no_grad(): acc = (judge(xv).argmax(1) == yv).float().mean().item()
-    return judge, acc
+    with torch.no_grad():
+        right = sum((judge(xb.to(device)).argmax(1).cpu() == yb).sum().item() for xb, yb in zip(xv.split(1000), yv.split(1000)))
+    return judge, right / len(xv)
 
 # %% ../nbs/08_evaluation.ipynb #84857dd0
 def _psd_sqrt(m: torch.Tensor) -> torch.Tensor:
@@ -110,3 +120,25 @@ def real_floor(judge: Judge, reference: torch.Tensor, images: torch.Tensor, labe
     with torch.no_grad(): acc = (judge(images).argmax(1) == labels).double().mean().item()
     return dict(samples=len(f), accuracy=acc, fid=frechet_distance(reference, f), kid=kid, kid_std=kid_std,
                 precision=precision, recall=recall)
+
+# %% ../nbs/08_evaluation.ipynb #d2cb9eb4
+@functools.lru_cache(maxsize=2)
+def _inception(weights=None):
+    try: from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except ImportError: raise RuntimeError('Inception features need torch-fidelity: pip install "minddpm[fid]"') from None
+    return FeatureExtractorInceptionV3('inception-v3-compat', ['2048'],
+                                       feature_extractor_weights_path=None if weights is None else str(weights))
+
+@torch.no_grad()
+def inception_features(images: torch.Tensor,  # (N, C, H, W), uint8 or floats in [-1, 1], C = 3 (or 1, repeated)
+                       batch_size: int = 200,  # images per forward pass
+                       device=None,            # where Inception runs; default: where `images` are
+                       weights=None,           # a local copy of the weights (.pth); default: download once
+                       ) -> torch.Tensor:      # (N, 2048) float32 features, on the CPU
+    "The 2048 pool features of the Inception-v3 that FID is defined with (torch-fidelity's port of TensorFlow's 2015 graph)."
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or not len(images):
+        raise ValueError(f"images must be a batch of shape (N, 3, H, W) or (N, 1, H, W), got {tuple(images.shape)}")
+    if images.dtype != torch.uint8: images = to_uint8(images)
+    net = _inception(weights).to(device if device is not None else images.device)
+    dev = next(net.parameters()).device
+    return torch.cat([net(b.to(dev).expand(-1, 3, -1, -1))[0].float().cpu() for b in images.split(batch_size)])

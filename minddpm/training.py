@@ -31,6 +31,7 @@ class TrainConfig:
     "Everything a training run depends on; saved in every checkpoint."
     dataset: str = 'digits'      # a name in `DATASETS`, or a folder with one sub-folder of images per class
     img_size: int = 16           # images are resized to img_size × img_size
+    hflip: bool = False          # random horizontal flips of training images (for photos, not digits)
     unet: str = 'tiny'           # UNet preset: 'tiny' or 'seed'
     schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
     T: int = 1000                # diffusion steps
@@ -56,9 +57,9 @@ class TrainConfig:
 TRAIN_PRESETS = {
     'tiny': TrainConfig(),                                                                       # CPU: the bundled digits
     'colab': TrainConfig(dataset='cifar10', img_size=32, unet='seed', batch_size=128, steps=30_000, lr=1e-3,
-                         ema_start=2000, val_every=2000, ckpt_every=2000),                        # one T4
+                         hflip=True, ema_start=2000, val_every=2000, ckpt_every=2000),            # one T4
     'full': TrainConfig(dataset='cifar10', img_size=64, unet='seed', batch_size=64, steps=150_000, lr=5e-4,
-                        ema_start=2000, val_every=5000, ckpt_every=5000),                         # the originals' 64×64
+                        hflip=True, ema_start=2000, val_every=5000, ckpt_every=5000),             # the originals' 64×64
 }
 
 # %% ../nbs/07_training.ipynb #82721268
@@ -83,7 +84,8 @@ class Run:
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
         self.dtype = resolve_precision(self.device, cfg.precision)
-        self.train_dl, self.val_dl = get_dataloaders(cfg.dataset, cfg.img_size, cfg.batch_size, seed=cfg.seed)
+        self.train_dl, self.val_dl = get_dataloaders(cfg.dataset, cfg.img_size, cfg.batch_size, hflip=cfg.hflip,
+                                                     seed=cfg.seed)
         classes = self.train_dl.dataset.classes
         c = self.train_dl.dataset[0][0].shape[0]
         self.diffusion = Diffusion(cfg.schedule, cfg.T).to(self.device)
@@ -309,6 +311,8 @@ def minddpm_train(argv=None):
     p.add_argument('--dataset', help="digits (default), cifar10, mnist, fashion_mnist, or a folder of class sub-folders")
     p.add_argument('--preset', default='tiny', help=f"one of {', '.join(TRAIN_PRESETS)} (default: tiny)")
     p.add_argument('--img-size', type=int, help='image side in pixels')
+    p.add_argument('--hflip', action=argparse.BooleanOptionalAction,
+                   help="random horizontal flips of training images (default: the preset's, on for colab and full)")
     length = p.add_mutually_exclusive_group()
     length.add_argument('--steps', type=int, help='optimiser steps in all')
     length.add_argument('--epochs', type=int, help='passes over the training split in all')
@@ -329,7 +333,7 @@ def minddpm_train(argv=None):
         if getattr(a, k) is not None and getattr(a, k) < 1: p.error(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
     if a.minutes is not None and a.minutes <= 0: p.error(f"--minutes must be positive, got {a.minutes}")
     changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                                     out=a.out, device=a.device, precision=a.precision, seed=a.seed).items() if v is not None}
+                                     out=a.out, device=a.device, precision=a.precision, seed=a.seed, hflip=a.hflip).items() if v is not None}
     changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
     try:
         if a.resume: run = resume(a.resume, **changes)

@@ -1,29 +1,14 @@
 """The docs site's pre-render step (what `nbdev_docs` runs before Quarto) succeeds on every notebook.
 
-Quarto itself is not installable on CI machines, so this runs nbdev's own pre-render, with only its
-'install Quarto' step switched off, on a copy of the repo, and checks what Quarto would be given."""
-import importlib, json, shutil, subprocess, sys
+Quarto itself is not installable on CI machines, so the `proc` fixture (conftest.py) runs nbdev's own
+pre-render, with only its 'install Quarto' step switched off, on a copy of the repo; this checks what Quarto
+would be given, and tests/test_pages_browser.py opens the pages in a browser."""
+import importlib, json
 
 import pytest
 import yaml
 
-from test_project import ROOT, repo_files
-
-PRE_RENDER = """
-import nbdev.quarto as q
-q._ensure_quarto = lambda: None   # Quarto renders on instructors' machines; everything before it runs here
-q.nbdev_proc_nbs.__wrapped__(n_workers=2)
-"""
-
-@pytest.fixture(scope='module')
-def proc(tmp_path_factory):
-    copy = tmp_path_factory.mktemp('docs')/'repo'
-    for f in repo_files():
-        (copy/f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT/f, copy/f)
-    r = subprocess.run([sys.executable, '-c', PRE_RENDER], cwd=copy, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"docs pre-render failed:\n{r.stdout}\n{r.stderr}"
-    return copy/'_proc'
+from test_project import ROOT
 
 def lesson_notebooks(): return sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb'))
 
@@ -39,13 +24,19 @@ def test_every_notebook_is_processed_without_errors(proc, name):
     assert not stderr, f"{name} printed a traceback: {stderr[0]['text']}"
 
 def exported_modules():
-    "Notebook → the module it exports (its `default_exp`), for every notebook but the course home."
+    "Notebook → the module it exports (its `default_exp`), for every lesson that exports one (not the capstone)."
     res = {}
     for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
-        if nb.name == 'index.ipynb': continue
+        if nb.name == 'index.ipynb': continue   # the course home exports `minddpm.all`, the one-import convenience
         first = ''.join(json.loads(nb.read_text())['cells'][0]['source'])
-        res[nb.name] = first.split('default_exp')[1].split()[0]
+        if '#| default_exp' in first: res[nb.name] = first.split('default_exp')[1].split()[0]
     return res
+
+def test_the_capstone_exports_nothing_and_every_module_has_its_lesson():
+    modules = exported_modules()
+    assert '10_cifar10.ipynb' not in modules and 'index.ipynb' not in modules
+    assert sorted(modules.values()) == sorted(p.stem for p in (ROOT/'minddpm').glob('*.py')
+                                              if not p.stem.startswith('_') and p.stem != 'all')
 
 @pytest.mark.parametrize('name,module', exported_modules().items())
 def test_every_exported_function_and_class_is_documented(proc, name, module):

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from minddpm.training import Run, TrainConfig, export_model, load_checkpoint, load_model, save_checkpoint, train
+from minddpm.training import (TRAIN_PRESETS, Run, TrainConfig, export_model, load_checkpoint, load_model, resume,
+                              save_checkpoint, train)
 
 SHIPPED = str(resources.files('minddpm.assets') / 'digits_tiny.pt')
 
@@ -35,6 +36,13 @@ def test_precision_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     state = load_checkpoint(tmp_path/'run'/'checkpoint.pt')
     assert state['config']['precision'] == 'bf16' and all(torch.isfinite(torch.tensor([h[1] for h in state['history']])))
+
+def test_flips_follow_the_preset_unless_told(tmp_path):
+    assert TRAIN_PRESETS['colab'].hflip and TRAIN_PRESETS['full'].hflip and not TRAIN_PRESETS['tiny'].hflip
+    r = cli('minddpm_train', '--steps', '2', '--batch-size', '8', '--hflip', '--out', 'run', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_checkpoint(tmp_path/'run'/'checkpoint.pt')['config']['hflip']
+    assert resume(tmp_path/'run'/'checkpoint.pt').train_dl.dataset.hflip   # the flips come back with the run
 
 def test_interrupted_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     run = Run(TrainConfig(steps=10, batch_size=8, out=str(tmp_path)))
