@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import ConditionalUNet
-from .data import get_dataloaders, get_datasets, pick_device
+from .data import get_datasets, pick_device
 from .forward import Diffusion
 from .sampling import sample
 from .training import TrainConfig, Run, train_step, autocast, resolve_precision
@@ -30,7 +30,10 @@ __all__ = ['TARGETS', 'SeedConv', 'SeedDown', 'SeedUp', 'SeedAttention', 'SeedUN
 # %% ../nbs/09_performance.ipynb #329989a2
 class SeedConv(nn.Module):
     "The original conv block: Conv3×3 (no bias) → GroupNorm(1) → GELU → Conv3×3 → GroupNorm(1), with `residual` gelu(x + block(x))."
-    def __init__(self, c_in, c_out, c_mid=None, residual=False):
+    def __init__(self, c_in,           # input channels
+                 c_out,                # output channels (equal to `c_in` when `residual`)
+                 c_mid=None,           # channels between the two convs; None: `c_out`
+                 residual=False):      # return gelu(x + block(x)) instead of block(x)
         super().__init__()
         c_mid = c_mid or c_out
         self.residual = residual
@@ -42,7 +45,9 @@ class SeedConv(nn.Module):
 class SeedDown(nn.Module):
     "Max-pool, two conv blocks, then the time embedding `.repeat`ed to every pixel (`broadcast=True`: broadcast instead)."
     broadcast = False
-    def __init__(self, c_in, c_out, emb_dim=256):
+    def __init__(self, c_in,           # input channels
+                 c_out,                # output channels
+                 emb_dim=256):         # width of the time embedding `t` given to `forward`
         super().__init__()
         self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), SeedConv(c_in, c_in, residual=True), SeedConv(c_in, c_out))
         self.emb_layer = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, c_out))
@@ -53,7 +58,9 @@ class SeedDown(nn.Module):
 class SeedUp(nn.Module):
     "Bilinear ×2, concatenate the skip, two conv blocks, then the time embedding as in `SeedDown`."
     broadcast = False
-    def __init__(self, c_in, c_out, emb_dim=256):
+    def __init__(self, c_in,           # channels of the skip and the upsampled input, concatenated
+                 c_out,                # output channels
+                 emb_dim=256):         # width of the time embedding `t` given to `forward`
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode='bilinear', align_corners=True)
         self.conv = nn.Sequential(SeedConv(c_in, c_in, residual=True), SeedConv(c_in, c_out, c_in // 2))
@@ -71,7 +78,8 @@ def _time_map(emb, x, broadcast: bool):
 class SeedAttention(nn.Module):
     "The original self-attention block. `kernel`: 'weights' (the original call), 'no_weights' (`need_weights=False`) or 'sdpa' (the same weights through `F.scaled_dot_product_attention`)."
     kernel = 'weights'
-    def __init__(self, channels, heads=4):
+    def __init__(self, channels,       # C of the (B, C, H, W) input: the attention's width
+                 heads=4):             # attention heads; must divide `channels`
         super().__init__()
         self.channels, self.heads = channels, heads
         self.mha = nn.MultiheadAttention(channels, heads, batch_first=True)
@@ -97,7 +105,10 @@ class SeedAttention(nn.Module):
 # %% ../nbs/09_performance.ipynb #71342302
 class SeedUNet(nn.Module):
     "The original conditional UNet (the seed article's two-conv bottleneck): sinusoidal time embedding with no MLP, plus a label embedding."
-    def __init__(self, c_in=3, c_out=3, time_dim=256, num_classes=10):
+    def __init__(self, c_in=3,         # image channels in
+                 c_out=3,              # channels of the predicted ε (normally `c_in`)
+                 time_dim=256,         # width of the sinusoidal time and label embeddings; the blocks expect 256
+                 num_classes=10):      # labels y in [0, num_classes); −1 for no label
         super().__init__()
         self.time_dim = time_dim
         self.inc = SeedConv(c_in, 64)
@@ -147,7 +158,8 @@ def _rename(name: str) -> str:
     for pattern, new in _RENAMES: name = re.sub(pattern, new, name)
     return name
 
-def seed_to_minddpm(state: dict) -> dict:
+def seed_to_minddpm(state: dict,      # `SeedUNet.state_dict()`
+                   ) -> dict:
     "A `SeedUNet` state dict as weights for `ConditionalUNet(**unet_preset('seed'))`: renamed, plus a zero null-label row."
     out = {_rename(k): v for k, v in state.items()}
     emb = out['label_emb.weight']
@@ -165,7 +177,11 @@ class SeedSettings:
     amp: str = 'fp32'             # autocast dtype: 'fp32' (none, the original), 'bf16' or 'fp16'
     compile: bool = False         # run the network through `torch.compile`
 
-def seed_model(settings: SeedSettings, size: int, channels: int = 1, num_classes: int = 10, device='cpu'):
+def seed_model(settings: SeedSettings,  # the speed-ups to apply (`attention`, `broadcast`, `channels_last`, `compile`)
+               size: int,               # image side in pixels; not used: the network takes any multiple of 8
+               channels: int = 1,       # image channels, in and out
+               num_classes: int = 10,   # number of labels
+               device='cpu'):           # where the weights go: a torch device or its name
     "A `SeedUNet` on `device` with `settings` applied; returns (module, the callable to run: compiled or not)."
     m = SeedUNet(channels, channels, num_classes=num_classes).to(device)
     for mod in m.modules():
@@ -182,8 +198,16 @@ def _images(x, settings):
 # %% ../nbs/09_performance.ipynb #98268db8
 class SeedTrainer:
     "The original training step: AdamW (eps 1e-5) with OneCycleLR, no clipping, whole-batch label drop, the per-parameter EMA."
-    def __init__(self, settings: SeedSettings, size: int, steps: int, channels: int = 1, num_classes: int = 10,
-                 device='cpu', lr: float = 1e-3, T: int = 1000, ema_beta: float = 0.995, step_start_ema: int = 2000):
+    def __init__(self, settings: SeedSettings,  # the speed-ups to train with (`batched` has no effect here)
+                 size: int,               # image side in pixels; not used: the batches given to `step` set it
+                 steps: int,              # OneCycleLR's total steps: `step` may be called this many times
+                 channels: int = 1,       # image channels
+                 num_classes: int = 10,   # number of labels
+                 device='cpu',            # where to train: a torch device or its name
+                 lr: float = 1e-3,        # AdamW's peak learning rate (OneCycleLR's max_lr)
+                 T: int = 1000,           # diffusion steps: β linear from 1e-4 to 0.02; t is drawn from 1 … T−1
+                 ema_beta: float = 0.995,  # EMA decay per step, once it averages
+                 step_start_ema: int = 2000):  # steps before the EMA averages; until then it copies the weights
         self.settings, self.device, self.T = settings, torch.device(device), T
         self.model, self.forward = seed_model(settings, size, channels, num_classes, device)
         self.ema_model = SeedUNet(channels, channels, num_classes=num_classes).to(device).eval().requires_grad_(False)
@@ -219,8 +243,15 @@ class SeedTrainer:
 
 # %% ../nbs/09_performance.ipynb #2f787cf2
 @torch.inference_mode()
-def seed_sample(forward, labels: torch.Tensor, shape, settings: SeedSettings = SeedSettings(), cfg_scale: float = 3.0,
-                T: int = 1000, stop_after: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def seed_sample(forward,                 # the network (or its compiled callable), called as forward(x, t, y)
+                labels: torch.Tensor,    # (B,) class of each image, on the device to sample on
+                shape,                   # (C, H, W) of one image
+                settings: SeedSettings = SeedSettings(),  # the speed-ups: here `batched`, `channels_last`, `amp`
+                cfg_scale: float = 3.0,  # guidance weight w: ε_u + w·(ε_c − ε_u)
+                T: int = 1000,           # diffusion steps: β linear from 1e-4 to 0.02; the loop runs t = T−1 … 1
+                stop_after: int | None = None,  # stop after this many steps (for timing); None: all T−1
+                generator: torch.Generator | None = None,  # seeds the starting noise (later draws use the global RNG)
+               ) -> torch.Tensor:
     "The original sampler: DDPM for t = T−1 … 1, guidance by lerp(ε_u, ε_c, cfg_scale); `stop_after` steps, for timing."
     device = labels.device
     beta = torch.linspace(1e-4, 0.02, T, device=device)
@@ -245,7 +276,11 @@ def seed_sample(forward, labels: torch.Tensor, shape, settings: SeedSettings = S
 def _sync(device):
     if torch.device(device).type == 'cuda': torch.cuda.synchronize()
 
-def median_time(fn, reps: int = 5, warmup: int = 1, device='cpu') -> float:
+def median_time(fn,                     # the function to time, called with no arguments
+                reps: int = 5,          # timed calls; their median is returned
+                warmup: int = 1,        # calls before them, not counted
+                device='cpu',           # on CUDA, each call is timed between `torch.cuda.synchronize()`s
+               ) -> float:
     "Median seconds of `fn()` over `reps` calls, after `warmup` calls that are not counted."
     for _ in range(warmup): fn()
     times = []
@@ -264,7 +299,9 @@ def _proc_status(key: str) -> int | None:
 
 class PeakMemory:
     "Peak memory while the block runs: `.peak` above the level at entry and `.total`, in bytes (None where it cannot be read)."
-    def __init__(self, device='cpu'): self.cuda = torch.device(device).type == 'cuda'
+    def __init__(self,
+                 device='cpu'):  # CUDA: PyTorch's allocator peak; anything else: the process's peak resident memory
+        self.cuda = torch.device(device).type == 'cuda'
     def __enter__(self):
         if self.cuda:
             torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
@@ -283,7 +320,8 @@ class PeakMemory:
 def _child(name: str, kwargs: dict):
     return globals()[name](**kwargs)
 
-def isolated(fn, **kwargs):
+def isolated(fn,         # a function of `minddpm.bench`, looked up by its `__name__` in the new process
+             **kwargs):  # its keyword arguments; they and the result must be picklable
     "Run `fn(**kwargs)` (a function of this module) in a fresh Python process and return its result."
     from minddpm import bench   # the package's copy: a fresh process can import it, not a notebook's
     with ProcessPoolExecutor(1, mp_context=get_context('spawn')) as pool:
@@ -296,8 +334,16 @@ def _settings(variant) -> SeedSettings | None:
 
 def _dtype_name(dtype) -> str: return {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[dtype]
 
-def measure_training(variant='minddpm', size: int = 32, batch: int = 16, device='cpu', precision: str = 'fp32',
-                     compile: bool = False, steps: int = 5, warmup: int = 2, seed: int = 0) -> dict:
+def measure_training(variant='minddpm',       # 'minddpm', or the baseline: a `SeedSettings` or a dict of its fields
+                     size: int = 32,          # image side in pixels (the digits are resized to it); a multiple of 8
+                     batch: int = 16,         # images per training step
+                     device='cpu',            # where to train: a torch device or its name
+                     precision: str = 'fp32',  # minddpm's autocast: 'auto', 'fp32', 'bf16' or 'fp16' (baseline: `amp`)
+                     compile: bool = False,   # `torch.compile` minddpm's model (the baseline: its `compile` field)
+                     steps: int = 5,          # timed steps; their median is the step time
+                     warmup: int = 2,         # steps before them, not counted
+                     seed: int = 0,           # seeds the weights, the noise, the label drops and the batches
+                    ) -> dict:
     "Median training step time, images/s and peak memory of the baseline (`SeedSettings`) or `'minddpm'`."
     torch.manual_seed(seed); random.seed(seed)
     settings = _settings(variant)
@@ -318,7 +364,11 @@ def measure_training(variant='minddpm', size: int = 32, batch: int = 16, device=
     step_s = sorted(times)[len(times) // 2]
     return dict(step_s=step_s, images_per_s=batch / step_s, peak_bytes=mem.peak, total_bytes=mem.total)
 
-def training_batches(size: int, batch: int, n: int, seed: int = 0) -> list:
+def training_batches(size: int,        # image side in pixels (the digits are resized to it)
+                     batch: int,       # images per batch
+                     n: int,           # number of batches
+                     seed: int = 0,    # seeds the train/validation split and the draws
+                    ) -> list:
     "`n` batches of exactly `batch` digits from the training split, drawn with replacement (so any batch size works)."
     train, _ = get_datasets('digits', size, seed=seed)
     x, y = torch.stack([train[i][0] for i in range(len(train))]), torch.as_tensor(train.labels)
@@ -330,8 +380,16 @@ def _minddpm_sampler_model(size, device, precision, compile):
     if torch.device(device).type == 'cuda': model = model.to(memory_format=torch.channels_last)   # as `Run` does
     return torch.compile(model) if compile else model
 
-def measure_sampling(variant='minddpm', size: int = 32, batch: int = 16, device='cpu', precision: str = 'fp32',
-                     compile: bool = False, runs: dict | None = None, reps: int = 3, seed: int = 0) -> dict:
+def measure_sampling(variant='minddpm',       # 'minddpm', or the baseline: a `SeedSettings` or a dict of its fields
+                     size: int = 32,          # image side in pixels; a multiple of 8
+                     batch: int = 16,         # images sampled together, labelled 0 … 9 in turn
+                     device='cpu',            # where to sample: a torch device or its name
+                     precision: str = 'fp32',  # minddpm's autocast: 'auto', 'fp32', 'bf16' or 'fp16' (baseline: `amp`)
+                     compile: bool = False,   # `torch.compile` minddpm's model (the baseline: its `compile` field)
+                     runs: dict | None = None,  # name → sampling steps to time (None: the whole sampler)
+                     reps: int = 3,           # timings whose median is taken, for runs of up to 100 steps
+                     seed: int = 0,           # seeds the weights and the noise
+                    ) -> dict:
     """Guided sampling (w = 3) timed for each `runs` entry, name → steps (default {'step': 4}). minddpm: `sample` with DDIM
     for that many steps, or DDPM's 1000 for None. The baseline: the first `steps` of its 999-step loop, all for None.
     Runs of up to 100 steps give the median of `reps`, longer ones are timed once, after one uncounted 2-step run."""
@@ -365,15 +423,22 @@ def cpu_has_bf16() -> bool:
     except OSError: return False
     return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', flags))
 
-def bench_precision(device) -> str:
+def bench_precision(device,            # a torch device or its name
+                   ) -> str:
     "The autocast precision minddpm is benchmarked at on `device`: 'bf16', 'fp16' or 'fp32'."
     device = torch.device(device)
     if device.type == 'cpu': return 'bf16' if cpu_has_bf16() else 'fp32'
     return _dtype_name(resolve_precision(device, 'auto'))
 
 # %% ../nbs/09_performance.ipynb #a650bf0e
-def ladder(kind: str = 'training', size: int = 32, batch: int = 16, device='cpu', amp: str | None = None,
-           compile: bool = True, log=print) -> list[dict]:
+def ladder(kind: str = 'training',  # 'training' (`measure_training`) or 'sampling' (`measure_sampling`)
+           size: int = 32,            # image side in pixels; a multiple of 8
+           batch: int = 16,           # images per training step or sampling batch
+           device='cpu',              # where to measure: a torch device or its name
+           amp: str | None = None,    # the AMP rung's autocast: 'bf16', 'fp16' or 'fp32'; None: `bench_precision(device)`
+           compile: bool = True,      # end with the `torch.compile` rung
+           log=print,                 # called with a line of progress before each rung
+          ) -> list[dict]:
     """Switch the speed-ups on one after another (each on top of the ones before) and measure every rung in a fresh
     process: `kind` 'training' (`measure_training`) or 'sampling' (one guided step, `measure_sampling`)."""
     if kind not in ('training', 'sampling'): raise ValueError(f"kind must be 'training' or 'sampling', got {kind!r}")
@@ -392,7 +457,9 @@ def ladder(kind: str = 'training', size: int = 32, batch: int = 16, device='cpu'
         out.append(dict(change=name, settings=asdict(settings), **r))
     return out
 
-def plot_ladder(rungs: list[dict], title: str, memory: bool = False):
+def plot_ladder(rungs: list[dict],     # `ladder`'s result: 'change', 'step_s' and, for `memory`, 'peak_bytes'
+                title: str,            # title of the step-time plot
+                memory: bool = False):  # add a plot of each rung's peak memory, in MB
     "Bars of each rung's step time, labelled with the speed-up over the original; optionally its peak memory beside."
     import matplotlib.pyplot as plt
     names, secs = [r['change'] for r in rungs], [r['step_s'] for r in rungs]
@@ -414,7 +481,8 @@ TARGETS = {  # device type → (figure, least ratio to the baseline); from the c
     'cuda': {'training images/s': 3.0, 'largest batch in 15 GB': 4.0},
 }
 
-def describe_device(device) -> str:
+def describe_device(device,            # a torch device or its name
+                   ) -> str:
     "The accelerator, or the CPU and the threads PyTorch uses."
     device = torch.device(device)
     if device.type == 'cuda': return torch.cuda.get_device_name(device)
@@ -424,8 +492,14 @@ def describe_device(device) -> str:
     return f'{name}, {torch.get_num_threads()} threads'
 
 # %% ../nbs/09_performance.ipynb #23d82540
-def largest_batch(variant='minddpm', size: int = 64, device='cuda', precision: str = 'fp32', compile: bool = False,
-                  budget: float = 15 * 2**30, probe: int = 8) -> dict:
+def largest_batch(variant='minddpm',      # 'minddpm', or the baseline: a `SeedSettings` or a dict of its fields
+                  size: int = 64,         # image side in pixels; a multiple of 8
+                  device='cuda',          # where to train: a torch device or its name
+                  precision: str = 'fp32',  # minddpm's autocast: 'auto', 'fp32', 'bf16' or 'fp16' (baseline: `amp`)
+                  compile: bool = False,  # `torch.compile` minddpm's model (the baseline: its `compile` field)
+                  budget: float = 15 * 2**30,  # the limit on a fresh process's peak memory while training, in bytes
+                  probe: int = 8,         # the smaller of the two batches the line is fitted to (the other: 2·`probe`)
+                 ) -> dict:
     """The largest training batch whose peak memory stays within `budget` bytes: the peak is measured at `probe` and
     2·`probe` images, the straight line through them says where the budget is reached, and that batch is checked."""
     def total(b):
@@ -447,8 +521,16 @@ def largest_batch(variant='minddpm', size: int = 64, device='cuda', precision: s
 
 _VARIANT_NAMES = ('original', 'minddpm fp32', 'minddpm')
 
-def run_bench(size: int = 32, batch: int = 16, device='auto', precision: str = 'auto', compile='auto',
-              full: bool = False, find_largest_batch=None, steps: int = 5, log=print) -> dict:
+def run_bench(size: int = 32,           # image side in pixels: a multiple of 8
+              batch: int = 16,          # images per training step and per sampling batch
+              device='auto',            # 'auto' (CUDA, then MPS, then CPU), or a torch device or its name
+              precision: str = 'auto',  # minddpm's autocast: 'auto' (`bench_precision`), 'fp32', 'bf16' or 'fp16'
+              compile='auto',           # `torch.compile` minddpm: True or False; 'auto': on CUDA only
+              full: bool = False,       # run the 999- and 1000-step samplers to the end instead of estimating them
+              find_largest_batch=None,  # also find each column's largest batch in 15 GiB; None: on CUDA only
+              steps: int = 5,           # training steps timed per column, after 2 warm-up steps
+              log=print,                # called with a line of progress before each measurement
+             ) -> dict:
     """minddpm against the original recipe at the same architecture (the seed UNet), image size and batch, in this session.
     Returns the measurements, the figures of the table and their ratios to the original."""
     if size < 8 or size % 8: raise ValueError(f"size must be a multiple of 8 (the seed UNet halves it 3 times), got {size}")
@@ -504,7 +586,8 @@ def _rows(raw: dict, full: bool):
     estimated = [] if full else [['DDPM end to end (s)', k] for k in raw] + [['DDIM-50 end to end (s)', 'original']]
     return rows, estimated
 
-def format_table(res: dict) -> str:
+def format_table(res: dict,            # `run_bench`'s result
+                ) -> str:
     "The short table of `run_bench`'s results: each figure, each minddpm column's ratio to the original, and the target."
     cols, est = res['columns'], res['estimated']
     mode = f"{res['precision']} autocast" if res['precision'] != 'fp32' else 'float32'
@@ -527,7 +610,7 @@ def format_table(res: dict) -> str:
         lines.append(line)
     return '\n'.join(lines)
 
-def minddpm_bench(argv=None):
+def minddpm_bench(argv=None):  # the command-line arguments, without the program's name; None: `sys.argv[1:]`
     "Command line: measure minddpm against the original recipe, print the table and write the results as JSON."
     p = argparse.ArgumentParser(prog='minddpm_bench', description=minddpm_bench.__doc__)
     p.add_argument('--size', type=int, default=32, help="image size, a multiple of 8 (default 32)")

@@ -44,14 +44,22 @@ def _check_labels(self: ConditionalUNet, y, batch: int, device) -> torch.Tensor:
 ConditionalUNet.check_labels = _check_labels
 
 # %% ../nbs/04_conditioning.ipynb #4fb41a3c
-def drop_labels(y: torch.Tensor, p: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+def drop_labels(y: torch.Tensor,                           # integer class labels of any shape, usually (B,)
+                p: float = 0.1,                            # probability of dropping each label, in [0, 1]
+                generator: torch.Generator | None = None,  # draws the coin flips, on `y`'s device; None: the global RNG
+                ) -> torch.Tensor:
     "Replace each label by `NULL_LABEL` with probability `p`, independently per sample."
     if not 0 <= p <= 1: raise ValueError(f"p must be a probability in [0, 1], got {p}")
     drop = torch.rand(y.shape, device=y.device, generator=generator) < p
     return torch.where(drop, torch.full_like(y, NULL_LABEL), y)
 
 # %% ../nbs/04_conditioning.ipynb #1496cb8b
-def guided_eps(model: ConditionalUNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, w: float = 3.0) -> torch.Tensor:
+def guided_eps(model: ConditionalUNet,  # ε-prediction network called as model(x, t, y), `NULL_LABEL` meaning no class
+               x: torch.Tensor,         # (B, C, H, W) noisy images x_t
+               t: torch.Tensor,         # (B,) timesteps
+               y: torch.Tensor,         # (B,) class labels
+               w: float = 3.0,          # guidance weight: 0 unconditional, 1 conditional, >1 guided
+               ) -> torch.Tensor:
     "Classifier-free guidance, ε_u + w·(ε_c − ε_u), with both branches in one batched forward pass."
     if w == 1: return model(x, t, y)                                    # plain conditional: one branch is enough
     eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, NULL_LABEL)])).chunk(2)

@@ -26,11 +26,13 @@ def load_bundled() -> dict:
         return torch.load(f, weights_only=True)
 
 # %% ../nbs/00_data.ipynb #242eca0c
-def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+def to_unit_range(x: torch.Tensor, # uint8 pixels in {0,…,255}, any shape
+                  ) -> torch.Tensor:
     "uint8 pixels {0,…,255} → float pixels in [-1, 1]."
     return x.float() / 127.5 - 1
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
+def to_uint8(x: torch.Tensor, # float pixels in [-1, 1], any shape; values outside are clamped
+             ) -> torch.Tensor:
     "Float pixels in [-1, 1] → uint8, clamped and *rounded* (truncating would darken by half a level)."
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
@@ -39,7 +41,10 @@ def _check_positive_int(value, name: str, what: str):
     if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer ({what}), got {value!r}")
 
-def resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+def resize_uint8(images: torch.Tensor, # uint8 images (N, C, H, W)
+                 size: int,            # side of the square output, in pixels; already `size`×`size` → returned as is
+                 chunk: int = 4096,    # images interpolated at once, bounding the memory of their float32 copy
+                 ) -> torch.Tensor:
     "Resize uint8 images (N, C, H, W) to `size`×`size` with antialiased bilinear interpolation, kept as uint8."
     _check_positive_int(size, 'size', 'the side of the square images, in pixels')
     if images.shape[-2:] == (size, size): return images
@@ -52,7 +57,10 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Te
 # %% ../nbs/00_data.ipynb #3354e956
 class ImageTensorDataset(Dataset):
     "Images held in memory as uint8 (N, C, H, W) with int labels; an item is (image in [-1, 1], label)."
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, hflip: bool = False):
+    def __init__(self, images: torch.Tensor,  # uint8 images (N, C, H, W)
+                 labels: torch.Tensor,        # N int class indices (a tensor or anything `torch.as_tensor` takes)
+                 classes,                     # class names, indexed by label
+                 hflip: bool = False):        # flip each item horizontally with probability 0.5
         self.images, self.labels, self.classes, self.hflip = images, torch.as_tensor(labels), list(classes), hflip
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
@@ -61,7 +69,10 @@ class ImageTensorDataset(Dataset):
         return x, int(self.labels[i])
 
 # %% ../nbs/00_data.ipynb #149ae9e9
-def split_indices(n: int, val_frac: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(n: int,          # number of items, indexed `range(n)`
+                  val_frac: float,  # share held out, rounded to whole items; both splits must be non-empty
+                  seed: int = 0,    # seeds the random permutation
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     "Disjoint (train, val) index tensors: a seeded random `val_frac` of `range(n)` is held out."
     n_val = round(n * val_frac)
     if not 0 < n_val < n:
@@ -75,7 +86,7 @@ def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
                 classes=None,         # class names for the labels
                 ncols: int = 8,       # images per row
                 scale: float = 1.1,   # inches per image
-                title: str | None = None):
+                title: str | None = None): # figure title above the grid; none when empty
     "Draw a labelled grid of images with matplotlib."
     images = images.detach().cpu()
     if images.dtype != torch.uint8: images = to_uint8(images)
@@ -190,14 +201,16 @@ DATA_PRESETS = {  # keyword arguments of `get_dataloaders` for each preset
     'full': dict(name='cifar10', size=64, batch_size=64, hflip=True),   # the originals' 64×64 resolution
 }
 
-def pick_device(device: str = 'auto') -> torch.device:
+def pick_device(device: str = 'auto', # 'auto', or any name `torch.device` takes: 'cpu', 'cuda', 'cuda:1', 'mps'
+                ) -> torch.device:
     "`'auto'` picks CUDA, then Apple's MPS, then the CPU; anything else goes to `torch.device`."
     if device != 'auto': return torch.device(device)
     if torch.cuda.is_available(): return torch.device('cuda')
     if torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
-def pick_preset(device: str = 'auto') -> str:
+def pick_preset(device: str = 'auto', # as for `pick_device`; CUDA gives 'colab'; unused if $MINDDPM_PRESET is set
+                ) -> str:
     "`$MINDDPM_PRESET` if set, else `'colab'` on a CUDA GPU and `'tiny'` anywhere else (CPU, CI, MPS)."
     preset = os.environ.get('MINDDPM_PRESET') or ('colab' if pick_device(device).type == 'cuda' else 'tiny')
     if preset not in PRESETS:
@@ -205,7 +218,7 @@ def pick_preset(device: str = 'auto') -> str:
     return preset
 
 # %% ../nbs/00_data.ipynb #8d3d40a4
-def minddpm_data(argv=None):
+def minddpm_data(argv=None): # command-line arguments as a list of strings; None reads `sys.argv[1:]`
     "Entry point of `minddpm_data`: load a dataset as training would, summarise it and save a labelled grid."
     p = argparse.ArgumentParser(prog='minddpm_data', description=minddpm_data.__doc__)
     p.add_argument('--dataset', default='digits',

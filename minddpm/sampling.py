@@ -21,7 +21,7 @@ class IdealDenoiser(nn.Module):
     "The best possible ε-prediction for a finite image set: from E[x0 | x_t] over all its images, or over one class's."
     def __init__(self, images: torch.Tensor, # (N, C, H, W) in [-1, 1]
                  labels: torch.Tensor,       # (N,) class indices
-                 diffusion: Diffusion):
+                 diffusion: Diffusion):      # the noise schedule (its ᾱ_t); the same as the sampler's
         super().__init__()
         self.register_buffer('images', images.flatten(1).float())   # (N, D)
         self.register_buffer('labels', labels.long())
@@ -48,7 +48,13 @@ def _x0(diffusion, x, t, eps, clip):
     x0 = (x - diffusion.sqrt_one_minus_alpha_bars[t] * eps) / diffusion.sqrt_alpha_bars[t]
     return x0.clamp(-1, 1) if clip else x0
 
-def ddpm_step(diffusion: Diffusion, x, t: int, eps, clip: bool = True, variance: str = 'beta', noise=None):
+def ddpm_step(diffusion: Diffusion,    # the noise schedule (β_t, β̃_t, ᾱ_t, posterior coefficients)
+              x,                       # (B, C, H, W) images x_t
+              t: int,                  # current timestep, the same for the whole batch
+              eps,                     # ε̂ predicted for (x, t), x's shape
+              clip: bool = True,       # clip x̂0 to [-1, 1]
+              variance: str = 'beta',  # σ_t²: 'beta' (β_t) or 'beta_tilde' (β̃_t, the true posterior's)
+              noise=None):             # z ~ N(0, I) with x's shape; needed for t > 0, unused at t = 0
     "One ancestral step x_t → x_{t−1}: the posterior mean from x̂0, plus σ_t·z (σ² = β or β̃), no noise at t = 0."
     x0 = _x0(diffusion, x, t, eps, clip)
     mean = diffusion.posterior_mean_coef1[t] * x0 + diffusion.posterior_mean_coef2[t] * x   # μ̃_t, DDPM eq. 7
@@ -57,12 +63,21 @@ def ddpm_step(diffusion: Diffusion, x, t: int, eps, clip: bool = True, variance:
     return mean + var.sqrt() * noise, x0
 
 # %% ../nbs/05_sampling.ipynb #202c06e9
-def ddim_timesteps(T: int, steps: int) -> list[int]:
+def ddim_timesteps(T: int,      # diffusion steps of the schedule
+                   steps: int,  # number of timesteps wanted, 1 to T
+                   ) -> list[int]:
     "`steps` timesteps evenly spaced from T−1 down to 0 (rounded, no repeats)."
     if not 1 <= steps <= T: raise ValueError(f"steps must be between 1 and T={T}, got {steps}")
     return torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
 
-def ddim_step(diffusion: Diffusion, x, t: int, s: int | None, eps, eta: float = 0.0, clip: bool = True, noise=None):
+def ddim_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
+              x,                     # (B, C, H, W) images x_t
+              t: int,                # current timestep, the same for the whole batch
+              s: int | None,         # earlier timestep to jump to; None: the last step, returns x̂0
+              eps,                   # ε̂ predicted for (x, t), x's shape
+              eta: float = 0.0,      # η: 0 deterministic, 1 ancestral (DDPM with σ² = β̃ when s = t − 1)
+              clip: bool = True,     # clip x̂0 to [-1, 1] (and recompute ε̂ from the clipped x̂0)
+              noise=None):           # z ~ N(0, I) with x's shape; needed when eta > 0 and s is not None
     "One DDIM step from t to the earlier step s (None: to the clean image)."
     x0 = _x0(diffusion, x, t, eps, clip)
     if clip: eps = (x - diffusion.sqrt_alpha_bars[t] * x0) / diffusion.sqrt_one_minus_alpha_bars[t]  # ε̂ consistent with the clipped x̂0
@@ -75,7 +90,7 @@ def ddim_step(diffusion: Diffusion, x, t: int, s: int | None, eps, eta: float = 
 # %% ../nbs/05_sampling.ipynb #3d86b074
 @torch.no_grad()
 def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.model`), called as model(x, t[, y])
-           diffusion: Diffusion,
+           diffusion: Diffusion,          # the noise schedule the model was trained with; sets T and the device
            labels: torch.Tensor | None = None,  # (B,) class of each image; None: unconditional
            n: int | None = None,          # number of images when `labels` is None
            shape=(1, 16, 16),             # (C, H, W) of one image
@@ -115,9 +130,19 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
     return to_uint8(x) if uint8 else x.clamp(-1, 1)
 
 # %% ../nbs/05_sampling.ipynb #ebc202bb
-def reverse_scrubber(model: nn.Module, diffusion: Diffusion, labels: torch.Tensor, classes=None,
-                     shape=(1, 16, 16), sampler: str = 'ddim', steps: int = 50, w: float = 3.0,
-                     frames: int = 25, seed: int = 0, dpi: int = 60, **sample_kwargs) -> Scrubber:
+def reverse_scrubber(model: nn.Module,       # ε-prediction network, as for `sample`
+                     diffusion: Diffusion,   # the noise schedule the model was trained with
+                     labels: torch.Tensor,   # (n,) class of each column, one sample each
+                     classes=None,           # class names indexed by label, for the column titles; None: the numbers
+                     shape=(1, 16, 16),      # (C, H, W) of one image
+                     sampler: str = 'ddim',  # 'ddim' or 'ddpm'
+                     steps: int = 50,        # DDIM steps (DDPM always takes T)
+                     w: float = 3.0,         # guidance weight: 0 unconditional, 1 conditional, >1 guided
+                     frames: int = 25,       # at most this many frames, evenly spaced over the steps
+                     seed: int = 0,          # seeds the starting noise and every later draw
+                     dpi: int = 60,          # resolution of each frame's PNG
+                     **sample_kwargs         # more arguments of `sample`, e.g. `eta`, `clip`
+                     ) -> Scrubber:          # one frame per kept step: x_t above x̂0
     "A `Scrubber` over the sampling trajectory: x_t above the predicted x̂0, for each label."
     traj = []
     sample(model, diffusion, labels, shape=shape, sampler=sampler, steps=steps, w=w,

@@ -10,7 +10,9 @@ import base64, hashlib, html as html_lib, io, itertools, json
 __all__ = ['fig_to_png', 'Scrubber']
 
 # %% ../nbs/scrubber.ipynb #f8087657
-def fig_to_png(fig, dpi: int | None = None) -> bytes:
+def fig_to_png(fig,                    # the matplotlib figure to render
+               dpi: int | None = None, # dots per inch; None: matplotlib's `savefig.dpi` (by default the figure's)
+               ) -> bytes:
     "PNG bytes of a matplotlib figure, reduced to a 64-colour palette (lessons' frames are grey images and a few lines)."
     from PIL import Image
     buf = io.BytesIO()

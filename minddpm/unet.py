@@ -15,7 +15,10 @@ __all__ = ['UNET_PRESETS', 'timestep_embedding', 'TimeEmbedding', 'ConvBlock', '
            'unet_preset']
 
 # %% ../nbs/03_unet.ipynb #96132907
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor,              # (B,) timesteps, integer or float
+                       dim: int,                     # embedding size; even (an odd dim gives dim − 1 columns)
+                       max_period: float = 10000.0,  # frequencies run from 1 down to ≈1/max_period radians per step
+                       ) -> torch.Tensor:
     "Sinusoidal embedding (B, dim) of timesteps (B,): sin and cos of t at dim/2 geometrically spaced frequencies."
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
@@ -25,7 +28,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 # %% ../nbs/03_unet.ipynb #d96b2156
 class TimeEmbedding(nn.Module):
     "Sinusoidal embedding of t, optionally followed by DDPM's MLP (dim → 4·dim → dim, SiLU between)."
-    def __init__(self, dim: int, mlp: bool = True):
+    def __init__(self, dim: int,     # embedding size, of the sinusoids and of the output
+                 mlp: bool = True):  # DDPM's MLP after the sinusoids; False: the bare sinusoids (as the originals)
         super().__init__()
         self.dim = dim
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim)) if mlp else nn.Identity()
@@ -34,7 +38,11 @@ class TimeEmbedding(nn.Module):
 # %% ../nbs/03_unet.ipynb #934200a0
 class ConvBlock(nn.Module):
     "Conv3×3 → GroupNorm → GELU → Conv3×3 → GroupNorm; with `residual`, gelu(x + block(x))."
-    def __init__(self, c_in: int, c_out: int, c_mid: int | None = None, residual: bool = False, groups: int = 1):
+    def __init__(self, c_in: int,               # input channels
+                 c_out: int,                    # output channels
+                 c_mid: int | None = None,      # channels between the two convs; default `c_out`
+                 residual: bool = False,        # return gelu(x + block(x)); needs c_in == c_out
+                 groups: int = 1):              # GroupNorm groups, reduced to gcd(groups, channels)
         super().__init__()
         c_mid = c_mid or c_out
         if residual and c_in != c_out: raise ValueError(f"a residual ConvBlock needs c_in == c_out, got {c_in} → {c_out}")
@@ -47,7 +55,10 @@ class ConvBlock(nn.Module):
 # %% ../nbs/03_unet.ipynb #d0fdaa8e
 class Down(nn.Module):
     "Max-pool to half the resolution, a residual conv block, a conv block to `c_out`, plus the time embedding."
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int = 1):
+    def __init__(self, c_in: int,   # input channels
+                 c_out: int,        # output channels
+                 emb_dim: int,      # size of the time embedding passed to forward
+                 groups: int = 1):  # GroupNorm groups of the conv blocks
         super().__init__()
         self.convs = nn.Sequential(nn.MaxPool2d(2), ConvBlock(c_in, c_in, residual=True, groups=groups),
                                    ConvBlock(c_in, c_out, groups=groups))
@@ -58,7 +69,10 @@ class Down(nn.Module):
 # %% ../nbs/03_unet.ipynb #31a854c6
 class Up(nn.Module):
     "Bilinear ×2, concatenate the skip features, a residual conv block, a conv block to `c_out`, plus the time embedding."
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int = 1):
+    def __init__(self, c_in: int,   # channels after the concatenation: the skip's plus the input's
+                 c_out: int,        # output channels
+                 emb_dim: int,      # size of the time embedding passed to forward
+                 groups: int = 1):  # GroupNorm groups of the conv blocks
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode='bilinear', align_corners=True)
         self.convs = nn.Sequential(ConvBlock(c_in, c_in, residual=True, groups=groups),
@@ -71,7 +85,8 @@ class Up(nn.Module):
 # %% ../nbs/03_unet.ipynb #2c2d21d0
 class SelfAttention(nn.Module):
     "Multi-head self-attention over the H×W positions (F.scaled_dot_product_attention), then a feed-forward layer; both pre-norm and residual."
-    def __init__(self, channels: int, heads: int = 4):
+    def __init__(self, channels: int,  # channels C of the feature map, the size of each position's token
+                 heads: int = 4):      # attention heads; must divide `channels`
         super().__init__()
         if channels % heads: raise ValueError(f"{channels} channels cannot be split into {heads} attention heads; use a divisor of {channels}")
         self.heads = heads
@@ -159,7 +174,9 @@ UNET_PRESETS = {
     'tiny': dict(base=32, mults=(1, 2, 2), attn_factors=(2, 4), time_dim=128, time_mlp=True, groups=8),
 }
 
-def unet_preset(name: str, **overrides) -> dict:
+def unet_preset(name: str,     # 'seed' (the originals' layout) or 'tiny' (trains in minutes on a CPU)
+                **overrides    # `UNet` keyword arguments that replace or add to the preset's
+                ) -> dict:     # keyword arguments for `UNet`
     "Keyword arguments of a UNet preset (`seed` or `tiny`), with `overrides` on top."
     if name not in UNET_PRESETS: raise ValueError(f"Unknown UNet preset {name!r}; use one of {', '.join(UNET_PRESETS)}")
     return {**UNET_PRESETS[name], **overrides}

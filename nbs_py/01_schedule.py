@@ -70,11 +70,17 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 #| exports
 SCHEDULE_KINDS = ('linear', 'cosine')
 
-def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+def linear_betas(T: int,                   # number of diffusion steps
+                 beta_start: float = 1e-4, # β at t = 0
+                 beta_end: float = 0.02,   # β at t = T−1
+                 ) -> torch.Tensor:
     "β rising evenly from `beta_start` to `beta_end` over `T` steps (Ho et al. 2020), in float64."
     return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
 
-def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+def cosine_betas(T: int,                  # number of diffusion steps
+                 s: float = 0.008,        # offset of t/T in the cosine, so β at t = 0 is not vanishingly small
+                 max_beta: float = 0.999, # upper clip on β, keeping the last steps finite
+                 ) -> torch.Tensor:
     "β whose ᾱ follows a squared cosine (Nichol & Dhariwal 2021, eq. 17), clipped at `max_beta`, in float64."
     f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)  # β_t = 1 − ᾱ_t / ᾱ_{t−1}, with ᾱ = f / f(0)

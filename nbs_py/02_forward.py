@@ -144,7 +144,10 @@ assert (t.bincount(minlength=1000) > 0).all()
 
 # %%
 #| exports
-def noise_step(diffusion: Diffusion, x_prev: torch.Tensor, t: int) -> torch.Tensor:
+def noise_step(diffusion: Diffusion,  # the schedule that gives α_t and β_t
+               x_prev: torch.Tensor,  # x_{t−1}: images of any shape
+               t: int,                # the step, an array index in {0,…,T−1}
+               ) -> torch.Tensor:
     "Step `t` of the chain, q(x_t | x_{t−1}): √α_t·x_prev + √β_t·ε, with α, β at array index `t`."
     return diffusion.alphas[t].sqrt() * x_prev + diffusion.betas[t].sqrt() * torch.randn_like(x_prev)
 
@@ -246,7 +249,8 @@ def forward_scrubber(images: torch.Tensor | None = None, # clean images (B, C, H
                      steps: int = 30,                     # frames per schedule, evenly spaced over t
                      T: int = 1000,                       # diffusion steps
                      dpi: int = 60,                       # frame resolution
-                     seed: int = 0) -> Scrubber:          # seeds ε, shared by every frame
+                     seed: int = 0,                       # seeds ε, shared by every frame
+                     ) -> Scrubber:
     "A `Scrubber` over t of `images` noised by each schedule in `kinds`."
     if images is None:
         d = load_bundled()

@@ -93,7 +93,7 @@ ax.set(xlabel='step', ylim=(0, 5)); ax.legend(fontsize=7, ncol=2);
 #| exports
 class EMA:
     "Exponential moving average of a model's parameters (buffers are copied), with a warm-up that copies the weights."
-    def __init__(self, model: nn.Module,
+    def __init__(self, model: nn.Module,  # the model to average; a frozen deep copy in eval mode is kept as `.model`
                  beta: float = 0.995,     # decay per step: the average remembers about 1/(1 − beta) steps
                  start_step: int = 2000): # copy the weights, don't average, before this many updates
         if not 0 <= beta < 1: raise ValueError(f"beta must be in [0, 1), got {beta}")

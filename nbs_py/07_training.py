@@ -124,7 +124,9 @@ TRAIN_PRESETS = {
 
 # %%
 #| exports
-def resolve_precision(device: torch.device, precision: str = 'auto') -> torch.dtype | None:
+def resolve_precision(device: torch.device,  # where the model runs: only CUDA gets autocast under 'auto'
+                      precision: str = 'auto', # 'auto', 'bf16', 'fp16' or 'fp32'
+                      ) -> torch.dtype | None:
     "The autocast dtype for `device`: bf16 where CUDA supports it, fp16 on other CUDA GPUs, None (fp32) elsewhere."
     if precision not in ('auto', 'bf16', 'fp16', 'fp32'):
         raise ValueError(f"Unknown precision {precision!r}; use auto, bf16, fp16 or fp32")
@@ -133,7 +135,8 @@ def resolve_precision(device: torch.device, precision: str = 'auto') -> torch.dt
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': None}[precision]
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(device: torch.device,      # where the forward pass runs; its type picks the autocast backend
+             dtype: torch.dtype | None): # bf16 or fp16, as `resolve_precision` gives; None: fp32, no autocast
     "The autocast context for one forward pass, or a no-op for fp32."
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
@@ -158,7 +161,7 @@ with seed_bug: assert not torch.is_autocast_enabled('cpu')                      
 #| export
 class Run:
     "Model, EMA, optimiser, LR schedule, grad scaler, data and step of one training run."
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig): # data, model, optimiser, device and precision all follow from it
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
@@ -180,7 +183,10 @@ class Run:
 
 # %%
 #| export
-def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> float:
+def train_step(run: Run,        # the run to advance: its weights, EMA, optimiser, schedule and step change in place
+               x: torch.Tensor, # batch of clean images (B, C, H, W) in [-1, 1], on any device
+               y: torch.Tensor, # (B,) class labels; a share `cfg.p_uncond` of them is dropped
+               ) -> float:
     "One optimiser step on a batch; returns the loss. Raises on a non-finite loss, before touching the weights."
     x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
     t = run.diffusion.sample_timesteps(len(x))
@@ -201,7 +207,10 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> float:
     return loss.item()
 
 @torch.no_grad()
-def validate(run: Run, model=None, seed: int = 0) -> float:
+def validate(run: Run,       # gives the held-out split, the diffusion, the device and the precision
+             model=None,     # the network to score; None: the run's EMA model
+             seed: int = 0,  # seeds the timesteps and the noise: every call sees the same
+             ) -> float:
     "Mean ε-MSE over the whole held-out split (weighted by batch size), with fixed timesteps and noise."
     model = model or run.ema.model
     model.eval()
@@ -228,7 +237,9 @@ def validate(run: Run, model=None, seed: int = 0) -> float:
 
 # %%
 #| export
-def save_checkpoint(run: Run, path) -> Path:
+def save_checkpoint(run: Run, # the run to save, every state of it
+                    path,     # the file to write (replaced if it exists); missing folders are made
+                    ) -> Path:
     "Write the whole run to `path` atomically (temporary file, then rename)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     state = {'model': run.model.state_dict(), 'ema': run.ema.state_dict(), 'opt': run.opt.state_dict(),
@@ -250,17 +261,22 @@ def _read(path, needs: set, map_location='cpu') -> dict:
     if missing: raise ValueError(f"{path} is not a minddpm checkpoint: it lacks {sorted(missing)}")
     return state
 
-def load_checkpoint(path, map_location='cpu') -> dict:
+def load_checkpoint(path,               # a file written by `save_checkpoint`
+                    map_location='cpu', # where the tensors are loaded, as `torch.load` takes it
+                    ) -> dict:
     "Read a checkpoint written by `save_checkpoint`, refusing missing or corrupt files with a clear message."
     return _read(path, {'model', 'ema', 'opt', 'config', 'step'}, map_location)
 
-def set_steps(run: Run, steps: int):
+def set_steps(run: Run,    # the run to change: its config and LR schedule are replaced
+              steps: int): # the new total of optimiser steps; at least the run's current step
     "Change the run's length: the same OneCycle shape stretched (or shrunk) to `steps`, continuing at the current step."
     if steps < max(run.step, 1): raise ValueError(f"the run is at step {run.step}; steps={steps} would end before it")
     run.cfg = dataclasses.replace(run.cfg, steps=steps)
     run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=run.cfg.lr, total_steps=steps, last_epoch=run.step - 1)
 
-def resume(path, **changes) -> Run:
+def resume(path,      # a checkpoint written by `save_checkpoint`
+           **changes, # `TrainConfig` fields to change, e.g. `out`, `steps`, `minutes`
+           ) -> Run:
     "Rebuild a run from its checkpoint, every state restored; `changes` may move `out` or change `steps` (which stretches the LR schedule)."
     state = load_checkpoint(path)
     cfg = dataclasses.replace(TrainConfig(**state['config']), **changes)
@@ -293,14 +309,17 @@ def resume(path, **changes) -> Run:
 @dataclass
 class Trained:
     "A model ready to sample (EMA or raw weights, in eval mode), its diffusion, class names and image shape."
-    model: ConditionalUNet
-    diffusion: Diffusion
-    classes: list
-    shape: tuple       # (C, H, W) it was trained at
-    config: TrainConfig
-    step: int
+    model: ConditionalUNet # the network (EMA or raw weights) in eval mode, on the requested device
+    diffusion: Diffusion   # the forward process (schedule, T) it was trained with
+    classes: list          # class names; label i is classes[i]
+    shape: tuple           # (C, H, W) it was trained at
+    config: TrainConfig    # the config of the run that trained it
+    step: int              # optimiser steps it was trained for
 
-def export_model(source, path, dtype=torch.float16) -> Path:
+def export_model(source,               # a `Run`, or the path of a checkpoint file
+                 path,                 # the file to write (replaced if it exists); missing folders are made
+                 dtype=torch.float16,  # floating-point weights are cast to it; integer buffers are kept
+                 ) -> Path:
     "Write the EMA and raw weights (in `dtype`), config and classes of a `Run` or checkpoint file to `path`, atomically."
     if isinstance(source, Run):
         state = {'model': source.model.state_dict(), 'ema': source.ema.state_dict(), 'config': asdict(source.cfg),
@@ -314,7 +333,10 @@ def export_model(source, path, dtype=torch.float16) -> Path:
     os.replace(tmp, path)
     return path
 
-def load_model(path=None, device='cpu', weights: str = 'ema') -> Trained:
+def load_model(path=None,            # a checkpoint or a file from `export_model`; None: the shipped tiny digits model
+               device='cpu',         # where the model and its diffusion go
+               weights: str = 'ema', # 'ema': the EMA weights; 'raw': the trained weights, not averaged
+               ) -> Trained:
     "The model of a checkpoint or of a file from `export_model` (`weights`: 'ema' or 'raw'); no path: the tiny digits model shipped with minddpm."
     if weights not in ('ema', 'raw'): raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     if path is None: path = resources.files('minddpm.assets') / 'digits_tiny.pt'
@@ -359,7 +381,13 @@ def _batches(run: Run):
             yield batch
         epoch, skip = epoch + 1, 0
 
-def save_samples(run: Run, path, n: int = 8, steps: int = 50, w: float = 3.0, seed: int = 0) -> Path:
+def save_samples(run: Run,         # its EMA model, diffusion, classes, image shape and step are used
+                 path,             # the PNG to write; missing folders are made
+                 n: int = 8,       # samples per class: the columns of the grid
+                 steps: int = 50,  # DDIM steps
+                 w: float = 3.0,   # guidance weight: 0 unconditional, 1 conditional, >1 guided
+                 seed: int = 0,    # seeds the sampler's own generator (training's RNG is untouched)
+                 ) -> Path:
     "Draw `n` samples of every class with the EMA weights (DDIM, fixed seed) and save them as a grid, one row per class."
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
@@ -391,8 +419,12 @@ class _Wandb:
         art = self.wandb.Artifact(f'minddpm-{self.run.id}', type='model'); art.add_file(str(ckpt))
         self.run.log_artifact(art); self.run.finish()
 
-def train(cfg: TrainConfig | None = None, run: Run | None = None, progress: bool = True,
-          until: int | None = None, calibrate: int = 20) -> Run:
+def train(cfg: TrainConfig | None = None, # config of a fresh run; None: `TrainConfig()`; unused when `run` is given
+          run: Run | None = None,          # a run to continue (e.g. from `resume`); None: a new `Run(cfg)`
+          progress: bool = True,           # show a progress bar with the step, loss, learning rate and held-out loss
+          until: int | None = None,        # stop at this step, with a checkpoint, before `cfg.steps`; None: to the end
+          calibrate: int = 20,             # with `cfg.minutes`: the steps timed before the step count is fitted
+          ) -> Run:
     "Train from scratch (`cfg`) or continue a resumed `run`, to `cfg.steps` (or stop and save at step `until`)."
     run = run or Run(cfg or TrainConfig())
     cfg, out = run.cfg, Path(run.cfg.out)
@@ -516,7 +548,7 @@ Image(sorted((out/'gpu'/'samples').glob('*.png'))[-1], width=300)
 
 # %%
 #| export
-def minddpm_train(argv=None):
+def minddpm_train(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
     "Entry point of `minddpm_train`: train a conditional DDPM from a preset, or resume a checkpoint."
     import argparse
     p = argparse.ArgumentParser(prog='minddpm_train', description=minddpm_train.__doc__)
@@ -558,7 +590,7 @@ def minddpm_train(argv=None):
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_train: error: {e}\n")
     print(f"trained to step {run.step}; checkpoint: {Path(run.cfg.out)/'checkpoint.pt'}")
 
-def minddpm_sample(argv=None):
+def minddpm_sample(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
     "Entry point of `minddpm_sample`: draw a labelled grid of samples from a checkpoint's EMA weights."
     import argparse
     from minddpm.data import show_images, to_uint8

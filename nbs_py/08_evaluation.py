@@ -62,7 +62,9 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 #| export
 class Judge(nn.Module):
     "A small CNN classifier of real images; `features` (its penultimate layer) is the space the metrics work in."
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, dim: int = 64):
+    def __init__(self, in_channels: int = 1,  # image channels: 1 for digits, 3 for CIFAR-10
+                 num_classes: int = 10, # classes the head tells apart
+                 dim: int = 64):        # width of the feature layer: the D of `features`' (N, D)
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -138,7 +140,9 @@ def _psd_sqrt(m: torch.Tensor) -> torch.Tensor:
     e, v = torch.linalg.eigh(m)
     return (v * e.clamp(min=0).sqrt()) @ v.T
 
-def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+def frechet_distance(real: torch.Tensor, # (N, D) features of real images
+                     fake: torch.Tensor, # (M, D) features of generated images, the same D
+                     ) -> float:
     "FID between two sets of features (N, D): the Fréchet distance of Gaussians fitted to each."
     a, b = real.double(), fake.double()
     s1, s2 = torch.cov(a.T), torch.cov(b.T)
@@ -146,8 +150,12 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     cross = torch.linalg.eigvalsh(r1 @ s2 @ r1).clamp(min=0).sqrt().sum()
     return ((a.mean(0) - b.mean(0)).square().sum() + s1.trace() + s2.trace() - 2 * cross).item()
 
-def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, subset_size: int = 100,
-                    seed: int = 0) -> tuple[float, float]:
+def kernel_distance(real: torch.Tensor,      # (N, D) features of real images; their root mean square scales both sets
+                    fake: torch.Tensor,      # (M, D) features of generated images, the same D
+                    subsets: int = 50,       # random subsets the MMD² is averaged over
+                    subset_size: int = 100,  # images drawn from each set per subset (at most the smaller set's count)
+                    seed: int = 0,           # seeds the subset draws
+                    ) -> tuple[float, float]:
     "KID: unbiased MMD² with the cubic polynomial kernel, mean and standard deviation over random subsets."
     scale = real.double().square().mean().sqrt()      # entries of order 1, as Inception's are, whatever the feature scale
     real, fake = real.double() / scale, fake.double() / scale
@@ -161,7 +169,10 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, s
     vals = torch.stack(vals)
     return vals.mean().item(), vals.std().item()
 
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: torch.Tensor, # (N, D) features of real images
+                     fake: torch.Tensor, # (M, D) features of generated images, the same D
+                     k: int = 3,         # each point's ball reaches its k-th nearest neighbour in its own set
+                     ) -> tuple[float, float]:
     "Kynkäänniemi et al.'s precision and recall: each set's k-nearest-neighbour balls as its manifold."
     radius = lambda f: torch.cdist(f, f).kthvalue(k + 1, dim=1).values   # k + 1: each point is its own nearest
     d = torch.cdist(fake.double(), real.double())                        # (fake, real)
@@ -216,9 +227,17 @@ assert p_half > 0.9 and r_half < r_all - 0.2
 # %%
 #| export
 @torch.no_grad()
-def evaluate(model: nn.Module, diffusion, judge: Judge, reference: torch.Tensor, per_class: int = 100,
-             num_classes: int = 10, shape=(1, 16, 16), seed: int = 0, reference_name: str = 'real training split',
-             **sample_kwargs) -> dict:
+def evaluate(model: nn.Module,        # ε-prediction network to sample from (e.g. EMA weights), as `sample` takes it
+             diffusion,               # the `Diffusion` it was trained with
+             judge: Judge,            # a trained `Judge`: its features for the metrics, its head for the accuracy
+             reference: torch.Tensor, # (N, D) judge features of the real images to compare with
+             per_class: int = 100,    # samples drawn of each class
+             num_classes: int = 10,   # classes 0 … num_classes − 1 are drawn
+             shape=(1, 16, 16),       # (C, H, W) of one sample
+             seed: int = 0,           # seeds the sampler's generator: the same noise for every setting
+             reference_name: str = 'real training split', # what `reference` is, for the result's 'reference' entry
+             **sample_kwargs,         # more arguments of `sample`, e.g. `w`, `steps`, `sampler`
+             ) -> dict:
     "Sample `per_class` images of each class and score them against `reference` features: accuracy, FID, KID, precision, recall."
     y = torch.arange(num_classes).repeat(per_class)
     t0 = time.perf_counter()
@@ -231,7 +250,11 @@ def evaluate(model: nn.Module, diffusion, judge: Judge, reference: torch.Tensor,
                 accuracy=(judge.head(feats).argmax(1) == y).double().mean().item(),
                 fid=frechet_distance(reference, feats), kid=kid, kid_std=kid_std, precision=precision, recall=recall)
 
-def real_floor(judge: Judge, reference: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def real_floor(judge: Judge,            # a trained `Judge`
+               reference: torch.Tensor, # (N, D) judge features of the real images to compare with
+               images: torch.Tensor,    # (M, C, H, W) real images in [-1, 1], e.g. the held-out split
+               labels: torch.Tensor,    # (M,) their class indices, for the accuracy
+               ) -> dict:
     "The same figures for real images (e.g. the held-out split): what a perfect model would score at that count."
     with torch.no_grad(): f = judge.features(images)
     kid, kid_std = kernel_distance(reference, f)

@@ -7,6 +7,7 @@ import importlib, json
 
 import pytest
 import yaml
+from fastcore.docments import docments
 
 from test_project import ROOT
 
@@ -48,6 +49,21 @@ def test_every_exported_function_and_class_is_documented(proc, name, module):
     missing = [n for n in documented if f'### {n}\n' not in md]
     assert not missing, f"{name}: no show_doc output for {missing}"
 
+def undocumented_parameters(module: str) -> dict:
+    "Exported function or class → its parameters without a docment (the comment after it in the signature)."
+    mod, res = importlib.import_module(f'minddpm.{module}'), {}
+    for n in mod.__all__:
+        obj = getattr(mod, n)
+        if not callable(obj): continue
+        missing = [p for p, doc in docments(obj, full=False, args_kwargs=True).items() if p not in ('self', 'return') and not doc]
+        if missing: res[n] = missing
+    return res
+
+@pytest.mark.parametrize('module', sorted(set(exported_modules().values())))
+def test_every_parameter_has_a_docment(module):
+    "show_doc renders the docments as the parameter table of each page: an undocumented parameter leaves a hole."
+    assert not undocumented_parameters(module), f"minddpm.{module}: parameters without docments {undocumented_parameters(module)}"
+
 def test_sidebar_lists_every_lesson_and_module():
     sidebar = yaml.safe_load((ROOT/'nbs'/'_quarto.yml').read_text())['website']['sidebar']['contents']
     sections = {s['section']: s['contents'] for s in sidebar if 'section' in s}
@@ -67,3 +83,13 @@ def test_scrubber_pages_carry_the_static_player(proc, name):
     assert all('<script>' in p and 'data:image/png;base64,' in p for p in players)
     assert not [o for o in outputs(nb) if 'application/vnd.jupyter.widget-view+json' in o.get('data', {})], \
         f"{name}: a live widget would be a dead snapshot on the docs site"
+
+def test_committed_images_are_small():
+    "Figures are drawn at 60 dpi: one over 150 kB, a scrubber player over 400 kB or an image file over 100 kB has grown by mistake."
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for o in outputs(json.loads(nb.read_text())):
+            for mime, data in o.get('data', {}).items():
+                n = len(''.join(data))
+                if mime.startswith('image/'): assert n * 3 / 4 < 150_000, f"{nb.name}: a {mime} output of {n * 3 / 4e3:.0f} kB"
+                if mime == 'text/html': assert n < 400_000, f"{nb.name}: an HTML output of {n / 1e3:.0f} kB"
+    for f in (ROOT/'nbs'/'images').glob('*'): assert f.stat().st_size < 100_000, f"{f.name}: {f.stat().st_size / 1e3:.0f} kB"

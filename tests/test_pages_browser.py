@@ -71,6 +71,7 @@ def render(nb_path, out_dir, probe: bool = True):
         front.cell_type, front.source = 'markdown', f"# {meta['title']}\n\n> {meta.get('description', '')}"
         front.pop('attachments', None)
     for c in nb.cells:   # Quarto's cell options: `echo: false` hides the code; no option line is shown
+        c.pop('has_sd', None)   # nbdev's own mark of show_doc cells, unknown to nbformat
         if c.cell_type != 'code': continue
         lines = c.source.splitlines()
         if any(re.match(r'#\|\s*echo:\s*false', l) for l in lines): c.metadata.setdefault('tags', []).append('remove_input')
@@ -80,7 +81,7 @@ def render(nb_path, out_dir, probe: bool = True):
     html = html.replace('<script src=""></script>', '')   # nothing is fetched: the page is checked offline
     if probe: html = html.replace('<head>', '<head>' + PROBE, 1)
     elif 'class="minddpm-scrubber"' in html: html = html.replace('<head>', '<head>' + SHOW_SCRUBBER, 1)
-    page = out_dir/(nb_path.stem + '.html')
+    page = out_dir/(nb_path.stem + '.html')   # beside the notebook, pictures it links to (images/...) resolve as on the site
     page.write_text(html, encoding='utf-8')
     return page
 
@@ -99,7 +100,7 @@ def open_page(page, profile) -> dict:
 
 @pytest.mark.parametrize('name', lesson_notebooks())
 def test_page_in_a_browser(proc, name, tmp_path):
-    res = open_page(render(proc/name, tmp_path), tmp_path/'profile')
+    res = open_page(render(proc/name, proc), tmp_path/'profile')
     title = source_title(name)
     assert res['title'] == title and res['h1'] == title, f"{name}: title {res['title']!r}, heading {res['h1']!r}"
     assert not res['errors'], f"{name}: script errors {res['errors']}"
@@ -114,7 +115,7 @@ def test_page_in_a_browser(proc, name, tmp_path):
         SCREENSHOTS.mkdir(exist_ok=True)
         shot = SCREENSHOTS/(name.replace('.ipynb', '.png'))
         shot.unlink(missing_ok=True)
-        chrome(render(proc/name, tmp_path, probe=False), tmp_path/'profile', '--hide-scrollbars',
+        chrome(render(proc/name, proc, probe=False), tmp_path/'profile', '--hide-scrollbars',
                '--window-size=1280,7000', '--virtual-time-budget=5000', f'--screenshot={shot}')
         assert shot.exists() and shot.stat().st_size > 20_000, f"no screenshot of {name}"
 

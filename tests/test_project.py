@@ -106,3 +106,12 @@ def test_flat_api():
     ns = {}
     exec('from minddpm.all import *', ns)
     assert 'get_dataloaders' in ns and 'show_images' in ns
+
+def test_readme_lists_every_lesson_with_its_colab_link_and_shows_small_pictures():
+    readme = (ROOT/'README.md').read_text()
+    for nb in sorted((ROOT/'nbs').glob('[0-9][0-9]_*.ipynb')):
+        assert f'](nbs/{nb.name})' in readme, f"README's lesson list lacks {nb.name}"
+        assert f'https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/{nb.name}' in readme, nb.name
+    pictures = re.findall(r'<img src="([^"]+)"', readme)
+    assert pictures
+    for src in pictures: assert (ROOT/src).is_file() and (ROOT/src).stat().st_size < 100_000, src
