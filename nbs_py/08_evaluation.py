@@ -172,12 +172,15 @@ def kernel_distance(real: torch.Tensor,      # (N, D) features of real images; t
 def precision_recall(real: torch.Tensor, # (N, D) features of real images
                      fake: torch.Tensor, # (M, D) features of generated images, the same D
                      k: int = 3,         # each point's ball reaches its k-th nearest neighbour in its own set
+                     chunk: int = 1024,  # rows of each distance matrix held at once: memory is chunk × max(N, M)
                      ) -> tuple[float, float]:
     "Kynkäänniemi et al.'s precision and recall: each set's k-nearest-neighbour balls as its manifold."
-    radius = lambda f: torch.cdist(f, f).kthvalue(k + 1, dim=1).values   # k + 1: each point is its own nearest
-    d = torch.cdist(fake.double(), real.double())                        # (fake, real)
-    precision = (d <= radius(real.double())[None]).any(1).double().mean().item()
-    recall = (d.T <= radius(fake.double())[None]).any(1).double().mean().item()
+    real, fake = real.double(), fake.double()
+    rows = lambda a, b, f: torch.cat([f(torch.cdist(c, b)) for c in a.split(chunk)])   # never all of (N, N) at once
+    radius = lambda a: rows(a, a, lambda d: d.kthvalue(k + 1, dim=1).values)        # k + 1: each point is its own nearest
+    r_real, r_fake = radius(real), radius(fake)
+    precision = rows(fake, real, lambda d: (d <= r_real[None]).any(1)).double().mean().item()
+    recall = rows(real, fake, lambda d: (d <= r_fake[None]).any(1)).double().mean().item()
     return precision, recall
 
 

@@ -280,6 +280,8 @@ print({f'w={w}': round(v, 2) for w, v in rehearsal_fid.items()}, "(the classifie
 
 # %%
 #| cuda
+if importlib.util.find_spec('torch_fidelity') is None:   # Colab has no torch-fidelity: the Inception port
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', 'torch-fidelity'], check=True)
 real_u8 = to_uint8(real_images(get_datasets('cifar10', 32)[0], 'cpu')[0])
 inception = lambda images: inception_features(images, device=run.device)
 inception_fid = {w: fid(run, inception, real_u8, per_class=1000, w=w) for w in (1, 3)}

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
-from minddpm.metrics import frechet_distance, inception_features
+from minddpm.metrics import frechet_distance, inception_features, precision_recall
 
 @pytest.fixture(scope='module')
 def random_weights(tmp_path_factory):
@@ -34,3 +34,14 @@ def test_features_of_uint8_float_and_grey_images_agree(random_weights):
 def test_bad_images_are_refused_before_any_download(shape):
     with pytest.raises(ValueError, match=r'shape \(N, 3, H, W\) or \(N, 1, H, W\)'):
         inception_features(torch.zeros(shape, dtype=torch.uint8))
+
+def test_precision_recall_in_chunks_is_the_whole_matrix_computation():
+    "Chunked rows give exactly what the full (N, N) distance matrices give, so 50,000 CIFAR-10 features fit in memory."
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(300, 8, generator=g), torch.randn(200, 8, generator=g) * 1.3 + 0.2
+    radius = lambda f: torch.cdist(f, f).kthvalue(4, dim=1).values
+    d = torch.cdist(fake.double(), real.double())
+    expected = ((d <= radius(real.double())[None]).any(1).double().mean().item(),
+                (d.T <= radius(fake.double())[None]).any(1).double().mean().item())
+    assert precision_recall(real, fake, k=3, chunk=7) == precision_recall(real, fake, k=3) == expected
+    assert 0 < expected[0] < 1 and 0 < expected[1] < 1
