@@ -177,7 +177,8 @@ print(f"step {run.step}, held-out ε-MSE {run.history[-1][3]:.4f}, {run.device},
 # `save_samples` draws with the EMA weights, DDIM with 50 steps and guidance w = 3, from a fixed seed,
 # one row per class. `train` also leaves grids under `samples/` in the run directory as it goes (every
 # 40 epochs in the `colab` preset). The rehearsal's grid, three per class to keep this page small, is
-# noise after 12 steps, yet each row already leans to its class's hue: guidance at work.
+# noise after 12 steps, yet its rows already differ in colour from one another: the label has begun to
+# steer what is drawn.
 
 # %%
 Image(save_samples(run, Path(run.cfg.out)/'grid.png', n=3), width=150)
