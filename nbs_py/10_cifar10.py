@@ -4,7 +4,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/10_cifar10.ipynb)
-# On a free Colab T4 its GPU cells take about 55 minutes: an estimate from their floating-point work at a quarter of the T4's fp16 peak (40 minutes of training, as lesson 07 estimates it, then 7 minutes of sampling and 4 of Inception features; see "How long"). Without a GPU its dress rehearsal ran top to bottom in about a minute on a 2-core CPU (measured).
+# On a free Colab T4 its GPU cells take about 55 minutes: an estimate from their floating-point work at a quarter of the T4's fp16 peak (40 minutes of training, as lesson 07 estimates it, then 7 minutes of sampling and 4 of Inception features; see "How long, and how much memory"). Without a GPU its dress rehearsal ran top to bottom in about a minute on a 2-core CPU (measured).
 
 # %%
 #| hide
@@ -289,7 +289,7 @@ inception_fid = {w: fid(run, inception, real_u8, per_class=1000, w=w) for w in (
 print({f'w={w}': round(v, 2) for w, v in inception_fid.items()}, '(Inception-v3, 10,000 samples against 50,000 training images)')
 
 # %% [markdown]
-# ## How long
+# ## How long, and how much memory
 #
 # No T4 was at hand to time these cells, so the figures above are estimates from the work each cell
 # does, counted in floating-point operations, at a quarter of the T4's 65 TFLOP/s fp16 peak (16 TFLOP/s)
@@ -304,6 +304,12 @@ print({f'w={w}': round(v, 2) for w, v in inception_fid.items()}, '(Inception-v3,
 #
 # Together about 55 minutes, which fits in one sitting of a free runtime. If it disconnects, a rerun
 # resumes from the last checkpoint on Drive.
+#
+# Memory, measured on the CPU in float32 (`minddpm.bench.measure_training` and `PeakMemory`, the rise
+# of the process's peak resident memory): one training step of the `colab` model at batch 128 took
+# 2.7 GiB, and one guided DDIM step of `draw`'s 1,000-image chunk (2,000 images through the UNet) took
+# 4.6 GiB. On the T4 the same work runs in fp16, whose activations are half as large, so both fit its
+# 15 GB with room to spare: an estimate from CPU measurements, not a T4 measurement.
 #
 # ## What next
 #
