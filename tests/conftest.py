@@ -1,9 +1,9 @@
 """Fixtures shared by test files."""
-import shutil, subprocess, sys
+import subprocess, sys
 
 import pytest
 
-from test_project import ROOT, repo_files
+from test_project import copy_of_repo
 
 PRE_RENDER = """
 import nbdev.quarto as q
@@ -14,10 +14,7 @@ q.nbdev_proc_nbs.__wrapped__(n_workers=2)
 @pytest.fixture(scope='session')
 def proc(tmp_path_factory):
     "The `_proc` folder of processed notebooks that `nbdev_docs` hands to Quarto, made from a copy of the repo."
-    copy = tmp_path_factory.mktemp('docs')/'repo'
-    for f in repo_files():
-        (copy/f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT/f, copy/f)
+    copy = copy_of_repo(tmp_path_factory.mktemp('docs')/'repo')
     r = subprocess.run([sys.executable, '-c', PRE_RENDER], cwd=copy, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"docs pre-render failed:\n{r.stdout}\n{r.stderr}"
     return copy/'_proc'

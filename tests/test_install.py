@@ -1,20 +1,16 @@
 """What `pip install minddpm` users and Colab students get: a wheel that carries the bundled data once,
 and a package that works from any folder in a fresh virtual environment, without nbdev or fastcore."""
-import json, os, runpy, shutil, subprocess, sys, venv, zipfile
+import json, os, runpy, subprocess, sys, venv, zipfile
 
 import pytest
 import torch
 
-from test_project import ROOT, repo_files, settings
+from test_project import ROOT, copy_of_repo, settings
 
 @pytest.fixture(scope='module')
 def source(tmp_path_factory):
     "A copy of the repo as a clone would have it, so building leaves the working tree alone."
-    copy = tmp_path_factory.mktemp('src')/'minddpm'
-    for f in repo_files():
-        (copy/f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT/f, copy/f)
-    return copy
+    return copy_of_repo(tmp_path_factory.mktemp('src')/'minddpm')
 
 def test_wheel_carries_the_bundled_data_once(source, tmp_path):
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-q', '-w', str(tmp_path), str(source)],

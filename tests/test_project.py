@@ -20,12 +20,16 @@ def repo_files():
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return sorted(f for f in set(out.split('\0')) if f and (ROOT/f).exists())
 
+def copy_of_repo(dest: Path) -> Path:
+    "The repo as a clone would have it, copied to `dest`, so work on it leaves the working tree alone."
+    for f in repo_files():
+        (dest/f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT/f, dest/f)
+    return dest
+
 def test_export_and_clean_change_nothing(tmp_path):
     "Running nbdev_export and nbdev_clean on a copy of the repo leaves every file as committed."
-    copy = tmp_path/'repo'
-    for f in repo_files():
-        (copy/f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT/f, copy/f)
+    copy = copy_of_repo(tmp_path/'repo')
     for cmd in ('nbdev_export', 'nbdev_clean'):
         subprocess.run([cmd], cwd=copy, check=True, capture_output=True)
     changed = [f for f in repo_files() if not filecmp.cmp(ROOT/f, copy/f, shallow=False)]
