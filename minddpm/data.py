@@ -4,20 +4,25 @@
 
 # %% ../nbs/00_data.ipynb #4c30ee46
 from __future__ import annotations
-import argparse, os
+import argparse, contextlib, math, os, sys, tempfile, warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['DATASETS', 'PRESETS', 'DATA_PRESETS', 'load_bundled', 'to_unit_range', 'to_uint8', 'resize_uint8',
-           'ImageTensorDataset', 'split_indices', 'show_images', 'default_root', 'get_datasets', 'get_dataloaders',
-           'pick_device', 'pick_preset', 'minddpm_data']
+__all__ = ['IMAGE_EXTENSIONS', 'DATASETS', 'PRESETS', 'DATA_PRESETS', 'load_bundled', 'to_unit_range', 'to_uint8', 'resize_uint8',
+           'ImageTensorDataset', 'split_indices', 'show_images', 'is_hidden', 'FolderScan', 'scan_folder', 'load_rgb',
+           'decode_images', 'default_root', 'get_datasets', 'get_dataloaders', 'pick_device', 'pick_preset', 'int_arg',
+           'float_arg', 'writable_dir', 'writable_file', 'image_suffixes', 'cli_warnings', 'minddpm_data']
 
 # %% ../nbs/00_data.ipynb #df9eb344
 def load_bundled() -> dict:
@@ -60,8 +65,10 @@ class ImageTensorDataset(Dataset):
     def __init__(self, images: torch.Tensor,  # uint8 images (N, C, H, W)
                  labels: torch.Tensor,        # N int class indices (a tensor or anything `torch.as_tensor` takes)
                  classes,                     # class names, indexed by label
-                 hflip: bool = False):        # flip each item horizontally with probability 0.5
+                 hflip: bool = False,         # flip each item horizontally with probability 0.5
+                 files=None):                 # the N files the images were read from (image folders); None: not from files
         self.images, self.labels, self.classes, self.hflip = images, torch.as_tensor(labels), list(classes), hflip
+        self.files = files
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
         x = to_unit_range(self.images[i])
@@ -69,14 +76,17 @@ class ImageTensorDataset(Dataset):
         return x, int(self.labels[i])
 
 # %% ../nbs/00_data.ipynb #149ae9e9
-def split_indices(n: int,          # number of items, indexed `range(n)`
-                  val_frac: float,  # share held out, rounded to whole items; both splits must be non-empty
+def split_indices(n: int,          # number of items, indexed `range(n)`; at least 2
+                  val_frac: float,  # share held out, strictly between 0 and 1; rounded, and at least one item each side
                   seed: int = 0,    # seeds the random permutation
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Disjoint (train, val) index tensors: a seeded random `val_frac` of `range(n)` is held out."
-    n_val = round(n * val_frac)
-    if not 0 < n_val < n:
-        raise ValueError(f"val_frac={val_frac} of {n} images leaves no images in one split; use 0 < val_frac < 1")
+    "Disjoint (train, val) index tensors: a seeded random `val_frac` of `range(n)` is held out, at least one item, never all."
+    if isinstance(val_frac, bool) or not isinstance(val_frac, Real) or not 0 < val_frac < 1:  # NaN fails `0 < val_frac`
+        raise ValueError(f"val_frac must be a share strictly between 0 and 1, got {val_frac!r}")
+    if n < 2:
+        raise ValueError(f"{n} image{'s' * (n != 1)} cannot be split: training and validation need at least one each, "
+                         f"so a dataset needs at least 2 images")
+    n_val = min(max(round(n * val_frac), 1), n - 1)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:], perm[:n_val]
 
@@ -106,26 +116,108 @@ def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
     fig.tight_layout()
 
 # %% ../nbs/00_data.ipynb #671335b8
-_IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jfif', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.pgm', '.ppm', '.pbm', '.pnm')
+_SYSTEM_NAMES = ('__macosx', 'thumbs.db', 'desktop.ini')   # written by macOS's zip and Windows' Explorer
+
+def is_hidden(rel) -> bool: # a path relative to the dataset's root
+    "Is any part of `rel` hidden (`.DS_Store`, AppleDouble `._0001.png`, `.ipynb_checkpoints/`) or an operating system's own file?"
+    return any(part.startswith('.') or part.lower() in _SYSTEM_NAMES for part in Path(rel).parts)
+
+@dataclass
+class FolderScan:
+    "What `scan_folder` found in a folder of class sub-folders."
+    root: Path     # the folder scanned
+    classes: list  # class names: its visible sub-folders, sorted
+    files: list    # every image file (Path), class after class, sorted
+    labels: list   # the class index of each file
+    others: list   # visible files that are not images by their extension: left out
+    loose: list    # images in the root itself, in no class: left out
+
+def scan_folder(root, # a folder with one sub-folder of images per class (nested folders belong to their class)
+                ) -> FolderScan:
+    "Classes and image files of `root`, by the one rule: visible sub-folders are classes, visible files with an image extension are images."
+    root = Path(root)
+    classes, files, labels, others, loose = [], [], [], [], []
+    for entry in sorted(root.iterdir()):
+        if is_hidden(entry.relative_to(root)): continue
+        if entry.is_file(): (loose if entry.suffix.lower() in IMAGE_EXTENSIONS else others).append(entry)
+        if not entry.is_dir(): continue
+        for f in sorted(entry.rglob('*')):
+            if not f.is_file() or is_hidden(f.relative_to(root)): continue
+            if f.suffix.lower() in IMAGE_EXTENSIONS: files.append(f); labels.append(len(classes))
+            else: others.append(f)
+        classes.append(entry.name)
+    return FolderScan(root, classes, files, labels, others, loose)
+
+# %% ../nbs/00_data.ipynb #c68b0ea2
+_DEEP_GREY = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')   # 16/32-bit integer and float greyscale
+_ALPHA = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
+
+def load_rgb(path, # an image file in any mode Pillow opens
+             ) -> 'PIL.Image.Image':
+    """Decode the whole of `path` into 8-bit RGB with its true brightness: EXIF rotation applied, 16-bit integer
+    greyscale scaled by 255/65535 (32-bit integer too; float greyscale taken as [0, 1] when it lies there, else
+    [0, 255]), transparency composited on white. Raises whatever Pillow raises for a file it cannot decode."""
+    import numpy as np
+    from PIL import Image, ImageOps
+    with Image.open(path) as im:
+        im.load()                                 # decode it all now: a truncated file fails here, not mid-run
+        im = ImageOps.exif_transpose(im)          # phone photos: stand the picture up as it was shot
+    if im.mode in _DEEP_GREY:                     # Pillow's convert would clip these at 255
+        a = np.asarray(im, dtype=np.float64)
+        a = a * 255 if im.mode == 'F' and a.max() <= 1 else a if im.mode == 'F' else a / 257
+        im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+    if im.mode in _ALPHA or 'transparency' in im.info:
+        im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
+    return im.convert('RGB')
+
+def decode_images(files,            # image paths
+                  size: int,        # resize the short side to `size`, then crop the centre square
+                  workers: int = 0, # decoding threads; 0: one per CPU core, at most 8
+                  ) -> tuple[torch.Tensor, list, list]:
+    "Decode `files` into uint8 (N, 3, size, size): (images, indices of the files decoded, [(path, reason)] of those that failed)."
+    from torchvision.transforms import functional as TF
+    def one(path):
+        try: return TF.pil_to_tensor(TF.center_crop(TF.resize(load_rgb(path), size, antialias=True), size))
+        except Exception as e: return f"{type(e).__name__}: {e}"   # any failure to decode: reported with its path
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
+        out = list(tqdm(pool.map(one, files), total=len(files), desc='decoding images', disable=len(files) < 2000))
+    kept = [i for i, x in enumerate(out) if isinstance(x, torch.Tensor)]
+    images = torch.stack([out[i] for i in kept]) if kept else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return images, kept, [(files[i], x) for i, x in enumerate(out) if not isinstance(x, torch.Tensor)]
+
+# %% ../nbs/00_data.ipynb #d927e4e8
+def _listing(paths, limit: int = 10) -> str:
+    "`paths` as one line, the first `limit` of them named."
+    shown = ', '.join(map(str, paths[:limit]))
+    return shown + (f", and {len(paths) - limit} more" if len(paths) > limit else '')
+
+def _count(n: int, noun: str) -> str: return f"{n:,} {noun}{'s' * (n != 1)}"
 
 def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
-    "Train and val subsets of an `ImageFolder` at `path`, split by `split_indices`."
-    from torchvision import datasets, transforms as T
-    path = Path(path)
-    subdirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith('.'))
-    n_images = {d.name: sum(f.suffix.lower() in _IMAGE_EXTENSIONS for f in d.rglob('*')) for d in subdirs}
-    if not subdirs or not sum(n_images.values()):
-        raise ValueError(f"No images found in {path}: expected one sub-folder per class holding image files "
-                         f"({', '.join(_IMAGE_EXTENSIONS)}), e.g. {path/'cats'/'0001.png'}")
-    empty = [name for name, k in n_images.items() if k == 0]
-    if empty: raise ValueError(f"Class folders without images in {path}: {', '.join(empty)}; remove them or add images")
-    base = [T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(0.5, 0.5)]
-    train_ds = datasets.ImageFolder(path, T.Compose(base + ([T.RandomHorizontalFlip()] if hflip else [])))
-    val_ds = datasets.ImageFolder(path, T.Compose(base))
-    tr, va = split_indices(len(train_ds), val_frac, seed)
-    train, val = Subset(train_ds, tr.tolist()), Subset(val_ds, va.tolist())
-    train.classes = val.classes = train_ds.classes
-    return train, val
+    "Train and val `ImageTensorDataset`s of the folder at `path`, decoded once at `size`, split by `split_indices`."
+    scan, path = scan_folder(path), Path(path)
+    example = f"e.g. {path/'cats'/'0001.png'}; images are files ending in {', '.join(IMAGE_EXTENSIONS)}"
+    if not scan.files:
+        found = f"; it holds {len(scan.loose)} images outside any class folder" if scan.loose else ''
+        raise ValueError(f"No images found in {path}: expected one sub-folder per class holding image files{found} ({example})")
+    counts = Counter(scan.labels)
+    empty = [c for k, c in enumerate(scan.classes) if not counts[k]]
+    if empty: raise ValueError(f"Class folders without images in {path}: {', '.join(empty)}; remove them or add images ({example})")
+    if scan.loose: warnings.warn(f"left out {_count(len(scan.loose), 'image')} in {path} itself, outside any class folder: "
+                                 f"{_listing(scan.loose)}")
+    if scan.others: warnings.warn(f"left out {_count(len(scan.others), 'file')} of {path} not ending like an image "
+                                  f"({', '.join(IMAGE_EXTENSIONS)}): {_listing(scan.others)}")
+    images, kept, failed = decode_images(scan.files, size)
+    if failed: warnings.warn(f"left out {_count(len(failed), 'image file')} of {len(scan.files):,} in {path} that cannot be "
+                             f"decoded: {_listing([f'{p} ({why})' for p, why in failed])}")
+    labels = torch.tensor([scan.labels[i] for i in kept], dtype=torch.long)
+    gone = [c for k, c in enumerate(scan.classes) if not (labels == k).any()]
+    if gone: raise ValueError(f"Every image of class {', '.join(gone)} in {path} failed to decode (see the warning); fix or remove them")
+    files = [scan.files[i] for i in kept]
+    tr, va = split_indices(len(files), val_frac, seed)
+    return tuple(ImageTensorDataset(images[i], labels[i], scan.classes, hflip=hflip and train, files=[files[j] for j in i.tolist()])
+                 for i, train in ((tr, True), (va, False)))
 
 # %% ../nbs/00_data.ipynb #403f71a4
 _TORCHVISION_SETS = {'cifar10': 'CIFAR10', 'mnist': 'MNIST', 'fashion_mnist': 'FashionMNIST'}
@@ -203,11 +295,20 @@ DATA_PRESETS = {  # keyword arguments of `get_dataloaders` for each preset
 
 def pick_device(device: str = 'auto', # 'auto', or any name `torch.device` takes: 'cpu', 'cuda', 'cuda:1', 'mps'
                 ) -> torch.device:
-    "`'auto'` picks CUDA, then Apple's MPS, then the CPU; anything else goes to `torch.device`."
-    if device != 'auto': return torch.device(device)
-    if torch.cuda.is_available(): return torch.device('cuda')
-    if torch.backends.mps.is_available(): return torch.device('mps')
-    return torch.device('cpu')
+    "`'auto'` picks CUDA, then Apple's MPS, then the CPU. A named device must be usable here, else `ValueError` says what is."
+    if device == 'auto':
+        if torch.cuda.is_available(): return torch.device('cuda')
+        if torch.backends.mps.is_available(): return torch.device('mps')
+        return torch.device('cpu')
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError): raise ValueError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if d.type == 'cuda' and (d.index or 0) >= n_cuda:
+        raise ValueError(f"device {device!r} is not available: torch sees {n_cuda or 'no'} CUDA GPU{'s' * (n_cuda != 1)} here; "
+                         f"use auto or cpu")
+    if d.type == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} is not available: torch sees no Apple GPU here; use auto or cpu")
+    return d
 
 def pick_preset(device: str = 'auto', # as for `pick_device`; CUDA gives 'colab'; unused if $MINDDPM_PRESET is set
                 ) -> str:
@@ -218,25 +319,95 @@ def pick_preset(device: str = 'auto', # as for `pick_device`; CUDA gives 'colab'
     return preset
 
 # %% ../nbs/00_data.ipynb #8d3d40a4
+def int_arg(minimum: int = 1, # the smallest value allowed
+            ):
+    "An argparse `type`: a whole number of at least `minimum`, else an error that says so."
+    def parse(text):
+        try: value = int(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum: raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+def float_arg(low: float | None = None,  # the smallest value allowed; None: no bound
+              high: float | None = None, # the largest value allowed; None: no bound
+              open_low: bool = False,    # exclude `low` itself
+              open_high: bool = False,   # exclude `high` itself
+              ):
+    "An argparse `type`: a finite number (never nan or inf) within the bounds, else an error that says so."
+    wanted = (f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}" if low is not None and high is not None else
+              f"{'greater than' if open_low else 'at least'} {low:g}" if low is not None else
+              f"{'less than' if open_high else 'at most'} {high:g}" if high is not None else 'a finite number')
+    def parse(text):
+        try: value = float(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value): raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if (low is not None and (value <= low if open_low else value < low)) or \
+           (high is not None and (value >= high if open_high else value > high)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    return parse
+
+def writable_dir(path, # the folder to write into; made with its parents if missing
+                 ) -> Path:
+    "Make the folder `path` now and check that a file can be written in it, else raise `ValueError` naming what is in the way."
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None: raise ValueError(f"cannot use {path} as a folder: {blocker} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e: raise ValueError(f"cannot write in the folder {path}: {e.strerror or e}") from None
+    return path
+
+def writable_file(path,          # the file to write later; its folder is made now
+                  suffixes=None, # the endings allowed (they choose the format), e.g. ('.png',); None: any
+                  ) -> Path:
+    "Check now that a file can be written at `path`, else raise `ValueError` saying why and what would work."
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(('/', os.sep)):
+        raise ValueError(f"{path} is a folder; give a file name in it, e.g. {p/('out' + (suffixes[0] if suffixes else ''))}")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{path} must end in one of {', '.join(suffixes)}, which choose the format; e.g. {p.with_suffix(suffixes[0])}")
+    writable_dir(p.parent)
+    return p
+
+def image_suffixes() -> tuple:
+    "The endings matplotlib's `savefig` can write, '.png' first."
+    from matplotlib.backend_bases import FigureCanvasBase
+    return ('.png',) + tuple(sorted(f'.{k}' for k in FigureCanvasBase.get_supported_filetypes() if k != 'png'))
+
+@contextlib.contextmanager
+def cli_warnings(prog: str): # the command's name, which starts each warning's line
+    "Within this context, a warning prints as one line, `prog: warning: …`, on stderr (no source line, no code)."
+    with warnings.catch_warnings():
+        warnings.simplefilter('default')
+        warnings.showwarning = lambda message, *args, **kwargs: print(f"{prog}: warning: {message}", file=sys.stderr)
+        yield
+
+# %% ../nbs/00_data.ipynb #029ddadc
 def minddpm_data(argv=None): # command-line arguments as a list of strings; None reads `sys.argv[1:]`
     "Entry point of `minddpm_data`: load a dataset as training would, summarise it and save a labelled grid."
     p = argparse.ArgumentParser(prog='minddpm_data', description=minddpm_data.__doc__)
     p.add_argument('--dataset', default='digits',
                    help=f"one of {', '.join(DATASETS)}, or a folder with one sub-folder of images per class (default: digits)")
-    p.add_argument('--size', type=int, default=32, help='image side in pixels (default: 32)')
-    p.add_argument('--n', type=int, default=32, help='images in the grid (default: 32)')
+    p.add_argument('--size', type=int_arg(1), default=32, help='image side in pixels (default: 32)')
+    p.add_argument('--n', type=int_arg(1), default=32, help='images in the grid (default: 32)')
+    p.add_argument('--val-frac', type=float_arg(0, 1, open_low=True, open_high=True), default=0.1,
+                   help='share of an image folder held out for validation (default: 0.1; at least one image)')
     p.add_argument('--root', default=None, help='download folder for torchvision sets (default: $MINDDPM_DATA or ./data)')
-    p.add_argument('--out', default='minddpm_data.png', help='where to save the grid (default: minddpm_data.png)')
+    p.add_argument('--out', default='minddpm_data.png', help='where to save the grid, a .png (default: minddpm_data.png)')
     args = p.parse_args(argv)
-    try:
-        _check_positive_int(args.n, '--n', 'images in the grid')
-        train, val = get_datasets(args.dataset, args.size, root=args.root)
-    except (ValueError, RuntimeError) as e: p.exit(2, f"minddpm_data: error: {e}\n")
+    with cli_warnings('minddpm_data'):
+        try:
+            out = writable_file(args.out, image_suffixes())
+            train, val = get_datasets(args.dataset, args.size, val_frac=args.val_frac, root=args.root)
+        except (ValueError, RuntimeError) as e: p.exit(2, f"minddpm_data: error: {e}\n")
     x, y = train[0]
     print(f"{args.dataset}: {len(train):,} train / {len(val):,} validation images, {len(train.classes)} classes, "
           f"image {tuple(x.shape)} in [-1, 1]")
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:args.n].tolist()
     show_images(torch.stack([train[i][0] for i in idx]), [train[i][1] for i in idx], train.classes)
-    plt.savefig(args.out, dpi=80)
+    plt.savefig(out, dpi=80)
     plt.close('all')
-    print(f"saved a grid of {len(idx)} training images to {args.out}")
+    print(f"saved a grid of {len(idx)} training images to {out}")

@@ -4,6 +4,8 @@
 
 # %% ../nbs/05_sampling.ipynb #c2aab0b8
 from __future__ import annotations
+import math
+
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
@@ -103,9 +105,11 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw
            uint8: bool = False,           # return uint8 images (rounded) instead of floats in [-1, 1]
            trajectory: list | None = None):  # if a list, (t, x_t, x̂0) of every step is appended to it
-    "Sample images with DDPM or DDIM and classifier-free guidance."
+    "Sample images with DDPM or DDIM and classifier-free guidance. Raises `ValueError` for a non-finite `w` or `eta` outside [0, 1], `FloatingPointError` if the images come out non-finite."
     if sampler not in ('ddpm', 'ddim'): raise ValueError(f"Unknown sampler {sampler!r}; use 'ddpm' or 'ddim'")
     if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
+    if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
+    if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
     device = diffusion.betas.device
     b = len(labels) if labels is not None else n
     if not b: raise ValueError("pass labels, or n for unconditional samples")
@@ -127,6 +131,9 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
         if trajectory is not None: trajectory.append((t, x.cpu(), x0.cpu()))
         x = x_next
     if isinstance(model, nn.Module): model.train(was_training)
+    if not torch.isfinite(x).all():   # clamping or uint8 would turn NaN into black images without a word
+        raise FloatingPointError(f"sampling produced non-finite values ({(~torch.isfinite(x)).sum().item()} of {x.numel()}): "
+                                 f"the model's weights or its output are not finite")
     return to_uint8(x) if uint8 else x.clamp(-1, 1)
 
 # %% ../nbs/05_sampling.ipynb #ebc202bb

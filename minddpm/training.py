@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_training.ipynb #3e838b83
 from __future__ import annotations
-import contextlib, dataclasses, os, time
+import contextlib, dataclasses, math, os, time, warnings
 from importlib import resources
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -15,15 +15,15 @@ from tqdm.auto import tqdm
 
 import minddpm
 from .conditioning import ConditionalUNet, drop_labels
-from .data import get_dataloaders, pick_device
+from .data import get_dataloaders, pick_device, writable_dir
 from .ema import EMA
 from .forward import Diffusion
 from .unet import unet_preset
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'TrainConfig', 'resolve_precision', 'autocast', 'Run', 'train_step', 'validate', 'save_checkpoint',
-           'load_checkpoint', 'set_steps', 'resume', 'Trained', 'export_model', 'load_model', 'save_samples', 'train',
-           'minddpm_train', 'minddpm_sample']
+__all__ = ['TRAIN_PRESETS', 'RESUME_CHANGES', 'TrainConfig', 'resolve_precision', 'autocast', 'Run', 'train_step', 'validate',
+           'save_checkpoint', 'load_checkpoint', 'set_steps', 'resume', 'Trained', 'export_model', 'load_model',
+           'save_samples', 'train']
 
 # %% ../nbs/07_training.ipynb #0ad19ec4
 @dataclass
@@ -46,13 +46,32 @@ class TrainConfig:
     val_every: int = 500         # steps between validation passes
     ckpt_every: int = 500        # steps between checkpoints
     seed: int = 0                # seeds the split, the data order, the noise and the initial weights
+    val_frac: float = 0.1        # share of the digits or an image folder held out (at least one image); torchvision sets use their test split
     device: str = 'auto'         # 'auto': cuda, then mps, then cpu
     precision: str = 'auto'      # 'auto', 'bf16', 'fp16' or 'fp32'
     out: str = 'runs/minddpm'    # run directory: checkpoint.pt and samples/
-    minutes: float | None = None # time budget: the step count is fitted to it after timing the first steps
+    minutes: float | None = None # time budget: a fresh run fits its step count to it as it goes, and every run stops by it
     sample_every: int = 40       # epochs between per-class sample grids drawn with the EMA (one more at the end); 0: none
     wandb: bool = False          # log to Weights & Biases; offline when there are no credentials
     compile: bool = False        # train through `torch.compile(model)`
+
+    def __post_init__(self): _check_config(self)
+
+def _check_config(cfg: TrainConfig):
+    "Refuse a config no run could use, naming the field, what it got and what is allowed (NaN and ±inf included)."
+    def bad(name, wanted): raise ValueError(f"TrainConfig.{name} must be {wanted}, got {getattr(cfg, name)!r}")
+    def number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    for name, least in dict(img_size=1, T=2, batch_size=1, steps=1, val_every=1, ckpt_every=1, sample_every=0, ema_start=0,
+                            seed=0).items():
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < least: bad(name, f"a whole number of at least {least}")
+    for name in ('lr', 'grad_clip'):
+        if not (number(getattr(cfg, name)) and getattr(cfg, name) > 0): bad(name, 'a finite number greater than 0')
+    if not (number(cfg.weight_decay) and cfg.weight_decay >= 0): bad('weight_decay', 'a finite number of at least 0')
+    for name in ('p_uncond', 'ema_beta'):
+        if not (number(getattr(cfg, name)) and 0 <= getattr(cfg, name) <= 1): bad(name, 'a number in [0, 1]')
+    if not (number(cfg.val_frac) and 0 < cfg.val_frac < 1): bad('val_frac', 'a share strictly between 0 and 1')
+    if cfg.minutes is not None and not (number(cfg.minutes) and cfg.minutes > 0): bad('minutes', 'None or a finite number greater than 0')
 
 TRAIN_PRESETS = {
     'tiny': TrainConfig(),                                                                       # CPU: the bundled digits
@@ -87,8 +106,8 @@ class Run:
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
         self.dtype = resolve_precision(self.device, cfg.precision)
-        self.train_dl, self.val_dl = get_dataloaders(cfg.dataset, cfg.img_size, cfg.batch_size, hflip=cfg.hflip,
-                                                     seed=cfg.seed)
+        self.train_dl, self.val_dl = get_dataloaders(cfg.dataset, cfg.img_size, cfg.batch_size, cfg.val_frac,
+                                                     hflip=cfg.hflip, seed=cfg.seed)
         classes = self.train_dl.dataset.classes
         c = self.train_dl.dataset[0][0].shape[0]
         self.diffusion = Diffusion(cfg.schedule, cfg.T).to(self.device)
@@ -100,6 +119,7 @@ class Run:
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=cfg.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step, self.classes, self.shape, self.history = 0, classes, (c, cfg.img_size, cfg.img_size), []
+        self.checkpoint: tuple[Path, int] | None = None   # the last checkpoint written or resumed from, and its step
 
 # %% ../nbs/07_training.ipynb #80d7ba41
 def train_step(run: Run,        # the run to advance: its weights, EMA, optimiser, schedule and step change in place
@@ -114,8 +134,7 @@ def train_step(run: Run,        # the run to advance: its weights, EMA, optimise
     run.model.train()
     with autocast(run.device, run.dtype):
         loss = F.mse_loss(run.forward(xt, t, y).float(), eps)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"the loss became {loss.item()} at step {run.step}; the last checkpoint is kept")
+    if not torch.isfinite(loss): raise FloatingPointError(f"the loss became {loss.item()} in step {run.step + 1}")
     run.opt.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.opt)
@@ -158,6 +177,7 @@ def save_checkpoint(run: Run, # the run to save, every state of it
     tmp = path.with_name(path.name + '.tmp')
     torch.save(state, tmp)
     os.replace(tmp, path)  # atomic on POSIX and Windows
+    run.checkpoint = (path, run.step)
     return path
 
 def _read(path, needs: set, map_location='cpu') -> dict:
@@ -175,27 +195,46 @@ def load_checkpoint(path,               # a file written by `save_checkpoint`
     "Read a checkpoint written by `save_checkpoint`, refusing missing or corrupt files with a clear message."
     return _read(path, {'model', 'ema', 'opt', 'config', 'step'}, map_location)
 
-def set_steps(run: Run,    # the run to change: its config and LR schedule are replaced
-              steps: int): # the new total of optimiser steps; at least the run's current step
-    "Change the run's length: the same OneCycle shape stretched (or shrunk) to `steps`, continuing at the current step."
+def set_steps(run: Run,               # the run to change: its config and LR schedule are replaced
+              steps: int,             # the new total of optimiser steps; more than the run's current step
+              lr: float | None = None, # a new peak learning rate; None: keep `run.cfg.lr`
+              ):
+    "Change the run's length (and peak LR): the same OneCycle shape stretched or shrunk to `steps`, continuing at the current step."
     if steps < max(run.step, 1): raise ValueError(f"the run is at step {run.step}; steps={steps} would end before it")
-    run.cfg = dataclasses.replace(run.cfg, steps=steps)
+    run.cfg = dataclasses.replace(run.cfg, steps=steps, lr=run.cfg.lr if lr is None else lr)
+    for g in run.opt.param_groups:   # OneCycleLR reads these when it continues a schedule (last_epoch ≥ 0)
+        g.update(max_lr=run.cfg.lr, initial_lr=run.cfg.lr / 25, min_lr=run.cfg.lr / 25 / 1e4)   # its div factors
     run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=run.cfg.lr, total_steps=steps, last_epoch=run.step - 1)
 
+RESUME_CHANGES = ('steps', 'lr', 'minutes', 'out', 'device', 'precision', 'wandb', 'compile', 'val_every', 'ckpt_every',
+                  'sample_every')   # what `resume` may change; the other fields define the run
+
 def resume(path,      # a checkpoint written by `save_checkpoint`
-           **changes, # `TrainConfig` fields to change, e.g. `out`, `steps`, `minutes`
+           **changes, # `TrainConfig` fields in `RESUME_CHANGES` to change, e.g. `out`, `steps`, `lr`, `minutes`
            ) -> Run:
-    "Rebuild a run from its checkpoint, every state restored; `changes` may move `out` or change `steps` (which stretches the LR schedule)."
+    """Rebuild a run from its checkpoint, every state restored. `changes` may move `out`, change `steps` (which stretches
+    the LR schedule) or the peak `lr` (the schedule continues at the new height), and the like (`RESUME_CHANGES`); a
+    change to a field that defines the run (its data, model, batch, seed) raises `ValueError`. A device the checkpoint
+    names that is not here (a run saved on CUDA, resumed on a CPU) falls back to 'auto', with a warning."""
     state = load_checkpoint(path)
-    cfg = dataclasses.replace(TrainConfig(**state['config']), **changes)
+    saved = TrainConfig(**state['config'])
+    fixed = {k: (getattr(saved, k), v) for k, v in changes.items() if k not in RESUME_CHANGES and getattr(saved, k) != v}
+    if fixed: raise ValueError(f"resuming {path} cannot change " + ', '.join(f"{k} ({a!r} → {b!r})" for k, (a, b) in fixed.items())
+                               + ": they define the run it holds; start a new run (another out) for that")
+    if 'device' not in changes:
+        try: pick_device(saved.device)
+        except ValueError as e:
+            warnings.warn(f"{e}: {path} was saved on {saved.device}; resuming on {pick_device('auto')} instead (pass device to choose)")
+            changes['device'] = 'auto'
+    cfg = dataclasses.replace(saved, **changes)
+    if cfg.steps < state['step']: raise ValueError(f"the checkpoint is at step {state['step']}; steps={cfg.steps} would end before it")
     run = Run(cfg)
     run.model.load_state_dict(state['model']); run.ema.load_state_dict(state['ema'])
     run.opt.load_state_dict(state['opt'])
-    run.scaler.load_state_dict(state['scaler'])
-    run.step, run.history = state['step'], list(state['history'])
-    if cfg.steps < run.step: raise ValueError(f"the checkpoint is at step {run.step}; steps={cfg.steps} would end before it")
-    if cfg.steps == state['config']['steps']: run.sched.load_state_dict(state['sched'])
-    else: set_steps(run, cfg.steps)
+    if state['scaler'] and run.scaler.is_enabled(): run.scaler.load_state_dict(state['scaler'])  # fp16 then and now
+    run.step, run.history, run.checkpoint = state['step'], list(state['history']), (Path(path), state['step'])
+    if (cfg.steps, cfg.lr) == (saved.steps, saved.lr): run.sched.load_state_dict(state['sched'])
+    else: set_steps(run, cfg.steps, cfg.lr)
     torch.set_rng_state(state['rng'])
     if state['cuda_rng'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda_rng'])
     return run
@@ -299,124 +338,90 @@ class _Wandb:
         art = self.wandb.Artifact(f'minddpm-{self.run.id}', type='model'); art.add_file(str(ckpt))
         self.run.log_artifact(art); self.run.finish()
 
+_clock = time.monotonic   # seconds; the loop's only clock, so a test can run it on simulated time
+
+class _Budget:
+    """Fits a run's length to a time budget as it goes. It times every step, validation, sample grid and checkpoint, and
+    chooses the step count whose remaining steps and events (the final ones included) end at `fill` of the budget."""
+    def __init__(self, run: Run, seconds: float, fill: float = 0.97):
+        self.run, self.seconds, self.fill, self.start = run, seconds, fill, _clock()
+        self.step_s, self.cost = [], {'val': 0.0, 'grid': 0.0, 'ckpt': 0.0}   # seconds per step; per event, measured
+    def elapsed(self) -> float: return _clock() - self.start
+    def timed(self, kind: str, fn, *args, **kwargs):
+        "Call `fn`, keeping its duration as the cost of one event of `kind`."
+        t0 = _clock(); out = fn(*args, **kwargs); self.cost[kind] = _clock() - t0
+        return out
+    def probe_grid(self, steps: int = 50, n: int = 8):
+        "Estimate a sample grid's cost before the first one: one guided sampling step on its batch, times `steps`."
+        from minddpm.sampling import sample
+        y, t0 = torch.arange(len(self.run.classes)).repeat_interleave(n), _clock()
+        sample(self.run.ema.model, self.run.diffusion, y, shape=self.run.shape, steps=1, generator=torch.Generator(self.run.device))
+        self.cost['grid'] = steps * (_clock() - t0)
+    def _events(self, every: int, end: int) -> int:
+        "Events due after the current step, up to `end`: one every `every` steps (0: none), plus the final one."
+        step = self.run.step
+        return 0 if not every else end // every - step // every + (end % every != 0)
+    def fit(self) -> int:
+        "The largest step count whose remaining time fits the budget (at least one more step)."
+        cfg, per_epoch = self.run.cfg, len(self.run.train_dl)
+        recent = self.step_s[-50:]                            # the machine now, not at the start of the run
+        step_s, left = sum(recent) / len(recent), self.fill * self.seconds - self.elapsed()
+        def cost(end):
+            return ((end - self.run.step) * step_s + self._events(cfg.val_every, end) * self.cost['val']
+                    + self._events(cfg.sample_every * per_epoch, end) * self.cost['grid']
+                    + self._events(cfg.ckpt_every, end) * self.cost['ckpt'])
+        lo, hi = self.run.step + 1, self.run.step + 2
+        while cost(hi) <= left: lo, hi = hi, 2 * hi           # then bisect: cost grows with the end
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if cost(mid) <= left else (lo, mid)
+        return lo
+
 def train(cfg: TrainConfig | None = None, # config of a fresh run; None: `TrainConfig()`; unused when `run` is given
           run: Run | None = None,          # a run to continue (e.g. from `resume`); None: a new `Run(cfg)`
           progress: bool = True,           # show a progress bar with the step, loss, learning rate and held-out loss
           until: int | None = None,        # stop at this step, with a checkpoint, before `cfg.steps`; None: to the end
-          calibrate: int = 20,             # with `cfg.minutes`: the steps timed before the step count is fitted
+          calibrate: int = 20,             # with `cfg.minutes`: the steps timed before the step count is first fitted
           ) -> Run:
-    "Train from scratch (`cfg`) or continue a resumed `run`, to `cfg.steps` (or stop and save at step `until`)."
+    """Train from scratch (`cfg`) or continue a resumed `run`, to `cfg.steps` (or stop and save at step `until`). With
+    `cfg.minutes`, a fresh run refits its step count to the budget as it goes; any run stops when the budget is spent
+    (then `run.step < run.cfg.steps`). Raises `FloatingPointError` on a non-finite loss, saying which checkpoint is kept."""
     run = run or Run(cfg or TrainConfig())
-    cfg, out = run.cfg, Path(run.cfg.out)
-    ckpt, per_epoch, start = out/'checkpoint.pt', len(run.train_dl), time.monotonic()
-    fit_budget = cfg.minutes is not None and run.step == 0   # a fresh run fits its length to the budget
+    cfg, out = run.cfg, writable_dir(run.cfg.out)
+    ckpt, per_epoch = out/'checkpoint.pt', len(run.train_dl)
+    budget = _Budget(run, cfg.minutes * 60) if cfg.minutes is not None else None
+    fit = budget is not None and run.step == 0              # a fresh run fits its length to the budget
+    timed = budget.timed if budget else lambda kind, fn, *a, **k: fn(*a, **k)
     log = _Wandb(run) if cfg.wandb else None
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, desc='train')
-    batches = _batches(run)
+    batches, refitted = _batches(run), 0.0
     while run.step < min(until or run.cfg.steps, run.cfg.steps):
+        t0 = _clock()
         x, y = next(batches)
-        loss = train_step(run, x, y)
+        try: loss = train_step(run, x, y)
+        except FloatingPointError as e:
+            kept = (f"the last checkpoint, {run.checkpoint[0]} at step {run.checkpoint[1]}, is kept" if run.checkpoint else
+                    f"no checkpoint was written: the first was due at step {cfg.ckpt_every}")
+            raise FloatingPointError(f"{e}; {kept}. A lower learning rate than lr={run.cfg.lr:g} often helps") from None
+        if budget: budget.step_s.append(_clock() - t0)
         lr, last = run.sched.get_last_lr()[0], run.step == run.cfg.steps
-        val = validate(run) if run.step % cfg.val_every == 0 or last else None
+        first_fit = fit and run.step == calibrate           # time a validation and a checkpoint, probe a grid, then fit
+        if first_fit and cfg.sample_every and not budget.cost['grid']: budget.probe_grid()
+        val = timed('val', validate, run) if run.step % cfg.val_every == 0 or last or first_fit else None
         run.history.append((run.step, loss, lr, val))
         if log: log.log(run.step, loss=loss, lr=lr, val_loss=val)
         bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', lr=f'{lr:.2e}', **({'val': f'{val:.4f}'} if val else {}))
-        elapsed = time.monotonic() - start
-        if fit_budget and run.step == calibrate:   # time per step so far, with 5% kept for validation and samples
-            set_steps(run, max(run.step + 1, int(0.95 * cfg.minutes * 60 / elapsed * run.step)))
-            bar.total = run.cfg.steps; bar.refresh()
-        out_of_time = cfg.minutes is not None and elapsed > cfg.minutes * 60
-        if cfg.sample_every and (run.step % (cfg.sample_every * per_epoch) == 0 or last):
-            grid = save_samples(run, out/'samples'/f'step_{run.step:06d}.png')
+        out_of_time = budget is not None and budget.elapsed() > budget.seconds
+        if cfg.sample_every and (run.step % (cfg.sample_every * per_epoch) == 0 or last) and not out_of_time:
+            grid = timed('grid', save_samples, run, out/'samples'/f'step_{run.step:06d}.png')
             if log: log.image(run.step, 'samples', grid)
-        if run.step % cfg.ckpt_every == 0 or run.step == until or last or out_of_time: save_checkpoint(run, ckpt)
+        if run.step % cfg.ckpt_every == 0 or run.step == until or last or out_of_time or first_fit:
+            timed('ckpt', save_checkpoint, run, ckpt)
         if out_of_time: break
+        if fit and not last and run.step >= calibrate and (first_fit or budget.elapsed() - refitted > 0.02 * budget.seconds):
+            steps, refitted = budget.fit(), budget.elapsed()   # every 2% of the budget: the machine may have changed
+            if abs(steps - run.cfg.steps) > max(1, 0.01 * steps):
+                set_steps(run, steps); bar.total = steps; bar.refresh()
     bar.close()
     if log: log.finish(ckpt)
     return run
-
-# %% ../nbs/07_training.ipynb #291464b4
-def minddpm_train(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
-    "Entry point of `minddpm_train`: train a conditional DDPM from a preset, or resume a checkpoint."
-    import argparse
-    p = argparse.ArgumentParser(prog='minddpm_train', description=minddpm_train.__doc__)
-    p.add_argument('--dataset', help="digits (default), cifar10, mnist, fashion_mnist, or a folder of class sub-folders")
-    p.add_argument('--preset', default='tiny', help=f"one of {', '.join(TRAIN_PRESETS)} (default: tiny)")
-    p.add_argument('--img-size', type=int, help='image side in pixels')
-    p.add_argument('--hflip', action=argparse.BooleanOptionalAction,
-                   help="random horizontal flips of training images (default: the preset's, on for colab and full)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument('--steps', type=int, help='optimiser steps in all')
-    length.add_argument('--epochs', type=int, help='passes over the training split in all')
-    p.add_argument('--minutes', type=float, help='time budget: fit the step count to it and stop by it')
-    p.add_argument('--batch-size', type=int)
-    p.add_argument('--lr', type=float, help='peak learning rate')
-    p.add_argument('--out', help='run directory (default: runs/minddpm)')
-    p.add_argument('--resume', help='checkpoint to continue from')
-    p.add_argument('--wandb', action='store_true', help='log to Weights & Biases (offline without credentials)')
-    p.add_argument('--compile', action='store_true', help='train through torch.compile')
-    p.add_argument('--device', help='auto, cuda, mps or cpu')
-    p.add_argument('--precision', choices=('auto', 'bf16', 'fp16', 'fp32'),
-                   help='autocast precision; auto: bf16 or fp16 on CUDA, fp32 elsewhere (bf16 also pays on CPUs with AMX: see minddpm_bench)')
-    p.add_argument('--seed', type=int)
-    p.add_argument('--export', help='also write the model alone (EMA and raw weights, half precision) to this file at the end')
-    a = p.parse_args(argv)
-    for k in ('steps', 'epochs', 'img_size', 'batch_size'):
-        if getattr(a, k) is not None and getattr(a, k) < 1: p.error(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
-    if a.minutes is not None and a.minutes <= 0: p.error(f"--minutes must be positive, got {a.minutes}")
-    changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                                     out=a.out, device=a.device, precision=a.precision, seed=a.seed, hflip=a.hflip).items() if v is not None}
-    changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
-    try:
-        if a.resume: run = resume(a.resume, **changes)
-        else:
-            if a.preset not in TRAIN_PRESETS: raise ValueError(f"Unknown preset {a.preset!r}; use one of {', '.join(TRAIN_PRESETS)}")
-            run = Run(dataclasses.replace(TRAIN_PRESETS[a.preset], **changes))
-        if a.epochs: set_steps(run, a.epochs * len(run.train_dl))
-        run = train(run=run)
-        if a.export: print(f"exported the model to {export_model(run, a.export)}")
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_train: error: {e}\n")
-    print(f"trained to step {run.step}; checkpoint: {Path(run.cfg.out)/'checkpoint.pt'}")
-
-def minddpm_sample(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
-    "Entry point of `minddpm_sample`: draw a labelled grid of samples from a checkpoint's EMA weights."
-    import argparse
-    from minddpm.data import show_images, to_uint8
-    from minddpm.sampling import sample
-    p = argparse.ArgumentParser(prog='minddpm_sample', description=minddpm_sample.__doc__)
-    p.add_argument('checkpoint', help='a checkpoint from minddpm_train, or a model file from --export')
-    p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
-    p.add_argument('--n', type=int, default=1, help='images per label (default: 1)')
-    p.add_argument('--sampler', default='ddim', choices=['ddim', 'ddpm'])
-    p.add_argument('--steps', type=int, default=50, help='DDIM steps (default: 50)')
-    p.add_argument('--guidance', type=float, default=3.0, help='w: 0 unconditional, 1 conditional (default: 3)')
-    p.add_argument('--eta', type=float, default=1.0, help='DDIM noise, 0 (deterministic) to 1 (default: 1)')
-    p.add_argument('--img-size', type=int, help='image side (default: the training size)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default='samples.png', help='the grid PNG (default: samples.png)')
-    p.add_argument('--each', help='also write one PNG per image into this folder')
-    a = p.parse_args(argv)
-    if a.n < 1: p.error(f"--n must be at least 1, got {a.n}")
-    if not 0 <= a.eta <= 1: p.error(f"--eta must be between 0 and 1, got {a.eta}")
-    try:
-        m = load_model(a.checkpoint)
-        labels = list(range(len(m.classes))) if not a.labels else a.labels
-        bad = [l for l in labels if not 0 <= l < len(m.classes)]
-        if bad: raise ValueError(f"labels {bad} are unknown to this model; it knows 0 … {len(m.classes) - 1} ({', '.join(m.classes)})")
-        shape = m.shape if a.img_size is None else (m.shape[0], a.img_size, a.img_size)
-        m.model.check_input(torch.zeros(1, *shape))
-        y = torch.tensor(labels).repeat_interleave(a.n)
-        x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps, w=a.guidance, eta=a.eta,
-                   generator=torch.Generator().manual_seed(a.seed))
-    except (ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_sample: error: {e}\n")
-    import matplotlib.pyplot as plt
-    show_images(x, y, m.classes, ncols=max(a.n, min(len(y), 10)))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    plt.savefig(a.out, dpi=80); plt.close('all')
-    print(f"saved {len(y)} samples to {a.out}")
-    if a.each:
-        from PIL import Image
-        folder = Path(a.each); folder.mkdir(parents=True, exist_ok=True)
-        for i, (img, l) in enumerate(zip(to_uint8(x), y.tolist())):
-            Image.fromarray(img.permute(1, 2, 0).squeeze(-1).numpy()).save(folder/f'{i:04d}_{m.classes[l]}.png')
-        print(f"saved one PNG per image to {folder}")

@@ -11,29 +11,39 @@
 
 # %%
 #| hide
-# On Colab, or wherever minddpm is missing, install it; where it is installed (as in CI) this does nothing.
+# On Colab, or wherever minddpm is missing, install it: from PyPI, else from the course's repository.
+# Where it is installed (as in CI) this does nothing.
 import importlib.util, subprocess, sys
 if importlib.util.find_spec('minddpm') is None:
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', 'minddpm'], check=True)
+    for source in ('minddpm', 'git+https://github.com/minddpm/minddpm'):
+        if subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', source]).returncode == 0:
+            print(f"installed minddpm from {'PyPI' if source == 'minddpm' else source}"); break
+        print(f"pip could not install {source}" + (", trying the course's repository" if source == 'minddpm' else ''))
+    else: raise RuntimeError('could not install minddpm from PyPI or from https://github.com/minddpm/minddpm')
 
 # %%
 #| export
 from __future__ import annotations
-import argparse, os
+import argparse, contextlib, math, os, sys, tempfile, warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 # %%
 #| hide
 from fastcore.test import *
 from torchvision.utils import save_image
-import tempfile
+import shutil, tempfile
+import numpy as np
 from minddpm.data import pick_device, pick_preset
 
 # %%
@@ -201,8 +211,10 @@ class ImageTensorDataset(Dataset):
     def __init__(self, images: torch.Tensor,  # uint8 images (N, C, H, W)
                  labels: torch.Tensor,        # N int class indices (a tensor or anything `torch.as_tensor` takes)
                  classes,                     # class names, indexed by label
-                 hflip: bool = False):        # flip each item horizontally with probability 0.5
+                 hflip: bool = False,         # flip each item horizontally with probability 0.5
+                 files=None):                 # the N files the images were read from (image folders); None: not from files
         self.images, self.labels, self.classes, self.hflip = images, torch.as_tensor(labels), list(classes), hflip
+        self.files = files
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
         x = to_unit_range(self.images[i])
@@ -217,14 +229,17 @@ class ImageTensorDataset(Dataset):
 
 # %%
 #| exports
-def split_indices(n: int,          # number of items, indexed `range(n)`
-                  val_frac: float,  # share held out, rounded to whole items; both splits must be non-empty
+def split_indices(n: int,          # number of items, indexed `range(n)`; at least 2
+                  val_frac: float,  # share held out, strictly between 0 and 1; rounded, and at least one item each side
                   seed: int = 0,    # seeds the random permutation
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Disjoint (train, val) index tensors: a seeded random `val_frac` of `range(n)` is held out."
-    n_val = round(n * val_frac)
-    if not 0 < n_val < n:
-        raise ValueError(f"val_frac={val_frac} of {n} images leaves no images in one split; use 0 < val_frac < 1")
+    "Disjoint (train, val) index tensors: a seeded random `val_frac` of `range(n)` is held out, at least one item, never all."
+    if isinstance(val_frac, bool) or not isinstance(val_frac, Real) or not 0 < val_frac < 1:  # NaN fails `0 < val_frac`
+        raise ValueError(f"val_frac must be a share strictly between 0 and 1, got {val_frac!r}")
+    if n < 2:
+        raise ValueError(f"{n} image{'s' * (n != 1)} cannot be split: training and validation need at least one each, "
+                         f"so a dataset needs at least 2 images")
+    n_val = min(max(round(n * val_frac), 1), n - 1)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:], perm[:n_val]
 
@@ -234,7 +249,9 @@ tr, va = split_indices(1797, 0.1)
 test_eq(len(tr) + len(va), 1797)
 test_eq(len(set(tr.tolist()) & set(va.tolist())), 0)
 test_eq(split_indices(1797, 0.1)[1], va)  # the same seed gives the same split
-test_fail(lambda: split_indices(10, 0.01), contains='0 < val_frac < 1')
+test_eq([len(i) for i in split_indices(4, 0.1)], [3, 1])   # a tiny set still holds one image out
+test_fail(lambda: split_indices(1, 0.1), contains='at least 2 images')
+test_fail(lambda: split_indices(10, float('nan')), contains='strictly between 0 and 1')
 
 
 # %% [markdown]
@@ -279,32 +296,144 @@ show_images(xb, [ds[i][1] for i in range(16)], ds.classes)
 # ## Any folder of images
 #
 # The originals trained on a folder of landscape photos, one sub-folder per class. Any such folder
-# works: images are loaded lazily, converted to RGB, resized so the short side is `size`, centre-cropped
-# to a square, and scaled to [-1, 1].
+# works here. Folders from the wild hold more than images, though, and each of these has broken a
+# training run of somebody's DDPM, often an hour in:
+#
+# - files the system wrote: macOS's `.DS_Store` and its AppleDouble twins (`._0001.png`, which are
+#   not PNGs at all), `__MACOSX/` in a zip made on a Mac, Windows' `Thumbs.db`, Jupyter's
+#   `.ipynb_checkpoints/`;
+# - a download that stopped half-way: the file starts like a PNG, so it is listed, and fails only
+#   when a batch first needs it;
+# - formats and modes the usual loader mishandles: GIFs (torchvision's `ImageFolder` ignores them),
+#   16-bit greyscale PNGs (converted to RGB by clipping, so they come out white), transparent PNGs
+#   (the alpha channel dropped, revealing whatever colour hid under it), phone photos whose rotation
+#   lives in their EXIF tag.
+#
+# So minddpm decides what counts by **one rule**, used by every check and by the loader alike: a
+# *class* is a visible sub-folder of the root; an *image* is a visible file under it whose extension is
+# in `IMAGE_EXTENSIONS`; anything hidden (a name starting with `.`, or inside a folder that does) or
+# written by an operating system is not there at all. Then it **decodes every image once, before
+# training**, at the training size, into the same uint8 tensor as the other datasets. A file that
+# cannot be decoded is named by its path and left out, with one warning that lists them all; a class
+# left with no images is refused. Nothing can fail mid-run, and each step reads bytes from memory
+# instead of decoding files (at 64 px, 10,000 colour images take 123 MB).
 
 # %%
 #| export
-_IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jfif', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.pgm', '.ppm', '.pbm', '.pnm')
+_SYSTEM_NAMES = ('__macosx', 'thumbs.db', 'desktop.ini')   # written by macOS's zip and Windows' Explorer
+
+def is_hidden(rel) -> bool: # a path relative to the dataset's root
+    "Is any part of `rel` hidden (`.DS_Store`, AppleDouble `._0001.png`, `.ipynb_checkpoints/`) or an operating system's own file?"
+    return any(part.startswith('.') or part.lower() in _SYSTEM_NAMES for part in Path(rel).parts)
+
+@dataclass
+class FolderScan:
+    "What `scan_folder` found in a folder of class sub-folders."
+    root: Path     # the folder scanned
+    classes: list  # class names: its visible sub-folders, sorted
+    files: list    # every image file (Path), class after class, sorted
+    labels: list   # the class index of each file
+    others: list   # visible files that are not images by their extension: left out
+    loose: list    # images in the root itself, in no class: left out
+
+def scan_folder(root, # a folder with one sub-folder of images per class (nested folders belong to their class)
+                ) -> FolderScan:
+    "Classes and image files of `root`, by the one rule: visible sub-folders are classes, visible files with an image extension are images."
+    root = Path(root)
+    classes, files, labels, others, loose = [], [], [], [], []
+    for entry in sorted(root.iterdir()):
+        if is_hidden(entry.relative_to(root)): continue
+        if entry.is_file(): (loose if entry.suffix.lower() in IMAGE_EXTENSIONS else others).append(entry)
+        if not entry.is_dir(): continue
+        for f in sorted(entry.rglob('*')):
+            if not f.is_file() or is_hidden(f.relative_to(root)): continue
+            if f.suffix.lower() in IMAGE_EXTENSIONS: files.append(f); labels.append(len(classes))
+            else: others.append(f)
+        classes.append(entry.name)
+    return FolderScan(root, classes, files, labels, others, loose)
+
+# %% [markdown]
+# Decoding is where true brightness is kept or lost. Pillow's `convert('RGB')` clips 16-bit greyscale
+# (0…65535) at 255, and drops transparency; `load_rgb` scales the first and composites the second on
+# white, as a browser shows it. Every other mode (palette, 1-bit, CMYK, YCbCr, LAB, …) goes through
+# Pillow's own conversion, which is right for them.
+
+# %%
+#| export
+_DEEP_GREY = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')   # 16/32-bit integer and float greyscale
+_ALPHA = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
+
+def load_rgb(path, # an image file in any mode Pillow opens
+             ) -> 'PIL.Image.Image':
+    """Decode the whole of `path` into 8-bit RGB with its true brightness: EXIF rotation applied, 16-bit integer
+    greyscale scaled by 255/65535 (32-bit integer too; float greyscale taken as [0, 1] when it lies there, else
+    [0, 255]), transparency composited on white. Raises whatever Pillow raises for a file it cannot decode."""
+    import numpy as np
+    from PIL import Image, ImageOps
+    with Image.open(path) as im:
+        im.load()                                 # decode it all now: a truncated file fails here, not mid-run
+        im = ImageOps.exif_transpose(im)          # phone photos: stand the picture up as it was shot
+    if im.mode in _DEEP_GREY:                     # Pillow's convert would clip these at 255
+        a = np.asarray(im, dtype=np.float64)
+        a = a * 255 if im.mode == 'F' and a.max() <= 1 else a if im.mode == 'F' else a / 257
+        im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+    if im.mode in _ALPHA or 'transparency' in im.info:
+        im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
+    return im.convert('RGB')
+
+def decode_images(files,            # image paths
+                  size: int,        # resize the short side to `size`, then crop the centre square
+                  workers: int = 0, # decoding threads; 0: one per CPU core, at most 8
+                  ) -> tuple[torch.Tensor, list, list]:
+    "Decode `files` into uint8 (N, 3, size, size): (images, indices of the files decoded, [(path, reason)] of those that failed)."
+    from torchvision.transforms import functional as TF
+    def one(path):
+        try: return TF.pil_to_tensor(TF.center_crop(TF.resize(load_rgb(path), size, antialias=True), size))
+        except Exception as e: return f"{type(e).__name__}: {e}"   # any failure to decode: reported with its path
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
+        out = list(tqdm(pool.map(one, files), total=len(files), desc='decoding images', disable=len(files) < 2000))
+    kept = [i for i, x in enumerate(out) if isinstance(x, torch.Tensor)]
+    images = torch.stack([out[i] for i in kept]) if kept else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return images, kept, [(files[i], x) for i, x in enumerate(out) if not isinstance(x, torch.Tensor)]
+
+# %% [markdown]
+# `_folder_datasets` puts the three together, and says what it left out. The checks that need no
+# decoding come first, so a wrong folder is refused in a moment:
+
+# %%
+#| export
+def _listing(paths, limit: int = 10) -> str:
+    "`paths` as one line, the first `limit` of them named."
+    shown = ', '.join(map(str, paths[:limit]))
+    return shown + (f", and {len(paths) - limit} more" if len(paths) > limit else '')
+
+def _count(n: int, noun: str) -> str: return f"{n:,} {noun}{'s' * (n != 1)}"
 
 def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
-    "Train and val subsets of an `ImageFolder` at `path`, split by `split_indices`."
-    from torchvision import datasets, transforms as T
-    path = Path(path)
-    subdirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith('.'))
-    n_images = {d.name: sum(f.suffix.lower() in _IMAGE_EXTENSIONS for f in d.rglob('*')) for d in subdirs}
-    if not subdirs or not sum(n_images.values()):
-        raise ValueError(f"No images found in {path}: expected one sub-folder per class holding image files "
-                         f"({', '.join(_IMAGE_EXTENSIONS)}), e.g. {path/'cats'/'0001.png'}")
-    empty = [name for name, k in n_images.items() if k == 0]
-    if empty: raise ValueError(f"Class folders without images in {path}: {', '.join(empty)}; remove them or add images")
-    base = [T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(0.5, 0.5)]
-    train_ds = datasets.ImageFolder(path, T.Compose(base + ([T.RandomHorizontalFlip()] if hflip else [])))
-    val_ds = datasets.ImageFolder(path, T.Compose(base))
-    tr, va = split_indices(len(train_ds), val_frac, seed)
-    train, val = Subset(train_ds, tr.tolist()), Subset(val_ds, va.tolist())
-    train.classes = val.classes = train_ds.classes
-    return train, val
-
+    "Train and val `ImageTensorDataset`s of the folder at `path`, decoded once at `size`, split by `split_indices`."
+    scan, path = scan_folder(path), Path(path)
+    example = f"e.g. {path/'cats'/'0001.png'}; images are files ending in {', '.join(IMAGE_EXTENSIONS)}"
+    if not scan.files:
+        found = f"; it holds {len(scan.loose)} images outside any class folder" if scan.loose else ''
+        raise ValueError(f"No images found in {path}: expected one sub-folder per class holding image files{found} ({example})")
+    counts = Counter(scan.labels)
+    empty = [c for k, c in enumerate(scan.classes) if not counts[k]]
+    if empty: raise ValueError(f"Class folders without images in {path}: {', '.join(empty)}; remove them or add images ({example})")
+    if scan.loose: warnings.warn(f"left out {_count(len(scan.loose), 'image')} in {path} itself, outside any class folder: "
+                                 f"{_listing(scan.loose)}")
+    if scan.others: warnings.warn(f"left out {_count(len(scan.others), 'file')} of {path} not ending like an image "
+                                  f"({', '.join(IMAGE_EXTENSIONS)}): {_listing(scan.others)}")
+    images, kept, failed = decode_images(scan.files, size)
+    if failed: warnings.warn(f"left out {_count(len(failed), 'image file')} of {len(scan.files):,} in {path} that cannot be "
+                             f"decoded: {_listing([f'{p} ({why})' for p, why in failed])}")
+    labels = torch.tensor([scan.labels[i] for i in kept], dtype=torch.long)
+    gone = [c for k, c in enumerate(scan.classes) if not (labels == k).any()]
+    if gone: raise ValueError(f"Every image of class {', '.join(gone)} in {path} failed to decode (see the warning); fix or remove them")
+    files = [scan.files[i] for i in kept]
+    tr, va = split_indices(len(files), val_frac, seed)
+    return tuple(ImageTensorDataset(images[i], labels[i], scan.classes, hflip=hflip and train, files=[files[j] for j in i.tolist()])
+                 for i, train in ((tr, True), (va, False)))
 
 # %% [markdown]
 # To see it work offline, write some of the digits out as PNG files, one folder per class, and load
@@ -324,7 +453,64 @@ x, y = ftrain[0]
 test_eq(x.shape, (3, 16, 16))  # PNGs come back as RGB
 assert -1 <= x.min() <= x.max() <= 1
 test_eq(len(ftrain) + len(fval), 200)
+test_eq(set(ftrain.files) & set(fval.files), set())   # held out means held out
 show_images(torch.stack([ftrain[i][0] for i in range(8)]), [ftrain[i][1] for i in range(8)], ftrain.classes)
+
+# %% [markdown]
+# Now the same folder the way it arrives from the wild: every one of the troublemakers above added to
+# it, and the images of one class stored in modes that a plain `convert('RGB')` gets wrong. Loading it
+# warns once for each kind of file it leaves out, naming them, and loses nothing else:
+
+# %%
+from PIL import Image as PILImage
+wild = Path(tempfile.mkdtemp())/'wild'
+shutil.copytree(folder, wild)
+(wild/'.ipynb_checkpoints').mkdir()                                   # Jupyter's, empty
+(wild/'.DS_Store').write_bytes(b'\x00\x00\x00\x01Bud1')                # Finder's
+(wild/'class_0'/'._0000.png').write_bytes(b'\x00\x05\x16\x07 AppleDouble')   # macOS's twin of 0000.png
+good = (wild/'class_1'/'0001.png').read_bytes()
+(wild/'class_1'/'broken.png').write_bytes(good[:len(good) // 2])       # a download that stopped half-way
+(wild/'class_1'/'notes.txt').write_text('scanned on Tuesday')
+seven = resize_uint8(digits['images'][digits['labels'] == 7][:4], 32)[:, 0].numpy()
+(wild/'class_7b').mkdir()
+PILImage.fromarray(seven[0].astype('uint16') * 257).save(wild/'class_7b'/'deep.png')              # 16-bit greyscale
+PILImage.fromarray(seven[1]).convert('P').save(wild/'class_7b'/'anim.gif')                        # a GIF
+rgba = PILImage.new('RGBA', (32, 32), 'black')
+rgba.putalpha(PILImage.fromarray(seven[2]))                             # black ink on transparent paper
+rgba.save(wild/'class_7b'/'ink.png')
+PILImage.fromarray(seven[3]).convert('1').save(wild/'class_7b'/'bilevel.png')                      # 1-bit
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    wtrain, wval = _folder_datasets(wild, 16, 0.2, 0, False)
+for w in caught: print('warning:', w.message)
+test_eq(len(wtrain) + len(wval), 200 + 4)            # every real image, and only those
+test_eq(len(caught), 2)                              # notes.txt; broken.png, named
+assert 'broken.png' in str(caught[1].message) and 'notes.txt' in str(caught[0].message)
+
+# %% [markdown]
+# Here is what the careful decode buys, on the four odd files of `class_7b`: what Pillow's plain
+# `convert('RGB')` makes of them (as torchvision's loader does), and what `load_rgb` makes of them.
+
+# %%
+odd = sorted((wild/'class_7b').iterdir())
+fig, axs = plt.subplots(2, len(odd), figsize=(1.3 * len(odd), 3))
+for j, f in enumerate(odd):
+    with PILImage.open(f) as im: naive = im.convert('RGB')
+    for i, (img, how) in enumerate(((naive, "convert('RGB')"), (load_rgb(f), 'load_rgb'))):
+        axs[i, j].imshow(img, interpolation='nearest'); axs[i, j].set_xticks([]); axs[i, j].set_yticks([])
+        if j == 0: axs[i, j].set_ylabel(how, fontsize=8)
+    axs[0, j].set_title(f"{f.name}\n{PILImage.open(f).mode}", fontsize=8)
+fig.tight_layout()
+
+# %%
+with PILImage.open(wild/'class_7b'/'deep.png') as im: test_eq(im.mode, 'I;16')
+test_eq(torch.tensor(np.array(load_rgb(wild/'class_7b'/'deep.png')))[..., 0], torch.tensor(seven[0]))  # 16-bit: same brightness
+with PILImage.open(wild/'class_7b'/'ink.png') as im: test_eq(np.asarray(im.convert('RGB')).max(), 0)  # alpha dropped: black on black
+assert np.asarray(load_rgb(wild/'class_7b'/'ink.png')).min(-1).max() == 255     # composited on white paper
+test_fail(lambda: load_rgb(wild/'class_1'/'broken.png'), contains='truncated')
+test_eq(wtrain.classes, sorted(ftrain.classes + ['class_7b']))
+assert not [f for f in scan_folder(wild).files if is_hidden(f.relative_to(wild))]
+
 
 # %% [markdown]
 # ## CIFAR-10, MNIST and FashionMNIST
@@ -445,11 +631,20 @@ DATA_PRESETS = {  # keyword arguments of `get_dataloaders` for each preset
 
 def pick_device(device: str = 'auto', # 'auto', or any name `torch.device` takes: 'cpu', 'cuda', 'cuda:1', 'mps'
                 ) -> torch.device:
-    "`'auto'` picks CUDA, then Apple's MPS, then the CPU; anything else goes to `torch.device`."
-    if device != 'auto': return torch.device(device)
-    if torch.cuda.is_available(): return torch.device('cuda')
-    if torch.backends.mps.is_available(): return torch.device('mps')
-    return torch.device('cpu')
+    "`'auto'` picks CUDA, then Apple's MPS, then the CPU. A named device must be usable here, else `ValueError` says what is."
+    if device == 'auto':
+        if torch.cuda.is_available(): return torch.device('cuda')
+        if torch.backends.mps.is_available(): return torch.device('mps')
+        return torch.device('cpu')
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError): raise ValueError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if d.type == 'cuda' and (d.index or 0) >= n_cuda:
+        raise ValueError(f"device {device!r} is not available: torch sees {n_cuda or 'no'} CUDA GPU{'s' * (n_cuda != 1)} here; "
+                         f"use auto or cpu")
+    if d.type == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} is not available: torch sees no Apple GPU here; use auto or cpu")
+    return d
 
 def pick_preset(device: str = 'auto', # as for `pick_device`; CUDA gives 'colab'; unused if $MINDDPM_PRESET is set
                 ) -> str:
@@ -472,6 +667,8 @@ os.environ['MINDDPM_PRESET'] = 'huge'
 test_fail(pick_preset, contains="use one of tiny, colab, full")
 del os.environ['MINDDPM_PRESET']
 test_eq(pick_device('cpu'), torch.device('cpu'))
+test_fail(lambda: pick_device('gpu'), contains="Unknown device 'gpu'")
+if not torch.cuda.is_available(): test_fail(lambda: pick_device('cuda'), contains="'cuda' is not available")
 
 # %% [markdown]
 # On Colab (or anywhere with internet) this cell downloads CIFAR-10 (170 MB) and shows it; it is
@@ -495,10 +692,102 @@ test_fail(lambda: get_dataloaders(empty), contains='No images found')
 
 
 # %% [markdown]
+# ## Commands that check their input first
+#
+# The commands of the course (`minddpm_data` here, `minddpm_train` and `minddpm_sample` in lesson 07)
+# take numbers and paths from a terminal, where typos and odd values are common: `nan` parses as a float,
+# `-4` as an int, and a path can point into a file or at a folder. Each value is checked as it is parsed,
+# and each output path is made writable before any work starts, so a mistake costs a second, not a run.
+
+# %%
+#| export
+def int_arg(minimum: int = 1, # the smallest value allowed
+            ):
+    "An argparse `type`: a whole number of at least `minimum`, else an error that says so."
+    def parse(text):
+        try: value = int(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum: raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+def float_arg(low: float | None = None,  # the smallest value allowed; None: no bound
+              high: float | None = None, # the largest value allowed; None: no bound
+              open_low: bool = False,    # exclude `low` itself
+              open_high: bool = False,   # exclude `high` itself
+              ):
+    "An argparse `type`: a finite number (never nan or inf) within the bounds, else an error that says so."
+    wanted = (f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}" if low is not None and high is not None else
+              f"{'greater than' if open_low else 'at least'} {low:g}" if low is not None else
+              f"{'less than' if open_high else 'at most'} {high:g}" if high is not None else 'a finite number')
+    def parse(text):
+        try: value = float(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value): raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if (low is not None and (value <= low if open_low else value < low)) or \
+           (high is not None and (value >= high if open_high else value > high)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    return parse
+
+def writable_dir(path, # the folder to write into; made with its parents if missing
+                 ) -> Path:
+    "Make the folder `path` now and check that a file can be written in it, else raise `ValueError` naming what is in the way."
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None: raise ValueError(f"cannot use {path} as a folder: {blocker} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e: raise ValueError(f"cannot write in the folder {path}: {e.strerror or e}") from None
+    return path
+
+def writable_file(path,          # the file to write later; its folder is made now
+                  suffixes=None, # the endings allowed (they choose the format), e.g. ('.png',); None: any
+                  ) -> Path:
+    "Check now that a file can be written at `path`, else raise `ValueError` saying why and what would work."
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(('/', os.sep)):
+        raise ValueError(f"{path} is a folder; give a file name in it, e.g. {p/('out' + (suffixes[0] if suffixes else ''))}")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{path} must end in one of {', '.join(suffixes)}, which choose the format; e.g. {p.with_suffix(suffixes[0])}")
+    writable_dir(p.parent)
+    return p
+
+def image_suffixes() -> tuple:
+    "The endings matplotlib's `savefig` can write, '.png' first."
+    from matplotlib.backend_bases import FigureCanvasBase
+    return ('.png',) + tuple(sorted(f'.{k}' for k in FigureCanvasBase.get_supported_filetypes() if k != 'png'))
+
+@contextlib.contextmanager
+def cli_warnings(prog: str): # the command's name, which starts each warning's line
+    "Within this context, a warning prints as one line, `prog: warning: …`, on stderr (no source line, no code)."
+    with warnings.catch_warnings():
+        warnings.simplefilter('default')
+        warnings.showwarning = lambda message, *args, **kwargs: print(f"{prog}: warning: {message}", file=sys.stderr)
+        yield
+
+# %%
+p = argparse.ArgumentParser(prog='demo', exit_on_error=False)
+p.add_argument('--w', type=float_arg()); p.add_argument('--size', type=int_arg(1))
+for bad in (['--w', 'nan'], ['--w', 'inf'], ['--size', '-4'], ['--size', '2.5']):
+    try: p.parse_args(bad)
+    except argparse.ArgumentError as e: print(f"{' '.join(bad):14} → {e}")
+test_eq(float_arg(0, 1)('0.5'), 0.5)
+test_fail(lambda: float_arg(0, open_low=True)('0'), contains='must be greater than 0, got 0')
+blocker = Path(tempfile.mkdtemp())/'a_file'
+blocker.write_text('in the way')
+test_fail(lambda: writable_dir(blocker/'run'), contains='is a file')
+test_fail(lambda: writable_file(blocker.parent/'grid', ('.png',)), contains='must end in one of .png')
+test_fail(lambda: writable_file(blocker.parent, ('.png',)), contains='is a folder')
+test_eq(writable_file(blocker.parent/'new'/'grid.png', ('.png',)).parent.is_dir(), True)
+
+# %% [markdown]
 # ## The `minddpm_data` command
 #
-# `minddpm_data` loads a dataset exactly as training will, prints what it found, and saves a labelled
-# grid, a quick check of a new image folder before a long run:
+# `minddpm_data` loads a dataset exactly as training will, prints what it found (and, for an image
+# folder, names every file it leaves out), and saves a labelled grid: a quick check of a new image
+# folder before a long run.
 #
 # ```sh
 # minddpm_data --dataset digits --size 16 --out digits.png
@@ -512,23 +801,26 @@ def minddpm_data(argv=None): # command-line arguments as a list of strings; None
     p = argparse.ArgumentParser(prog='minddpm_data', description=minddpm_data.__doc__)
     p.add_argument('--dataset', default='digits',
                    help=f"one of {', '.join(DATASETS)}, or a folder with one sub-folder of images per class (default: digits)")
-    p.add_argument('--size', type=int, default=32, help='image side in pixels (default: 32)')
-    p.add_argument('--n', type=int, default=32, help='images in the grid (default: 32)')
+    p.add_argument('--size', type=int_arg(1), default=32, help='image side in pixels (default: 32)')
+    p.add_argument('--n', type=int_arg(1), default=32, help='images in the grid (default: 32)')
+    p.add_argument('--val-frac', type=float_arg(0, 1, open_low=True, open_high=True), default=0.1,
+                   help='share of an image folder held out for validation (default: 0.1; at least one image)')
     p.add_argument('--root', default=None, help='download folder for torchvision sets (default: $MINDDPM_DATA or ./data)')
-    p.add_argument('--out', default='minddpm_data.png', help='where to save the grid (default: minddpm_data.png)')
+    p.add_argument('--out', default='minddpm_data.png', help='where to save the grid, a .png (default: minddpm_data.png)')
     args = p.parse_args(argv)
-    try:
-        _check_positive_int(args.n, '--n', 'images in the grid')
-        train, val = get_datasets(args.dataset, args.size, root=args.root)
-    except (ValueError, RuntimeError) as e: p.exit(2, f"minddpm_data: error: {e}\n")
+    with cli_warnings('minddpm_data'):
+        try:
+            out = writable_file(args.out, image_suffixes())
+            train, val = get_datasets(args.dataset, args.size, val_frac=args.val_frac, root=args.root)
+        except (ValueError, RuntimeError) as e: p.exit(2, f"minddpm_data: error: {e}\n")
     x, y = train[0]
     print(f"{args.dataset}: {len(train):,} train / {len(val):,} validation images, {len(train.classes)} classes, "
           f"image {tuple(x.shape)} in [-1, 1]")
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:args.n].tolist()
     show_images(torch.stack([train[i][0] for i in idx]), [train[i][1] for i in idx], train.classes)
-    plt.savefig(args.out, dpi=80)
+    plt.savefig(out, dpi=80)
     plt.close('all')
-    print(f"saved a grid of {len(idx)} training images to {args.out}")
+    print(f"saved a grid of {len(idx)} training images to {out}")
 
 
 # %%

@@ -11,14 +11,21 @@
 
 # %%
 #| hide
-# On Colab, or wherever minddpm is missing, install it; where it is installed (as in CI) this does nothing.
+# On Colab, or wherever minddpm is missing, install it: from PyPI, else from the course's repository.
+# Where it is installed (as in CI) this does nothing.
 import importlib.util, subprocess, sys
 if importlib.util.find_spec('minddpm') is None:
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', 'minddpm'], check=True)
+    for source in ('minddpm', 'git+https://github.com/minddpm/minddpm'):
+        if subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', source]).returncode == 0:
+            print(f"installed minddpm from {'PyPI' if source == 'minddpm' else source}"); break
+        print(f"pip could not install {source}" + (", trying the course's repository" if source == 'minddpm' else ''))
+    else: raise RuntimeError('could not install minddpm from PyPI or from https://github.com/minddpm/minddpm')
 
 # %%
 #| export
 from __future__ import annotations
+import math
+
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
@@ -214,9 +221,11 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw
            uint8: bool = False,           # return uint8 images (rounded) instead of floats in [-1, 1]
            trajectory: list | None = None):  # if a list, (t, x_t, x̂0) of every step is appended to it
-    "Sample images with DDPM or DDIM and classifier-free guidance."
+    "Sample images with DDPM or DDIM and classifier-free guidance. Raises `ValueError` for a non-finite `w` or `eta` outside [0, 1], `FloatingPointError` if the images come out non-finite."
     if sampler not in ('ddpm', 'ddim'): raise ValueError(f"Unknown sampler {sampler!r}; use 'ddpm' or 'ddim'")
     if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
+    if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
+    if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
     device = diffusion.betas.device
     b = len(labels) if labels is not None else n
     if not b: raise ValueError("pass labels, or n for unconditional samples")
@@ -238,6 +247,9 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
         if trajectory is not None: trajectory.append((t, x.cpu(), x0.cpu()))
         x = x_next
     if isinstance(model, nn.Module): model.train(was_training)
+    if not torch.isfinite(x).all():   # clamping or uint8 would turn NaN into black images without a word
+        raise FloatingPointError(f"sampling produced non-finite values ({(~torch.isfinite(x)).sum().item()} of {x.numel()}): "
+                                 f"the model's weights or its output are not finite")
     return to_uint8(x) if uint8 else x.clamp(-1, 1)
 
 

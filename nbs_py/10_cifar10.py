@@ -8,10 +8,15 @@
 
 # %%
 #| hide
-# On Colab, or wherever minddpm is missing, install it; where it is installed (as in CI) this does nothing.
+# On Colab, or wherever minddpm is missing, install it: from PyPI, else from the course's repository.
+# Where it is installed (as in CI) this does nothing.
 import importlib.util, subprocess, sys
 if importlib.util.find_spec('minddpm') is None:
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', 'minddpm'], check=True)
+    for source in ('minddpm', 'git+https://github.com/minddpm/minddpm'):
+        if subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', source]).returncode == 0:
+            print(f"installed minddpm from {'PyPI' if source == 'minddpm' else source}"); break
+        print(f"pip could not install {source}" + (", trying the course's repository" if source == 'minddpm' else ''))
+    else: raise RuntimeError('could not install minddpm from PyPI or from https://github.com/minddpm/minddpm')
 
 # %%
 #| hide

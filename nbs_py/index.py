@@ -91,7 +91,7 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training, metrics, bench
+from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training, cli, metrics, bench
 from minddpm.data import *
 from minddpm.schedule import *
 from minddpm.forward import *
@@ -101,7 +101,8 @@ from minddpm.conditioning import *
 from minddpm.sampling import *
 from minddpm.ema import *
 from minddpm.training import *
+from minddpm.cli import *
 from minddpm.metrics import *
 from minddpm.bench import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__ + metrics.__all__ + bench.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__ + cli.__all__ + metrics.__all__ + bench.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly

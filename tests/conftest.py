@@ -1,9 +1,19 @@
-"""Fixtures shared by test files."""
-import subprocess, sys
+"""Fixtures shared by test files, and the cores shared out among pytest-xdist's workers."""
+import os, subprocess, sys
 
 import pytest
+import torch
 
+from test_player_browser import chromium
 from test_project import copy_of_repo
+
+def pytest_configure(config):
+    "Under pytest-xdist each worker, and every process it starts, gets its share of the cores, not all of them."
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 0))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault('OMP_NUM_THREADS', str(threads))   # lessons, commands and benchmarks run in subprocesses
+        torch.set_num_threads(threads)
 
 PRE_RENDER = """
 import nbdev.quarto as q
@@ -18,3 +28,8 @@ def proc(tmp_path_factory):
     r = subprocess.run([sys.executable, '-c', PRE_RENDER], cwd=copy, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"docs pre-render failed:\n{r.stdout}\n{r.stderr}"
     return copy/'_proc'
+
+@pytest.fixture(scope='session')
+def browser() -> str:
+    "A Chromium or Chrome to drive, found before any costly fixture runs: none skips the test, or fails it under CI."
+    return chromium()

@@ -137,7 +137,8 @@ def test_folder(tmp_path):
     assert xb.shape == (4, 3, 24, 24) and -1 <= xb.min() and xb.max() <= 1
     assert train_dl.dataset.classes == ['forest', 'sea']
     assert len(train_dl.dataset) == 8 and len(val_dl.dataset) == 2
-    assert not set(train_dl.dataset.indices) & set(val_dl.dataset.indices)
+    assert not set(train_dl.dataset.files) & set(val_dl.dataset.files)
+    assert len(set(train_dl.dataset.files) | set(val_dl.dataset.files)) == 10
 
 def test_folder_grayscale_becomes_rgb(tmp_path):
     (tmp_path/'a').mkdir()
@@ -187,9 +188,12 @@ def test_size_must_be_a_positive_integer(size):
 def test_batch_size_must_be_a_positive_integer(batch_size):
     with pytest.raises(ValueError, match='batch_size must be a positive integer'): get_dataloaders(batch_size=batch_size)
 
-@pytest.mark.parametrize('val_frac', [0, 1, 1.5, -0.1, 0.0001])
-def test_val_frac_must_leave_both_splits(val_frac):
-    with pytest.raises(ValueError, match='0 < val_frac < 1'): get_dataloaders(val_frac=val_frac)
+@pytest.mark.parametrize('val_frac', [0, 1, 1.5, -0.1, float('nan'), True, '0.1'])
+def test_val_frac_must_be_a_share(val_frac):
+    with pytest.raises(ValueError, match='val_frac must be a share strictly between 0 and 1'): get_dataloaders(val_frac=val_frac)
+
+def test_every_split_holds_at_least_one_image():
+    assert [len(d) for d in get_datasets('digits', size=8, val_frac=0.0001)] == [1796, 1]
 
 # --- show_images and the command ----------------------------------------------------------------
 
@@ -216,8 +220,12 @@ def test_cli_saves_a_grid(tmp_path):
     assert Image.open(tmp_path/'grid.png').size[0] > 100
 
 @pytest.mark.parametrize('args,msg', [(['--dataset', 'imagenet'], 'Known names: digits'),
-                                      (['--size', '0'], 'size must be a positive integer'),
-                                      (['--n', '0'], '--n must be a positive integer')])
+                                      (['--size', '0'], 'argument --size: must be at least 1, got 0'),
+                                      (['--size', '-4'], 'argument --size: must be at least 1, got -4'),
+                                      (['--n', '0'], 'argument --n: must be at least 1, got 0'),
+                                      (['--val-frac', 'nan'], "argument --val-frac: must be a finite number, got 'nan'"),
+                                      (['--out', 'grid'], 'grid must end in one of .png'),
+                                      (['--out', '.'], '. is a folder; give a file name in it')])
 def test_cli_bad_input(tmp_path, args, msg):
     r = run_cli(*args, cwd=tmp_path)
     assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr

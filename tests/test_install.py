@@ -100,3 +100,20 @@ def test_install_cell_installs_minddpm_where_it_is_missing(fresh_venv, source, t
     forbid = 'import subprocess\ndef refuse(*a, **k): raise AssertionError(f"ran {a}")\nsubprocess.run = refuse\n'
     r = subprocess.run([py, '-c', forbid + cell], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]     # installed: pip is not run
+
+def test_install_cell_falls_back_to_the_course_repository(fresh_venv, source, tmp_path):
+    "Where PyPI has no minddpm, the cell installs it from the repository the Colab badges point at, and says so."
+    py, wheels = fresh_venv/'bin'/'python', tmp_path/'wheels'
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-q', '-w', str(wheels), str(source)], check=True)
+    repository = 'git+https://github.com/minddpm/minddpm'
+    cell = next(iter(install_cells().values()))[0]
+    assert repository in cell
+    cell = cell.replace(repository, str(next(wheels.glob('minddpm-*.whl'))))   # the repository's package, without a network
+    subprocess.run([py, '-m', 'pip', 'uninstall', '-y', '-q', 'minddpm'], check=True)
+    empty = tmp_path/'empty'; empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env.update(PIP_NO_INDEX='1', PIP_FIND_LINKS=str(empty))                      # an index without minddpm
+    r = subprocess.run([py, '-c', cell + '\nimport minddpm; print(minddpm.__file__)'], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and str(fresh_venv) in r.stdout, r.stderr[-3000:]
+    assert "pip could not install minddpm, trying the course's repository" in r.stdout and 'installed minddpm from' in r.stdout

@@ -1,6 +1,7 @@
 """Every page of the docs site, opened in a real browser. Quarto cannot run on CI machines, so each processed
 notebook of the docs pre-render (`proc`, conftest.py) is rendered to HTML with nbconvert, offline, and opened in
-headless Chromium (Debian's `chromium`; `.ci/run` installs it). The page must show its title, no error output
+headless Chromium or Chrome (any installed one; `.ci/run` installs Debian's `chromium`; without one these tests skip,
+except under CI). The page must show its title, no error output
 and every image loaded, and each scrubber's kernel-free player must move to another frame when its slider is
 set. Screenshots of the forward-scrubber page (its scrubbers half-way) and the capstone go to `screenshots/`
 (gitignored), 7,000 pixels tall, enough for the whole of each.
@@ -99,7 +100,7 @@ def open_page(page, profile) -> dict:
     return json.loads(m.group(1).replace('&quot;', '"').replace('&amp;', '&'))
 
 @pytest.mark.parametrize('name', lesson_notebooks())
-def test_page_in_a_browser(proc, name, tmp_path):
+def test_page_in_a_browser(browser, proc, name, tmp_path):
     res = open_page(render(proc/name, proc), tmp_path/'profile')
     title = source_title(name)
     assert res['title'] == title and res['h1'] == title, f"{name}: title {res['title']!r}, heading {res['h1']!r}"
@@ -119,7 +120,7 @@ def test_page_in_a_browser(proc, name, tmp_path):
                '--window-size=1280,7000', '--virtual-time-budget=5000', f'--screenshot={shot}')
         assert shot.exists() and shot.stat().st_size > 20_000, f"no screenshot of {name}"
 
-def test_the_check_sees_a_broken_page(tmp_path):
+def test_the_check_sees_a_broken_page(browser, tmp_path):
     "A page with an error output and an image that cannot load fails every check it should."
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_raw_cell('---\ntitle: Broken\ndescription: a page made to fail\n---'),

@@ -1,8 +1,10 @@
-"""The static scrubber player in a real browser with no kernel: headless Chromium (Debian's `chromium`
-package; `.ci/run` installs it) loads a page holding the forward scrubber, moves the slider, switches
-schedule and presses play, and reports what the page then shows."""
-import json, re, shutil, subprocess
+"""The static scrubber player in a real browser with no kernel: headless Chromium or Chrome (any installed one;
+`.ci/run` installs Debian's `chromium`) loads a page holding the forward scrubber, moves the slider, switches
+schedule and presses play, and reports what the page then shows. Without a browser these tests skip, saying how to
+get one, except under CI (`CI=true`), where a missing browser fails."""
+import json, os, re, shutil, subprocess
 
+import pytest
 
 from minddpm.forward import forward_scrubber
 
@@ -32,17 +34,25 @@ window.addEventListener('load', () => {
 </script>
 """
 
-def chromium():
-    exe = shutil.which('chromium') or shutil.which('chromium-browser')
-    assert exe, "this test needs a browser: `apt-get install -y chromium` (Debian's package; .ci/run installs it)"
-    return exe
+BROWSERS = ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable', 'chrome')
+MACOS = ('/Applications/Chromium.app/Contents/MacOS/Chromium', '/Applications/Google Chrome.app/Contents/MacOS/Google Chrome')
 
-def test_static_player_scrubs_and_plays_without_a_kernel(tmp_path):
+def chromium() -> str:
+    "The browser to drive: $CHROME, else the first Chromium or Chrome installed. None: skip, or fail under CI."
+    found = [os.environ.get('CHROME')] + [shutil.which(name) for name in BROWSERS] + [p for p in MACOS if os.path.exists(p)]
+    exe = next((f for f in found if f), None)
+    if exe: return exe
+    why = ("this test needs a browser: `apt-get install -y chromium` (Debian's package; .ci/run installs it), "
+           "or set $CHROME to a Chromium or Chrome")
+    if os.environ.get('CI', '').lower() in ('true', '1', 'yes'): pytest.fail(why)
+    pytest.skip(why)
+
+def test_static_player_scrubs_and_plays_without_a_kernel(browser, tmp_path):
     s = forward_scrubber(steps=30)
     page = tmp_path/'player.html'
     page.write_text(f'<!doctype html><html><head><meta charset="utf-8"><title>player</title></head>'
                     f'<body>{s.html()}{DRIVER}</body></html>', encoding='utf-8')
-    r = subprocess.run([chromium(), '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+    r = subprocess.run([browser, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
                         '--disable-background-networking', '--disable-component-update', '--disable-sync',
                         f'--user-data-dir={tmp_path/"profile"}', '--virtual-time-budget=10000', '--dump-dom',
                         page.as_uri()], capture_output=True, text=True, timeout=120)
@@ -54,3 +64,15 @@ def test_static_player_scrubs_and_plays_without_a_kernel(tmp_path):
     assert res['switched']                                      # the schedule selector swapped the frame set
     assert res['played_to'] != 12 and res['playing_caption'] == s.labels[res['played_to']]  # play advanced frames
     assert res['still_at'] == res['stopped_at']                 # and pressing it again stopped them
+
+def test_a_missing_browser_skips_except_under_ci(monkeypatch):
+    import test_player_browser as here
+    monkeypatch.delenv('CHROME', raising=False)
+    monkeypatch.setattr(shutil, 'which', lambda name: None)
+    monkeypatch.setattr(here, 'MACOS', ())
+    monkeypatch.delenv('CI', raising=False)
+    with pytest.raises(pytest.skip.Exception, match='needs a browser: `apt-get install -y chromium`'): chromium()
+    monkeypatch.setenv('CI', 'true')
+    with pytest.raises(pytest.fail.Exception, match='needs a browser'): chromium()
+    monkeypatch.setenv('CHROME', '/opt/my/chrome')
+    assert chromium() == '/opt/my/chrome'

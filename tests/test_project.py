@@ -80,7 +80,8 @@ def readme_commands():
 def test_readme_opens_with_the_two_commands():
     main_job, tests = readme_commands()
     assert main_job.startswith('pip install . && minddpm_train') and '&& minddpm_sample' in main_job
-    assert tests.startswith('pip install -e ".[dev,wandb]"') and 'nbdev_test' in tests and 'pytest' in tests
+    assert tests.startswith('pip install -e ".[dev,wandb]" && pytest') and '--durations' in tests
+    assert 'nbdev_test' not in tests   # tests/test_lessons.py runs every lesson once, as nbdev_test would, and checks its outputs
 
 def test_readme_main_job_trains_and_leaves_a_grid(tmp_path):
     "README's main job as written, less the install (done already): minutes on the CPU, then a grid PNG."

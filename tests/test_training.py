@@ -1,5 +1,7 @@
-"""Training as users run it: the two commands end to end, a save interrupted half-way, and bad arguments."""
-import os, subprocess, sys
+"""Training as users run it: the two commands end to end, a save interrupted half-way, and bad arguments. Commands run
+in a real process where only a process shows it (exit status, W&B's environment); elsewhere in-process, which checks the
+same arguments and prints the same messages without a process start (seconds a case)."""
+import os, subprocess, sys, time
 from importlib import resources
 from pathlib import Path
 
@@ -7,13 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
+from minddpm.cli import minddpm_sample, minddpm_train
 from minddpm.training import (TRAIN_PRESETS, Run, TrainConfig, export_model, load_checkpoint, load_model, resume,
                               save_checkpoint, train)
+from test_commands import run
 
 SHIPPED = str(resources.files('minddpm.assets') / 'digits_tiny.pt')
 
 def cli(name, *args, cwd, env=None):
-    code = f'from minddpm.training import {name}; {name}()'
+    code = f'from minddpm.cli import {name}; {name}()'
     return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
                           stdin=subprocess.DEVNULL, env=env)
 
@@ -31,16 +35,16 @@ def test_train_then_sample(tmp_path):
     r = cli('minddpm_train', '--resume', 'run/checkpoint.pt', '--steps', '45', cwd=tmp_path)
     assert r.returncode == 0 and load_checkpoint(tmp_path/'run'/'checkpoint.pt')['step'] == 45, r.stderr[-2000:]
 
-def test_precision_from_the_command_line(tmp_path):
-    r = cli('minddpm_train', '--steps', '3', '--batch-size', '8', '--precision', 'bf16', '--out', 'run', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_precision_from_the_command_line(tmp_path, capsys):
+    code, out, err = run(minddpm_train, '--steps', '3', '--batch-size', '8', '--precision', 'bf16', '--out', tmp_path/'run', capsys=capsys)
+    assert code == 0, err[-2000:]
     state = load_checkpoint(tmp_path/'run'/'checkpoint.pt')
     assert state['config']['precision'] == 'bf16' and all(torch.isfinite(torch.tensor([h[1] for h in state['history']])))
 
-def test_flips_follow_the_preset_unless_told(tmp_path):
+def test_flips_follow_the_preset_unless_told(tmp_path, capsys):
     assert TRAIN_PRESETS['colab'].hflip and TRAIN_PRESETS['full'].hflip and not TRAIN_PRESETS['tiny'].hflip
-    r = cli('minddpm_train', '--steps', '2', '--batch-size', '8', '--hflip', '--out', 'run', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
+    code, out, err = run(minddpm_train, '--steps', '2', '--batch-size', '8', '--hflip', '--out', tmp_path/'run', capsys=capsys)
+    assert code == 0, err[-2000:]
     assert load_checkpoint(tmp_path/'run'/'checkpoint.pt')['config']['hflip']
     assert resume(tmp_path/'run'/'checkpoint.pt').train_dl.dataset.hflip   # the flips come back with the run
 
@@ -61,39 +65,47 @@ def test_interrupted_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     ('minddpm_train', ['--preset', 'huge'], "Unknown preset 'huge'"),
     ('minddpm_train', ['--dataset', 'imagenet', '--steps', '1'], 'Known names: digits'),
     ('minddpm_train', ['--img-size', '30', '--steps', '1'], 'valid sizes: 4, 8, 12, 16'),
-    ('minddpm_train', ['--steps', '0'], '--steps must be at least 1, got 0'),
+    ('minddpm_train', ['--steps', '0'], 'argument --steps: must be at least 1, got 0'),
     ('minddpm_train', ['--steps', '5', '--epochs', '2'], 'not allowed with argument'),
-    ('minddpm_train', ['--minutes', '-1'], '--minutes must be positive'),
+    ('minddpm_train', ['--minutes', '-1'], 'argument --minutes: must be greater than 0, got -1'),
     ('minddpm_train', ['--precision', 'int8'], "invalid choice: 'int8'"),
     ('minddpm_sample', [SHIPPED, '--img-size', '30'], 'valid sizes: 4, 8, 12, 16'),
-    ('minddpm_sample', [SHIPPED, '--eta', '2'], '--eta must be between 0 and 1'),
+    ('minddpm_sample', [SHIPPED, '--eta', '2'], 'argument --eta: must be in [0, 1], got 2'),
     ('minddpm_sample', [SHIPPED, '--labels', '3', '11'], 'labels [11] are unknown to this model'),
 ])
-def test_bad_arguments(tmp_path, name, args, msg):
+def test_bad_arguments(tmp_path, monkeypatch, capsys, name, args, msg):
+    monkeypatch.chdir(tmp_path)
     (tmp_path/'bad.pt').write_bytes(b'not a checkpoint')
-    r = cli(name, *args, cwd=tmp_path)
-    assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    code, out, err = run(dict(minddpm_train=minddpm_train, minddpm_sample=minddpm_sample)[name], *args, capsys=capsys)
+    assert code == 2 and msg in err, err[-2000:]
 
-def test_unknown_label(tmp_path):
-    run = Run(TrainConfig(steps=1, out=str(tmp_path)))
-    save_checkpoint(run, tmp_path/'c.pt')
-    r = cli('minddpm_sample', 'c.pt', '--labels', '10', cwd=tmp_path)
-    assert r.returncode == 2 and 'labels [10] are unknown to this model; it knows 0 … 9' in r.stderr
+def test_bad_arguments_end_a_real_process_with_status_2_and_no_traceback(tmp_path):
+    r = cli('minddpm_sample', SHIPPED, '--guidance', 'nan', cwd=tmp_path)
+    assert r.returncode == 2 and "argument --guidance: must be a finite number, got 'nan'" in r.stderr and 'Traceback' not in r.stderr
 
-def test_epochs_and_a_time_budget(tmp_path):
-    r = cli('minddpm_train', '--epochs', '1', '--batch-size', '32', '--out', 'e', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_unknown_label(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(Run(TrainConfig(steps=1, out=str(tmp_path))), tmp_path/'c.pt')
+    code, out, err = run(minddpm_sample, 'c.pt', '--labels', '10', capsys=capsys)
+    assert code == 2 and 'labels [10] are unknown to this model; it knows 0 … 9' in err
+
+def test_epochs_and_a_time_budget(tmp_path, monkeypatch, capsys):
+    "The budget's logic is tested on simulated time in test_budget.py; this is the real clock, end to end."
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(minddpm_train, '--epochs', '1', '--batch-size', '32', '--out', 'e', capsys=capsys)
+    assert code == 0, err[-2000:]
     per_epoch = len(Run(TrainConfig(batch_size=32, out=str(tmp_path/'x'))).train_dl)
     state = load_checkpoint(tmp_path/'e'/'checkpoint.pt')
     assert state['step'] == state['config']['steps'] == per_epoch
     assert (tmp_path/'e'/'samples'/f'step_{per_epoch:06d}.png').exists()   # the grid at the end
-    r = cli('minddpm_train', '--minutes', '0.3', '--batch-size', '16', '--out', 'm', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
+    t0 = time.monotonic()
+    code, out, err = run(minddpm_train, '--minutes', '0.2', '--batch-size', '16', '--out', 'm', capsys=capsys)
+    assert code == 0 and 0.9 * 12 <= time.monotonic() - t0 <= 12 + 5, err[-2000:]   # 5 s: loading the data and model
     state = load_checkpoint(tmp_path/'m'/'checkpoint.pt')
-    assert state['config']['minutes'] == 0.3 and state['step'] > 20          # fitted to the budget after 20 steps
+    assert state['config']['minutes'] == 0.2 and state['step'] > 20          # fitted to the budget after 20 steps
     assert state['config']['steps'] != TrainConfig().steps
     lrs = [h[2] for h in state['history']]
-    assert 20 < lrs.index(max(lrs)) < 0.5 * len(lrs) and lrs[-1] < 0.05 * max(lrs)  # a whole OneCycle in the budget
+    assert state['step'] == state['config']['steps'] and lrs[-1] < 0.05 * max(lrs)  # a whole OneCycle in the budget
 
 def test_wandb_runs_offline_without_credentials_and_never_prompts(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith('WANDB_')} | {'HOME': str(tmp_path), 'NETRC': str(tmp_path/'none')}
@@ -116,19 +128,20 @@ def test_exported_model_samples_like_its_checkpoint(tmp_path):
                             generator=torch.Generator().manual_seed(0))
     assert (draw(a) - draw(b)).abs().max() < 0.05                            # half-precision weights, same images
 
-def test_sample_writes_one_png_per_image_and_takes_other_sizes(tmp_path):
-    r = cli('minddpm_sample', SHIPPED, '--labels', '3', '7', '--n', '2', '--steps', '5', '--img-size', '24',
-            '--out', 'grid.png', '--each', 'singles', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_sample_writes_one_png_per_image_and_takes_other_sizes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(minddpm_sample, SHIPPED, '--labels', '3', '7', '--n', '2', '--steps', '5', '--img-size', '24',
+                         '--out', 'grid.png', '--each', 'singles', capsys=capsys)
+    assert code == 0, err[-2000:]
     files = sorted(p.name for p in (tmp_path/'singles').iterdir())
-    assert files == ['0000_3.png', '0001_3.png', '0002_7.png', '0003_7.png'] and 'singles' in r.stdout
+    assert files == ['0000_3.png', '0001_3.png', '0002_7.png', '0003_7.png'] and 'singles' in out
     assert Image.open(tmp_path/'singles'/files[0]).size == (24, 24)
 
-def test_sample_defaults_match_the_library():
+def test_sample_defaults_match_the_library(capsys):
     import inspect
     from minddpm.sampling import sample
-    r = cli('minddpm_sample', '--help', cwd='.')
-    assert inspect.signature(sample).parameters['eta'].default == 1.0 and 'to 1 (default: 1)' in r.stdout
+    code, out, err = run(minddpm_sample, '--help', capsys=capsys)
+    assert code == 0 and inspect.signature(sample).parameters['eta'].default == 1.0 and 'to 1 (default: 1)' in out
 
 def test_compiled_training_matches_eager_on_the_cpu(tmp_path):
     cfg = TrainConfig(steps=3, batch_size=8, sample_every=0, val_every=100, out=str(tmp_path/'e'))
