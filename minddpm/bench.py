@@ -629,7 +629,7 @@ def minddpm_bench(argv=None):  # the command-line arguments, without the program
     if a.batch < 1: p.error(f"--batch must be at least 1, got {a.batch}")
     if a.steps < 1: p.error(f"--steps must be at least 1, got {a.steps}")
     try: device = pick_device(a.device); torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e: p.error(f"--device {a.device} is not usable here: {e}")
+    except (RuntimeError, AssertionError, ValueError) as e: p.error(f"--device {a.device} is not usable here: {e}")
     on_off = {'auto': None, 'on': True, 'off': False}
     compile = 'auto' if a.compile == 'auto' else on_off[a.compile]
     t0 = time.perf_counter()

@@ -119,7 +119,8 @@ def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jfif', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.pgm', '.ppm', '.pbm', '.pnm')
 _SYSTEM_NAMES = ('__macosx', 'thumbs.db', 'desktop.ini')   # written by macOS's zip and Windows' Explorer
 
-def is_hidden(rel) -> bool: # a path relative to the dataset's root
+def is_hidden(rel, # a path relative to the dataset's root
+              ) -> bool:
     "Is any part of `rel` hidden (`.DS_Store`, AppleDouble `._0001.png`, `.ipynb_checkpoints/`) or an operating system's own file?"
     return any(part.startswith('.') or part.lower() in _SYSTEM_NAMES for part in Path(rel).parts)
 

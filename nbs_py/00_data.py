@@ -44,6 +44,7 @@ from fastcore.test import *
 from torchvision.utils import save_image
 import shutil, tempfile
 import numpy as np
+from PIL import Image as PILImage
 from minddpm.data import pick_device, pick_preset
 
 # %%
@@ -323,7 +324,8 @@ show_images(xb, [ds[i][1] for i in range(16)], ds.classes)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jfif', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.pgm', '.ppm', '.pbm', '.pnm')
 _SYSTEM_NAMES = ('__macosx', 'thumbs.db', 'desktop.ini')   # written by macOS's zip and Windows' Explorer
 
-def is_hidden(rel) -> bool: # a path relative to the dataset's root
+def is_hidden(rel, # a path relative to the dataset's root
+              ) -> bool:
     "Is any part of `rel` hidden (`.DS_Store`, AppleDouble `._0001.png`, `.ipynb_checkpoints/`) or an operating system's own file?"
     return any(part.startswith('.') or part.lower() in _SYSTEM_NAMES for part in Path(rel).parts)
 
@@ -462,7 +464,6 @@ show_images(torch.stack([ftrain[i][0] for i in range(8)]), [ftrain[i][1] for i i
 # warns once for each kind of file it leaves out, naming them, and loses nothing else:
 
 # %%
-from PIL import Image as PILImage
 wild = Path(tempfile.mkdtemp())/'wild'
 shutil.copytree(folder, wild)
 (wild/'.ipynb_checkpoints').mkdir()                                   # Jupyter's, empty

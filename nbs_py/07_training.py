@@ -315,7 +315,8 @@ def resume(path,      # a checkpoint written by `save_checkpoint`
     names that is not here (a run saved on CUDA, resumed on a CPU) falls back to 'auto', with a warning."""
     state = load_checkpoint(path)
     saved = TrainConfig(**state['config'])
-    fixed = {k: (getattr(saved, k), v) for k, v in changes.items() if k not in RESUME_CHANGES and getattr(saved, k) != v}
+    fixed = {k: (getattr(saved, k), v) for k, v in changes.items()
+             if k not in RESUME_CHANGES and hasattr(saved, k) and getattr(saved, k) != v}
     if fixed: raise ValueError(f"resuming {path} cannot change " + ', '.join(f"{k} ({a!r} → {b!r})" for k, (a, b) in fixed.items())
                                + ": they define the run it holds; start a new run (another out) for that")
     if 'device' not in changes:

@@ -86,7 +86,9 @@ lesson_table()
 # Clone the repo, `pip install -e ".[dev,wandb]"`, edit the notebooks in `nbs/`, then run `nbdev_export` to
 # regenerate the package, `nbdev_test` to run every lesson, and `nbdev_docs` (which needs Quarto) to
 # build this site. Each notebook has a plain-text twin in `nbs_py/` for review; `jupytext --sync nbs/*.ipynb`
-# keeps them in step.
+# keeps them in step. The whole test suite (README's test command) runs every lesson once and must stay
+# within 20 minutes on a 2-core machine: a new lesson keeps its CPU run to a minute or two and flags longer
+# cells `#| slow`.
 
 # %%
 #| export
