@@ -7,6 +7,13 @@ import torch
 from test_player_browser import chromium
 from test_project import copy_of_repo
 
+# The longest tests (minutes each on 2 cores; the run prints its slowest), started first. Under pytest-xdist tests are
+# then handed out one at a time, so no worker is left running a long one alone at the end.
+# xdist sends each worker two to start with: 09 and the main job to one, 08 and 10 to the other.
+LONGEST = ('test_lessons.py::test_outputs_are_fresh[09_', 'test_project.py::test_readme_main_job',
+           'test_lessons.py::test_outputs_are_fresh[08_', 'test_lessons.py::test_outputs_are_fresh[10_', 'test_install.py',
+           'test_lessons.py::test_outputs_are_fresh[07_', 'test_bench.py', 'test_training.py::test_train_then_sample')
+
 def pytest_configure(config):
     "Under pytest-xdist each worker, and every process it starts, gets its share of the cores, not all of them."
     workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 0))
@@ -14,6 +21,13 @@ def pytest_configure(config):
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ.setdefault('OMP_NUM_THREADS', str(threads))   # lessons, commands and benchmarks run in subprocesses
         torch.set_num_threads(threads)
+    if getattr(config.option, 'numprocesses', None) and getattr(config.option, 'maxschedchunk', 0) is None:
+        config.option.maxschedchunk = 1   # the controller hands out one test at a time, in the order below
+
+def pytest_collection_modifyitems(config, items):
+    "The longest tests first (`LONGEST`, in that order), the rest as collected."
+    rank = lambda item: next((i for i, key in enumerate(LONGEST) if key in item.nodeid), len(LONGEST))
+    items.sort(key=rank)
 
 PRE_RENDER = """
 import nbdev.quarto as q
