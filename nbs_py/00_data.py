@@ -297,8 +297,8 @@ show_images(xb, [ds[i][1] for i in range(16)], ds.classes)
 # ## Any folder of images
 #
 # The originals trained on a folder of landscape photos, one sub-folder per class. Any such folder
-# works here. Folders from the wild hold more than images, though, and each of these has broken a
-# training run of somebody's DDPM, often an hour in:
+# works here. Folders from the wild hold more than images, though, and each of these can stop a
+# training run long after it started, or quietly train on the wrong pictures:
 #
 # - files the system wrote: macOS's `.DS_Store` and its AppleDouble twins (`._0001.png`, which are
 #   not PNGs at all), `__MACOSX/` in a zip made on a Mac, Windows' `Thumbs.db`, Jupyter's

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from minddpm.data import cli_warnings, float_arg, image_suffixes, int_arg, show_images, to_uint8, writable_dir, writable_file
+from minddpm.data import (cli_warnings, float_arg, image_suffixes, int_arg, pick_device, show_images, to_uint8, writable_dir,
+                          writable_file)
 from minddpm.sampling import sample
 from minddpm.training import TRAIN_PRESETS, Run, export_model, load_model, resume, set_steps, train
 
@@ -78,7 +79,7 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
                 preset = a.preset or 'tiny'
                 if preset not in TRAIN_PRESETS: raise ValueError(f"Unknown preset {preset!r}; use one of {', '.join(TRAIN_PRESETS)}")
                 cfg = dataclasses.replace(TRAIN_PRESETS[preset], **changes)
-                writable_dir(cfg.out)
+                pick_device(cfg.device); writable_dir(cfg.out)   # a wrong device leaves no run folder behind
                 run = Run(cfg)
             if a.epochs: set_steps(run, a.epochs * len(run.train_dl))
             if run.step >= run.cfg.steps:
