@@ -14,9 +14,18 @@ import torch
 from .data import (cli_warnings, float_arg, image_suffixes, int_arg, pick_device, show_images, to_uint8, writable_dir,
                           writable_file)
 from .sampling import sample
-from .training import TRAIN_PRESETS, Run, export_model, load_model, resume, set_steps, train
+from .training import TRAIN_PRESETS, Run, export_model, load_checkpoint, load_model, resume, set_steps, train
 
 # %% ../nbs/cli.ipynb #65e07cda
+def _export_target(path) -> Path:
+    "The file `--export` may write: writable, and not a training checkpoint, which the smaller export would replace."
+    path = writable_file(path)
+    if path.is_file():
+        try: load_checkpoint(path)
+        except (ValueError, FileNotFoundError): return path   # an earlier export, or not ours: replaced as asked
+        raise ValueError(f"--export {path} is a training checkpoint; exporting over it would lose the run: give another file")
+    return path
+
 def minddpm_train(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
     "Entry point of `minddpm_train`: train a conditional DDPM from a preset, or resume a checkpoint."
     p = argparse.ArgumentParser(prog='minddpm_train', description=minddpm_train.__doc__)
@@ -51,13 +60,16 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
     with cli_warnings('minddpm_train'):
         try:
-            if a.export: writable_file(a.export)                   # paths first: a bad one must not cost a run
+            if a.export: _export_target(a.export)                  # paths first: a bad one must not cost a run
             if a.resume: run = resume(a.resume, **changes)
             else:
                 preset = a.preset or 'tiny'
                 if preset not in TRAIN_PRESETS: raise ValueError(f"Unknown preset {preset!r}; use one of {', '.join(TRAIN_PRESETS)}")
                 cfg = dataclasses.replace(TRAIN_PRESETS[preset], **changes)
                 pick_device(cfg.device); writable_dir(cfg.out)   # a wrong device leaves no run folder behind
+                if (Path(cfg.out)/'checkpoint.pt').exists():
+                    raise ValueError(f"{cfg.out} already holds a run: continue it with --resume {Path(cfg.out)/'checkpoint.pt'}, "
+                                     f"or give another --out")
                 run = Run(cfg)
             if a.epochs: set_steps(run, a.epochs * len(run.train_dl))
             if run.step >= run.cfg.steps:

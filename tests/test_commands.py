@@ -162,3 +162,13 @@ def test_a_checkpoint_from_a_gpu_resumes_on_the_cpu_with_a_warning(six_steps, mo
         run = resume(six_steps)
     assert run.device.type == 'cpu' and run.cfg.device == 'auto'
     with pytest.raises(ValueError, match="'cuda' is not available"): resume(six_steps, device='cuda')   # asked for: refused
+
+def test_work_already_done_is_never_replaced(six_steps, tmp_path, monkeypatch, capsys):
+    "An export over a checkpoint, or a new run into a folder that holds one, once replaced the run without a word."
+    monkeypatch.chdir(tmp_path)
+    before = six_steps.read_bytes()
+    code, out, err = run(minddpm_train, '--steps', 2, '--out', 'b', '--export', six_steps, capsys=capsys)
+    assert code == 2 and 'is a training checkpoint; exporting over it would lose the run' in err, err
+    code, out, err = run(minddpm_train, '--steps', 2, '--out', six_steps.parent, capsys=capsys)
+    assert code == 2 and 'already holds a run: continue it with --resume' in err, err
+    assert six_steps.read_bytes() == before
