@@ -279,9 +279,11 @@ def save_checkpoint(run: Run, # the run to save, every state of it
 
 def _read(path, needs: set, map_location='cpu') -> dict:
     path = Path(path)
+    if path.is_dir(): raise ValueError(f"{path} is a folder; give the checkpoint file in it, e.g. {path/'checkpoint.pt'}")
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
     try: state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e: raise ValueError(f"{path} is not a readable minddpm checkpoint ({type(e).__name__}: {e})") from e
+    except Exception as e:   # the first line of torch's reason: some run to a page of advice about pickles
+        raise ValueError(f"{path} is not a readable minddpm checkpoint ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
     missing = needs - set(state) if isinstance(state, dict) else needs
     if missing: raise ValueError(f"{path} is not a minddpm checkpoint: it lacks {sorted(missing)}")
     return state

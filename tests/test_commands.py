@@ -172,3 +172,12 @@ def test_work_already_done_is_never_replaced(six_steps, tmp_path, monkeypatch, c
     code, out, err = run(minddpm_train, '--steps', 2, '--out', six_steps.parent, capsys=capsys)
     assert code == 2 and 'already holds a run: continue it with --resume' in err, err
     assert six_steps.read_bytes() == before
+
+def test_a_folder_or_another_file_given_as_a_checkpoint_gets_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path/'adir').mkdir()
+    code, out, err = run(minddpm_sample, 'adir', capsys=capsys)
+    assert code == 2 and 'adir is a folder; give the checkpoint file in it, e.g. adir/checkpoint.pt' in err, err
+    (tmp_path/'x.pdf').write_bytes(b'%PDF-1.4 not a checkpoint' + bytes(range(256)))
+    code, out, err = run(minddpm_train, '--resume', 'x.pdf', capsys=capsys)
+    assert code == 2 and 'x.pdf is not a readable minddpm checkpoint' in err and len(err.strip().splitlines()) == 1, err
