@@ -6,13 +6,14 @@
 __all__ = ['minddpm_train', 'minddpm_sample']
 
 # %% ../nbs/cli.ipynb #32538a98
-import argparse, dataclasses
+import argparse, dataclasses, os
 from pathlib import Path
 
 import torch
 
 from .data import (cli_warnings, float_arg, image_suffixes, int_arg, pick_device, show_images, to_uint8, writable_dir,
                           writable_file)
+from .distributed import launched, leave
 from .sampling import sample
 from .training import TRAIN_PRESETS, Run, export_model, load_checkpoint, load_model, resume, set_steps, train
 
@@ -39,7 +40,9 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     length.add_argument('--epochs', type=int_arg(1), help='passes over the training split in all')
     p.add_argument('--minutes', type=float_arg(0, open_low=True),
                    help='time budget: a new run fits its step count to it as it goes; any run stops by it')
-    p.add_argument('--batch-size', type=int_arg(1))
+    p.add_argument('--batch-size', type=int_arg(1), help='the global batch: images per optimiser step over all processes')
+    p.add_argument('--grad-accum', type=int_arg(1),
+                   help='micro-batches per step on each process: the same run in less memory (default: 1)')
     p.add_argument('--lr', type=float_arg(0, open_low=True), help='peak learning rate (on --resume: the schedule goes on at it)')
     p.add_argument('--val-frac', type=float_arg(0, 1, open_low=True, open_high=True),
                    help='share of the digits or an image folder held out for validation (default: 0.1; at least one image)')
@@ -54,7 +57,8 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     p.add_argument('--export', help='also write the model alone (EMA and raw weights, half precision) to this file at the end')
     a = p.parse_args(argv)
     if a.resume and a.preset: p.error("--preset cannot be used with --resume: the checkpoint holds its config")
-    changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+    changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size,
+                                     grad_accum=a.grad_accum, lr=a.lr,
                                      val_frac=a.val_frac, out=a.out, device=a.device, precision=a.precision, seed=a.seed,
                                      hflip=a.hflip).items() if v is not None}
     changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
@@ -76,8 +80,12 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
                 if not a.export: raise ValueError(f"{a.resume} is already at its last step, {run.step}: nothing to train; "
                                                   f"pass --steps (more than {run.step}) or --epochs to train it further")
             else: run = train(run=run)
-            if a.export: print(f"exported the model to {export_model(run, a.export)}")
-        except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_train: error: {e}\n")
+            if a.export and run.place.main: print(f"exported the model to {export_model(run, a.export)}")
+        except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+            rank = os.environ.get('RANK', '0') if launched() else '0'   # under torchrun every rank says what stopped it
+            p.exit(2, f"minddpm_train{f' (rank {rank})' if rank != '0' else ''}: error: {e}\n")
+        finally: leave()
+    if not run.place.main: return
     if run.step < run.cfg.steps:
         print(f"the time budget ran out at step {run.step} of {run.cfg.steps}, before the learning rate had annealed; "
               f"carry on with: minddpm_train --resume {run.checkpoint[0]}")

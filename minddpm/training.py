@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_training.ipynb #3e838b83
 from __future__ import annotations
-import contextlib, dataclasses, math, os, time, warnings
+import contextlib, dataclasses, math, os, re, time, warnings
 from importlib import resources
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -14,8 +14,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import minddpm
-from .conditioning import ConditionalUNet, drop_labels
-from .data import get_dataloaders, pick_device, writable_dir
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .conditioning import NULL_LABEL, ConditionalUNet
+from .data import get_datasets, pick_device, writable_dir
+from .distributed import join, local_batch_size, rank_positions, step_draws
 from .ema import EMA
 from .forward import Diffusion
 from .unet import unet_preset
@@ -35,7 +39,8 @@ class TrainConfig:
     unet: str = 'tiny'           # UNet preset: 'tiny' or 'seed'
     schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
     T: int = 1000                # diffusion steps
-    batch_size: int = 64         # images per optimiser step
+    batch_size: int = 64         # the global batch: images per optimiser step, over all processes and micro-batches
+    grad_accum: int = 1          # micro-batches per optimiser step on each process (gradients all-reduced on the last)
     steps: int = 4000            # optimiser steps in all
     lr: float = 2e-3             # peak learning rate of OneCycleLR
     weight_decay: float = 0.01   # AdamW weight decay
@@ -61,7 +66,7 @@ def _check_config(cfg: TrainConfig):
     "Refuse a config no run could use, naming the field, what it got and what is allowed (NaN and ±inf included)."
     def bad(name, wanted): raise ValueError(f"TrainConfig.{name} must be {wanted}, got {getattr(cfg, name)!r}")
     def number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    for name, least in dict(img_size=1, T=2, batch_size=1, steps=1, val_every=1, ckpt_every=1, sample_every=0, ema_start=0,
+    for name, least in dict(img_size=1, T=2, batch_size=1, grad_accum=1, steps=1, val_every=1, ckpt_every=1, sample_every=0, ema_start=0,
                             seed=0).items():
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < least: bad(name, f"a whole number of at least {least}")
@@ -100,21 +105,35 @@ def autocast(device: torch.device,      # where the forward pass runs; its type 
 
 # %% ../nbs/07_training.ipynb #b4272f36
 class Run:
-    "Model, EMA, optimiser, LR schedule, grad scaler, data and step of one training run."
+    """Model, EMA, optimiser, LR schedule, grad scaler, data and step of one training run. Under `torchrun` it is this
+    process's share of the run (lesson 10): its rank's slice of every global batch, and the model wrapped for DDP."""
     def __init__(self, cfg: TrainConfig): # data, model, optimiser, device and precision all follow from it
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        self.place, self.device = join(cfg.device)
         self.dtype = resolve_precision(self.device, cfg.precision)
-        self.train_dl, self.val_dl = get_dataloaders(cfg.dataset, cfg.img_size, cfg.batch_size, cfg.val_frac,
-                                                     hflip=cfg.hflip, seed=cfg.seed)
-        classes = self.train_dl.dataset.classes
-        c = self.train_dl.dataset[0][0].shape[0]
+        W = self.place.world_size
+        self.micro_batch = local_batch_size(cfg.batch_size, W, cfg.grad_accum)   # before any data is read
+        if self.place.local_rank: self.place.barrier()   # the first process of each node downloads and decodes alone
+        train_set, val_set = get_datasets(cfg.dataset, cfg.img_size, cfg.val_frac, seed=cfg.seed)  # flips: `train_step`
+        if not self.place.local_rank: self.place.barrier()
+        if len(train_set) < cfg.batch_size:
+            raise ValueError(f"the training split holds {len(train_set)} images, fewer than one global batch of {cfg.batch_size}: "
+                             f"use batch_size {len(train_set)} or less (--batch-size), or more images")
+        sampler = DistributedSampler(train_set, W, self.place.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        pin = self.device.type == 'cuda'   # one seeded order per epoch, every W-th image to each rank
+        self.train_dl = DataLoader(train_set, cfg.batch_size // W, sampler=sampler, drop_last=True, pin_memory=pin)
+        self.val_dl = DataLoader(val_set, cfg.batch_size, pin_memory=pin)
+        classes, c = train_set.classes, train_set[0][0].shape[0]
         self.diffusion = Diffusion(cfg.schedule, cfg.T).to(self.device)
         self.model = ConditionalUNet(len(classes), **unet_preset(cfg.unet, in_channels=c)).to(self.device)
         if self.device.type == 'cuda': self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, cfg.ema_beta, cfg.ema_start)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model  # shares the weights of self.model
+        self.ddp = (DistributedDataParallel(self.model, [self.device] if self.device.type == 'cuda' else None,
+                                            gradient_as_bucket_view=True) if self.place.parallel else None)
+        net = self.ddp or self.model
+        self.forward = torch.compile(net) if cfg.compile else net   # shares the weights of self.model
+        self.generator = torch.Generator(self.device)   # reseeded every step by (seed, step): `step_draws`
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-5)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=cfg.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -123,26 +142,39 @@ class Run:
 
 # %% ../nbs/07_training.ipynb #80d7ba41
 def train_step(run: Run,        # the run to advance: its weights, EMA, optimiser, schedule and step change in place
-               x: torch.Tensor, # batch of clean images (B, C, H, W) in [-1, 1], on any device
-               y: torch.Tensor, # (B,) class labels; a share `cfg.p_uncond` of them is dropped
+               x: torch.Tensor, # this process's images of the global batch (batch_size / world_size, C, H, W) in [-1, 1]
+               y: torch.Tensor, # their class labels (batch_size / world_size,); a share `cfg.p_uncond` of them is dropped
                ) -> float:
-    "One optimiser step on a batch; returns the loss. Raises on a non-finite loss, before touching the weights."
+    """One optimiser step; returns the loss of the whole global batch (the same on every rank). The batch is split into
+    `cfg.grad_accum` micro-batches; timesteps, noise, label drops and flips follow from (seed, step, position in the global
+    batch) by `step_draws`. Raises `FloatingPointError` on a non-finite loss, before the weights change."""
+    cfg, K = run.cfg, run.cfg.grad_accum
+    if len(x) != K * run.micro_batch:
+        raise ValueError(f"this process takes {K * run.micro_batch} images per step (batch_size {cfg.batch_size} over "
+                         f"{run.place.world_size} process(es)), got {len(x)}")
     x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-    t = run.diffusion.sample_timesteps(len(x))
-    xt, eps = run.diffusion.add_noise(x, t)
-    y = drop_labels(y, run.cfg.p_uncond)
+    d = step_draws(cfg.seed, run.step, cfg.batch_size, rank_positions(run.place, cfg.batch_size), x.shape[1:], run.diffusion.T,
+                   cfg.p_uncond, run.generator)
+    if cfg.hflip: x = torch.where(d.flip[:, None, None, None], x.flip(-1), x)
+    y = torch.where(d.drop, NULL_LABEL, y)
     run.model.train()
-    with autocast(run.device, run.dtype):
-        loss = F.mse_loss(run.forward(xt, t, y).float(), eps)
-    if not torch.isfinite(loss): raise FloatingPointError(f"the loss became {loss.item()} in step {run.step + 1}")
     run.opt.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
+    total = torch.zeros((), device=run.device)
+    for k, (xk, yk, tk, ek) in enumerate(zip(*(v.chunk(K) for v in (x, y, d.t, d.eps)))):
+        sync = k == K - 1 or run.ddp is None      # all-reduce the gradients once, on the last micro-batch
+        with contextlib.nullcontext() if sync else run.ddp.no_sync():
+            with autocast(run.device, run.dtype):
+                loss = F.mse_loss(run.forward(run.diffusion.add_noise(xk, tk, ek)[0], tk, yk).float(), ek)
+            run.scaler.scale(loss / K).backward()
+        total += loss.detach()
+    loss = run.place.mean(total / K).item()           # the global batch's loss, on every rank
+    if not math.isfinite(loss): raise FloatingPointError(f"the loss became {loss} in step {run.step + 1}")
     run.scaler.unscale_(run.opt)
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
     run.scaler.step(run.opt); run.scaler.update(); run.sched.step()
     run.ema.update(run.model)
     run.step += 1
-    return loss.item()
+    return loss
 
 @torch.no_grad()
 def validate(run: Run,       # gives the held-out split, the diffusion, the device and the precision
@@ -171,9 +203,7 @@ def save_checkpoint(run: Run, # the run to save, every state of it
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     state = {'model': run.model.state_dict(), 'ema': run.ema.state_dict(), 'opt': run.opt.state_dict(),
              'sched': run.sched.state_dict(), 'scaler': run.scaler.state_dict(), 'step': run.step,
-             'config': asdict(run.cfg), 'rng': torch.get_rng_state(), 'history': run.history,
-             'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-             'classes': run.classes, 'version': minddpm.__version__}
+             'config': asdict(run.cfg), 'history': run.history, 'classes': run.classes, 'version': minddpm.__version__}
     tmp = path.with_name(path.name + '.tmp')
     torch.save(state, tmp)
     os.replace(tmp, path)  # atomic on POSIX and Windows
@@ -209,7 +239,7 @@ def set_steps(run: Run,               # the run to change: its config and LR sch
     run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=run.cfg.lr, total_steps=steps, last_epoch=run.step - 1)
 
 RESUME_CHANGES = ('steps', 'lr', 'minutes', 'out', 'device', 'precision', 'wandb', 'compile', 'val_every', 'ckpt_every',
-                  'sample_every')   # what `resume` may change; the other fields define the run
+                  'sample_every', 'grad_accum')   # what `resume` may change; the other fields define the run
 
 def resume(path,      # a checkpoint written by `save_checkpoint`
            **changes, # `TrainConfig` fields in `RESUME_CHANGES` to change, e.g. `out`, `steps`, `lr`, `minutes`
@@ -238,8 +268,6 @@ def resume(path,      # a checkpoint written by `save_checkpoint`
     run.step, run.history, run.checkpoint = state['step'], list(state['history']), (Path(path), state['step'])
     if (cfg.steps, cfg.lr) == (saved.steps, saved.lr): run.sched.load_state_dict(state['sched'])
     else: set_steps(run, cfg.steps, cfg.lr)
-    torch.set_rng_state(state['rng'])
-    if state['cuda_rng'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda_rng'])
     return run
 
 # %% ../nbs/07_training.ipynb #cf21625b
@@ -292,15 +320,11 @@ def load_model(path=None,            # a checkpoint or a file from `export_model
 # %% ../nbs/07_training.ipynb #040aad8e
 def _batches(run: Run):
     "The training batches from the run's current step on, epoch after epoch, each epoch in a seeded order."
-    per_epoch = len(run.train_dl)
-    epoch, skip = divmod(run.step, per_epoch)
-    rng = torch.get_rng_state()
+    epoch, skip = divmod(run.step, len(run.train_dl))
     while True:
-        run.train_dl.generator.manual_seed(run.cfg.seed + epoch)
+        run.train_dl.sampler.set_epoch(epoch)   # the permutation of epoch e is seeded by seed + e, on every rank
         for i, batch in enumerate(run.train_dl):
-            if i < skip: continue
-            if skip: torch.set_rng_state(rng); skip = 0   # skipped items must not shift the noise stream
-            yield batch
+            if i >= skip: yield batch
         epoch, skip = epoch + 1, 0
 
 def save_samples(run: Run,         # its EMA model, diffusion, classes, image shape and step are used
@@ -317,7 +341,7 @@ def save_samples(run: Run,         # its EMA model, diffusion, classes, image sh
     y = torch.arange(len(run.classes)).repeat_interleave(n)
     g = torch.Generator(run.device).manual_seed(seed)
     x = sample(run.ema.model, run.diffusion, y, shape=run.shape, steps=steps, w=w, generator=g, uint8=True)  # own generator: training's RNG is untouched
-    grid = make_grid(x.cpu(), nrow=n, padding=1, pad_value=128).permute(1, 2, 0)
+    grid = make_grid(x.cpu(), nrow=n, padding=1, pad_value=128).permute(1, 2, 0).numpy()  # matplotlib takes arrays
     h = run.shape[1] + 1
     fig, ax = plt.subplots(figsize=(0.5 + n * 0.45, 0.4 + len(run.classes) * 0.45))
     ax.imshow(grid, interpolation='nearest')
@@ -388,43 +412,61 @@ def train(cfg: TrainConfig | None = None, # config of a fresh run; None: `TrainC
           ) -> Run:
     """Train from scratch (`cfg`) or continue a resumed `run`, to `cfg.steps` (or stop and save at step `until`). With
     `cfg.minutes`, a fresh run refits its step count to the budget as it goes; any run stops when the budget is spent
-    (then `run.step < run.cfg.steps`). Raises `FloatingPointError` on a non-finite loss, saying which checkpoint is kept."""
+    (then `run.step < run.cfg.steps`). Raises `FloatingPointError` on a non-finite loss, saying which checkpoint is kept.
+    Under `torchrun` every rank calls it: rank 0 alone writes checkpoints and grids, logs and shows the bar, and its clock
+    decides for all when a budget is spent; a failed collective (another rank died) raises `RuntimeError` naming the
+    checkpoint kept."""
     run = run or Run(cfg or TrainConfig())
-    cfg, out = run.cfg, writable_dir(run.cfg.out)
+    cfg, out, place = run.cfg, writable_dir(run.cfg.out), run.place
     ckpt, per_epoch = out/'checkpoint.pt', len(run.train_dl)
     budget = _Budget(run, cfg.minutes * 60) if cfg.minutes is not None else None
     fit = budget is not None and run.step == 0              # a fresh run fits its length to the budget
     timed = budget.timed if budget else lambda kind, fn, *a, **k: fn(*a, **k)
-    log = _Wandb(run) if cfg.wandb else None
-    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, desc='train')
+    log = _Wandb(run) if cfg.wandb and place.main else None
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not (progress and place.main), desc='train')
+    def kept():
+        return (f"the last checkpoint, {run.checkpoint[0]} at step {run.checkpoint[1]}, is kept" if run.checkpoint else
+                f"no checkpoint was written: the first was due at step {cfg.ckpt_every}")
+    def save():
+        if place.main: save_checkpoint(run, ckpt)
+        else: run.checkpoint = (ckpt, run.step)
+        place.barrier()                                     # no rank runs ahead of a checkpoint being written
     batches, refitted = _batches(run), 0.0
-    while run.step < min(until or run.cfg.steps, run.cfg.steps):
-        t0 = _clock()
-        x, y = next(batches)
-        try: loss = train_step(run, x, y)
-        except FloatingPointError as e:
-            kept = (f"the last checkpoint, {run.checkpoint[0]} at step {run.checkpoint[1]}, is kept" if run.checkpoint else
-                    f"no checkpoint was written: the first was due at step {cfg.ckpt_every}")
-            raise FloatingPointError(f"{e}; {kept}. A lower learning rate than lr={run.cfg.lr:g} often helps") from None
-        if budget: budget.step_s.append(_clock() - t0)
-        lr, last = run.sched.get_last_lr()[0], run.step == run.cfg.steps
-        first_fit = fit and run.step == calibrate           # time a validation and a checkpoint, probe a grid, then fit
-        if first_fit and cfg.sample_every and not budget.cost['grid']: budget.probe_grid()
-        val = timed('val', validate, run) if run.step % cfg.val_every == 0 or last or first_fit else None
-        run.history.append((run.step, loss, lr, val))
-        if log: log.log(run.step, loss=loss, lr=lr, val_loss=val)
-        bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', lr=f'{lr:.2e}', **({'val': f'{val:.4f}'} if val else {}))
-        out_of_time = budget is not None and budget.elapsed() > budget.seconds
-        if cfg.sample_every and (run.step % (cfg.sample_every * per_epoch) == 0 or last) and not out_of_time:
-            grid = timed('grid', save_samples, run, out/'samples'/f'step_{run.step:06d}.png')
-            if log: log.image(run.step, 'samples', grid)
-        if run.step % cfg.ckpt_every == 0 or run.step == until or last or out_of_time or first_fit:
-            timed('ckpt', save_checkpoint, run, ckpt)
-        if out_of_time: break
-        if fit and not last and run.step >= calibrate and (first_fit or budget.elapsed() - refitted > 0.02 * budget.seconds):
-            steps, refitted = budget.fit(), budget.elapsed()   # every 2% of the budget: the machine may have changed
-            if abs(steps - run.cfg.steps) > max(1, 0.01 * steps):
-                set_steps(run, steps); bar.total = steps; bar.refresh()
+    try:
+        while run.step < min(until or run.cfg.steps, run.cfg.steps):
+            t0 = _clock()
+            x, y = next(batches)
+            try: loss = train_step(run, x, y)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"{e}; {kept()}. A lower learning rate than lr={run.cfg.lr:g} often helps") from None
+            if budget: budget.step_s.append(_clock() - t0)
+            lr, last = run.sched.get_last_lr()[0], run.step == run.cfg.steps
+            first_fit = fit and run.step == calibrate       # time a validation and a checkpoint, probe a grid, then fit
+            if first_fit and cfg.sample_every and not budget.cost['grid'] and place.main: budget.probe_grid()
+            val = timed('val', validate, run) if run.step % cfg.val_every == 0 or last or first_fit else None
+            run.history.append((run.step, loss, lr, val))
+            if log: log.log(run.step, loss=loss, lr=lr, val_loss=val)
+            bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', lr=f'{lr:.2e}', **({'val': f'{val:.4f}'} if val else {}))
+            out_of_time = budget is not None and bool(place.from_main(budget.elapsed() > budget.seconds, device=run.device)[0])
+            if cfg.sample_every and (run.step % (cfg.sample_every * per_epoch) == 0 or last) and not out_of_time and place.main:
+                grid = timed('grid', save_samples, run, out/'samples'/f'step_{run.step:06d}.png')
+                if log: log.image(run.step, 'samples', grid)
+            if run.step % cfg.ckpt_every == 0 or run.step == until or last or out_of_time or first_fit: timed('ckpt', save)
+            if out_of_time: break
+            if fit and not last and run.step >= calibrate:  # refit every 2% of the budget: the machine may have changed
+                due = first_fit or budget.elapsed() - refitted > 0.02 * budget.seconds
+                due, steps = place.from_main(due, budget.fit() if due and place.main else 0, device=run.device)
+                if due:
+                    refitted = budget.elapsed()
+                    if abs(steps - run.cfg.steps) > max(1, 0.01 * steps):
+                        set_steps(run, int(steps)); bar.total = int(steps); bar.refresh()
+    except RuntimeError as e:   # under torchrun: which rank stopped where, and what is kept
+        if not place.parallel: raise
+        why = re.sub(r'^\[[^\]]*\]\s*', '', (str(e).strip() or type(e).__name__).splitlines()[0])   # gloo's source location
+        lost = isinstance(e, torch.distributed.DistError) or re.search('gloo|nccl|connection|timed out', str(e), re.I)
+        raise RuntimeError(f"rank {place.rank} of {place.world_size} stopped in step {run.step + 1}: "
+                           + ("it lost touch with the other processes, most likely because one of them stopped (torchrun's "
+                              f"report names it) ({why})" if lost else why) + f"; {kept()}") from e
     bar.close()
     if log: log.finish(ckpt)
     return run

@@ -762,9 +762,11 @@ def image_suffixes() -> tuple:
 
 @contextlib.contextmanager
 def cli_warnings(prog: str): # the command's name, which starts each warning's line
-    "Within this context, a warning prints as one line, `prog: warning: …`, on stderr (no source line, no code)."
+    """Within this context, a warning prints as one line, `prog: warning: …`, on stderr (no source line, no code). Under
+    torchrun (lesson 10) only rank 0 prints them: every rank reads the same data and would say the same."""
+    quiet = os.environ.get('RANK', '0') != '0'
     with warnings.catch_warnings():
-        warnings.simplefilter('default')
+        warnings.simplefilter('ignore' if quiet else 'default')
         warnings.showwarning = lambda message, *args, **kwargs: print(f"{prog}: warning: {message}", file=sys.stderr)
         yield
 

@@ -420,7 +420,7 @@ print(f"DDIM-50's FID is {ddim_vs_ddpm['DDIM-50']['fid'] / ddim_vs_ddpm['DDPM-10
 #
 # Inception FIDs are comparable with papers only at the same sample count and reference set (the DDPM
 # paper: 50,000 samples against the 50,000 CIFAR-10 training images). They mean little on 16×16 digits,
-# which is why this lesson judges with its own classifier. The capstone (lesson 10) computes both on
+# which is why this lesson judges with its own classifier. The capstone (lesson 11) computes both on
 # CIFAR-10. `tests/test_metrics.py` runs this function on the CPU with random weights in the same
 # architecture, as nothing can be downloaded in CI.
 

@@ -28,7 +28,7 @@
 #
 # On the way you write every piece yourself and test it: the noise schedule, the forward process, the
 # UNet, label conditioning with classifier-free guidance, DDPM and DDIM samplers, EMA, the training
-# loop, the metrics and the speed-ups. The capstone, lesson 10, trains the same package on CIFAR-10 on a
+# loop, the metrics and the speed-ups. The capstone, lesson 11, trains the same package on CIFAR-10 on a
 # free Colab GPU, with checkpoints that survive a disconnect.
 #
 # ## Lessons

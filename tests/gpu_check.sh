@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, in one command, for a machine with one CUDA GPU and no internet (8 minutes wall in all):
 #   1. python -m pytest tests/test_cuda.py                  the CUDA tests
-#   2. the lessons nbs/07_training.ipynb and nbs/10_cifar10.ipynb top to bottom, their `#| cuda` cells included,
+#   2. the lessons nbs/07_training.ipynb and nbs/11_cifar10.ipynb top to bottom, their `#| cuda` cells included,
 #      offline (bundled digits, a synthetic CIFAR-10) and capped (tests/gpu_check.py lists every change)
 #   3. minddpm_bench --size 64 --largest-batch on           minddpm against the original recipe, largest batch too
 # They run in the order 1, 2, 3; it goes on to the next part when one fails, and exits 1 if any failed (2: no CUDA GPU).
@@ -16,7 +16,7 @@
 # timeout is the sum of the budgets so far minus the time already spent: what a part leaves goes to the next ones.
 #   tests/test_cuda.py  70 s   (CUDA tests; compiling the tiny UNet is the long one)
 #   lesson 07          120 s   (its CPU cells on the GPU, compiling the colab UNet, then its capped run)
-#   lesson 10           90 s   (capped CIFAR-10 run, classifier, sampling, Inception features)
+#   lesson 11           90 s   (capped CIFAR-10 run, classifier, sampling, Inception features)
 #   minddpm_bench      160 s   (last: its largest-batch search takes whatever the others left)
 # The CPU rehearsal runs the lessons' CPU cells as CI does (a minute or two each on 2 idle cores, several on
 # busy ones), so it gets 60 + 360 + 300 + 180 s.
@@ -69,7 +69,7 @@ part() {  # part NAME BUDGET_S COMMAND...: run COMMAND under its timeout; output
 part tests "${B[0]}" "$PY" -m pytest "$ROOT/tests/test_cuda.py" -v -rs -p no:cacheprovider --noconftest \
      --rootdir "$ROOT" --junitxml "$WORK/test_cuda.xml"
 part lesson_07 "${B[1]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/07_training.ipynb" "$WORK/lesson_07.json"
-part lesson_10 "${B[2]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/10_cifar10.ipynb" "$WORK/lesson_10.json"
+part lesson_10 "${B[2]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/11_cifar10.ipynb" "$WORK/lesson_10.json"
 if command -v minddpm_bench >/dev/null && [ -z "$SHIM" ]; then BENCH=(minddpm_bench)
 else BENCH=("$PY" -c 'import sys; from minddpm.bench import minddpm_bench; minddpm_bench(sys.argv[1:])'); fi
 if [ $MODE = cuda ]; then BENCH+=(--size 64 --largest-batch on)

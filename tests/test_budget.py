@@ -65,7 +65,7 @@ def test_sample_grids_are_counted(tmp_path, clock):
         (root/f'c{i % 2}').mkdir(parents=True, exist_ok=True)
         Image.new('L', (8, 8), 15 * i).save(root/f'c{i % 2}'/f'{i}.png')
     clock.step_s, clock.grid_s = (lambda step: 0.06), 1.5
-    run = train(budgeted(tmp_path/'run', 0.75, dataset=str(root), img_size=8, batch_size=64), progress=False)
+    run = train(budgeted(tmp_path/'run', 0.75, dataset=str(root), img_size=8, batch_size=14), progress=False)
     assert len(run.train_dl) == 1 and len(clock.grids) >= 5
     check_kept(run, clock, 45)
     assert sum(1 for s in clock.grids if s % 40 == 0) == run.step // 40 and clock.grids[-1] == run.step   # every grid drawn

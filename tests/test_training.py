@@ -46,7 +46,7 @@ def test_flips_follow_the_preset_unless_told(tmp_path, capsys):
     code, out, err = run(minddpm_train, '--steps', '2', '--batch-size', '8', '--hflip', '--out', tmp_path/'run', capsys=capsys)
     assert code == 0, err[-2000:]
     assert load_checkpoint(tmp_path/'run'/'checkpoint.pt')['config']['hflip']
-    assert resume(tmp_path/'run'/'checkpoint.pt').train_dl.dataset.hflip   # the flips come back with the run
+    assert resume(tmp_path/'run'/'checkpoint.pt').cfg.hflip   # the flips come back with the run
 
 def test_interrupted_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     run = Run(TrainConfig(steps=10, batch_size=8, out=str(tmp_path)))
