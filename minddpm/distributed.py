@@ -16,7 +16,7 @@ from .data import pick_device
 # %% auto #0
 __all__ = ['TIMEOUT', 'Place', 'launched', 'join', 'leave', 'local_batch_size', 'Draws', 'step_draws', 'rank_positions']
 
-# %% ../nbs/10_distributed.ipynb #4609a0f6
+# %% ../nbs/10_distributed.ipynb #9daa78d0
 TIMEOUT = datetime.timedelta(minutes=30)  # how long a collective waits for the slowest rank, e.g. while rank 0 draws a grid
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ def leave():
     if _joined and dist.is_initialized(): dist.destroy_process_group()
     _joined = False
 
+# %% ../nbs/10_distributed.ipynb #cc3442b6
 def local_batch_size(batch_size: int, # the global batch: images per optimiser step, over all ranks and micro-batches
                      world_size: int, # processes in the run
                      grad_accum: int, # micro-batches per optimiser step on each process
@@ -103,6 +104,7 @@ def local_batch_size(batch_size: int, # the global batch: images per optimiser s
                          f"use a multiple of {parts}, e.g. {fits}")
     return batch_size // parts
 
+# %% ../nbs/10_distributed.ipynb #5138b678
 def _key(seed: int, step: int) -> int:
     "A 63-bit seed for (seed, step), mixed by NumPy's SeedSequence: nearby pairs give unrelated streams."
     return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> np.uint64(1))

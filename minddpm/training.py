@@ -11,12 +11,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 import minddpm
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
-
 from .conditioning import NULL_LABEL, ConditionalUNet
 from .data import get_datasets, pick_device, writable_dir
 from .distributed import join, local_batch_size, rank_positions, step_draws
@@ -66,8 +65,8 @@ def _check_config(cfg: TrainConfig):
     "Refuse a config no run could use, naming the field, what it got and what is allowed (NaN and ±inf included)."
     def bad(name, wanted): raise ValueError(f"TrainConfig.{name} must be {wanted}, got {getattr(cfg, name)!r}")
     def number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    for name, least in dict(img_size=1, T=2, batch_size=1, grad_accum=1, steps=1, val_every=1, ckpt_every=1, sample_every=0, ema_start=0,
-                            seed=0).items():
+    for name, least in dict(img_size=1, T=2, batch_size=1, grad_accum=1, steps=1, val_every=1, ckpt_every=1, sample_every=0,
+                            ema_start=0, seed=0).items():
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < least: bad(name, f"a whole number of at least {least}")
     for name in ('lr', 'grad_clip'):

@@ -355,6 +355,7 @@ def scan_folder(root, # a folder with one sub-folder of images per class (nested
         classes.append(entry.name)
     return FolderScan(root, classes, files, labels, others, loose)
 
+
 # %% [markdown]
 # Decoding is where true brightness is kept or lost. Pillow's `convert('RGB')` clips 16-bit greyscale
 # (0…65535) at 255, and drops transparency; `load_rgb` scales the first and composites the second on
@@ -399,6 +400,7 @@ def decode_images(files,            # image paths
     images = torch.stack([out[i] for i in kept]) if kept else torch.empty(0, 3, size, size, dtype=torch.uint8)
     return images, kept, [(files[i], x) for i, x in enumerate(out) if not isinstance(x, torch.Tensor)]
 
+
 # %% [markdown]
 # `_folder_datasets` puts the three together, and says what it left out. The checks that need no
 # decoding come first, so a wrong folder is refused in a moment:
@@ -436,6 +438,7 @@ def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
     tr, va = split_indices(len(files), val_frac, seed)
     return tuple(ImageTensorDataset(images[i], labels[i], scan.classes, hflip=hflip and train, files=[files[j] for j in i.tolist()])
                  for i, train in ((tr, True), (va, False)))
+
 
 # %% [markdown]
 # To see it work offline, write some of the digits out as PNG files, one folder per class, and load
@@ -511,7 +514,6 @@ assert np.asarray(load_rgb(wild/'class_7b'/'ink.png')).min(-1).max() == 255     
 test_fail(lambda: load_rgb(wild/'class_1'/'broken.png'), contains='truncated')
 test_eq(wtrain.classes, sorted(ftrain.classes + ['class_7b']))
 assert not [f for f in scan_folder(wild).files if is_hidden(f.relative_to(wild))]
-
 
 # %% [markdown]
 # ## CIFAR-10, MNIST and FashionMNIST
@@ -770,6 +772,7 @@ def cli_warnings(prog: str): # the command's name, which starts each warning's l
         warnings.showwarning = lambda message, *args, **kwargs: print(f"{prog}: warning: {message}", file=sys.stderr)
         yield
 
+
 # %%
 p = argparse.ArgumentParser(prog='demo', exit_on_error=False)
 p.add_argument('--w', type=float_arg()); p.add_argument('--size', type=int_arg(1))
@@ -784,6 +787,7 @@ test_fail(lambda: writable_dir(blocker/'run'), contains='is a file')
 test_fail(lambda: writable_file(blocker.parent/'grid', ('.png',)), contains='must end in one of .png')
 test_fail(lambda: writable_file(blocker.parent, ('.png',)), contains='is a folder')
 test_eq(writable_file(blocker.parent/'new'/'grid.png', ('.png',)).parent.is_dir(), True)
+
 
 # %% [markdown]
 # ## The `minddpm_data` command

@@ -31,12 +31,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 import minddpm
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
-
 from minddpm.conditioning import NULL_LABEL, ConditionalUNet
 from minddpm.data import get_datasets, pick_device, writable_dir
 from minddpm.distributed import join, local_batch_size, rank_positions, step_draws
@@ -69,6 +68,11 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 # 3. predict the noise and take the mean squared error against the true noise (DDPM's $L_\text{simple}$);
 # 4. step AdamW under a OneCycle learning-rate schedule, with the gradient norm clipped at 1;
 # 5. fold the new weights into the EMA (lesson 06).
+#
+# The random draws of a step (timestep, noise, label drop, flip) come from a generator seeded by the run's
+# seed and the step, one row per image of the batch. That makes a resumed run continue exactly, and it is
+# what lets lesson 10 run the same loop on many processes, each taking its share of the batch, and still
+# train the same run.
 #
 # ## Configuration
 #
@@ -112,8 +116,8 @@ def _check_config(cfg: TrainConfig):
     "Refuse a config no run could use, naming the field, what it got and what is allowed (NaN and ±inf included)."
     def bad(name, wanted): raise ValueError(f"TrainConfig.{name} must be {wanted}, got {getattr(cfg, name)!r}")
     def number(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    for name, least in dict(img_size=1, T=2, batch_size=1, grad_accum=1, steps=1, val_every=1, ckpt_every=1, sample_every=0, ema_start=0,
-                            seed=0).items():
+    for name, least in dict(img_size=1, T=2, batch_size=1, grad_accum=1, steps=1, val_every=1, ckpt_every=1, sample_every=0,
+                            ema_start=0, seed=0).items():
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < least: bad(name, f"a whole number of at least {least}")
     for name in ('lr', 'grad_clip'):
@@ -671,7 +675,6 @@ gpu = train(dataclasses.replace(TRAIN_PRESETS['colab'], dataset='digits', hflip=
                                 sample_every=20, out=str(out/'gpu')))
 print(gpu.device, gpu.dtype, f"held-out ε-MSE {gpu.history[-1][3]:.4f}")
 Image(sorted((out/'gpu'/'samples').glob('*.png'))[-1], width=300)
-
 
 # %% [markdown]
 # ## The two commands

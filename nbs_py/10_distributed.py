@@ -7,7 +7,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/10_distributed.ipynb)
-# This lesson has no GPU-only cells: it starts its processes on the CPU with the gloo backend, and ran top to bottom in LESSON_SECONDS seconds on a 2-core CPU (measured). On Colab's one GPU it runs the same way.
+# This lesson has no GPU-only cells: it starts its processes on the CPU with the gloo backend, and ran top to bottom in 22 seconds on a 2-core CPU (measured). On Colab's one GPU it runs the same way.
 
 # %%
 #| hide
@@ -36,20 +36,85 @@ from minddpm.data import pick_device
 # %%
 #| hide
 from fastcore.test import *
-import dataclasses, json, shutil, tempfile
+import dataclasses, os, subprocess, sys, tempfile
 from pathlib import Path
 import matplotlib.pyplot as plt
-from matplotlib.patches import FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from minddpm.training import TRAIN_PRESETS, load_checkpoint, train
 
 # %%
 #| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 
 # %% [markdown]
-# ## The contract
+# The `full` preset trains 150,000 steps at 64×64; on one GPU that is most of a day. The way out that every
+# large diffusion model takes is **data parallelism**: put a copy of the model on each of N devices, give
+# each copy a different slice of the batch, and average their gradients before every update. The copies
+# then take the same step and stay equal, and the batch is computed N times faster.
 #
-# Our exported functions, used by `Run`, `train_step` and `train` (lesson 07), come first; the lesson
-# below takes them apart.
+# Nothing of that needs code of our own beyond what this lesson adds to the loop. PyTorch ships the
+# engine: `torchrun` starts one process per device (on one machine or many) and tells each where it
+# stands through environment variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, and where to meet);
+# `torch.distributed` connects them (NCCL between GPUs, gloo between CPUs); and `DistributedDataParallel`
+# (DDP) averages the gradients. `minddpm_train` under `torchrun` is the same command on more devices:
+#
+# ```sh
+# torchrun --standalone --nproc-per-node 8 --no-python minddpm_train --preset full --out runs/full
+# ```
+#
+# What this lesson is about is the part that is easy to get subtly wrong: making the run **the same run**
+# whatever the number of processes, so that the 8-GPU run is the 1-GPU run, only faster; a checkpoint
+# written on 8 GPUs carries on exactly on 1; and a test on a 2-core CPU proves it.
+#
+# ## One step on two ranks
+
+# %%
+def box(ax, x, y, w, h, text, color, **kw):
+    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle='round,pad=0.02,rounding_size=0.08', fc=color, ec='0.3', lw=.8))
+    ax.text(x + w / 2, y + h / 2, text, ha='center', va='center', fontsize=8.5, **kw)
+
+def arrow(ax, a, b): ax.add_patch(FancyArrowPatch(a, b, arrowstyle='-|>', mutation_scale=9, color='0.35', lw=.8))
+
+fig, ax = plt.subplots(figsize=(12, 3.3))
+ax.set(xlim=(-.1, 12.3), ylim=(-.35, 3.1)); ax.axis('off')
+for lane, (rank, pos, after) in enumerate([(1, '1, 3, 5, …, 63', 'quiet: waits at\nthe next barrier'),
+                                           (0, '0, 2, 4, …, 62', 'checkpoint, grid,\nW&B, progress bar')]):
+    y = 0.15 + 1.55 * lane
+    ax.text(-.05, y + .55, f'rank {rank}', ha='right', va='center', fontsize=10, weight='bold')
+    box(ax, 0, y, 1.9, 1.1, f'images at\npositions\n{pos}', '#dbe9f6')
+    box(ax, 2.2, y, 2.0, 1.1, 't, ε, label drop\nof each position:\nstep_draws(seed,\nstep, position)', '#e8f3e0')
+    box(ax, 4.5, y, 2.0, 1.1, 'forward and\nbackward\n(ε-MSE of 32)', '#fbe7d0')
+    box(ax, 8.1, y, 2.0, 1.1, 'clip, AdamW,\nOneCycle, EMA:\nthe same numbers\non every rank', '#e8f3e0')
+    box(ax, 10.4, y, 1.85, 1.1, after, '#f4f4f4' if rank else '#dbe9f6')
+    for a, b in [(1.9, 2.2), (4.2, 4.5), (6.5, 6.8), (7.8, 8.1), (10.1, 10.4)]: arrow(ax, (a, y + .55), (b, y + .55))
+box(ax, 6.8, 0.15, 1.0, 2.65, 'all-\nreduce:\nmean\ngradient\nof all 64\n(in buckets,\nduring the\nbackward)', '#f6d5d5')
+ax.set_title('one optimiser step of a global batch of 64 on 2 processes: only the gradients travel', fontsize=10);
+
+# %% [markdown]
+# Only the gradients travel. DDP registers a hook on every parameter; as the backward pass produces
+# gradients, it packs them into buckets of about 25 MB and starts an **all-reduce** on each bucket while
+# the rest of the backward pass still runs: every rank contributes its gradient and receives the sum,
+# which DDP divides by the number of ranks. Afterwards each rank holds the mean gradient of the whole
+# global batch, exactly the gradient one process would have computed on all 64 images (up to the order of
+# the float additions).
+#
+# Everything else is computed by every rank for itself, redundantly and identically: the weights start
+# equal (DDP copies rank 0's at the start), every rank clips the same gradient, takes the same AdamW step
+# with the same learning rate and folds the same weights into the same EMA. So no rank ever sends its
+# weights or its EMA, and any rank's EMA could be saved; rank 0's is. One more scalar travels: the loss
+# of the global batch, for the progress bar and so that a NaN stops every rank at the same step.
+#
+# **Gradient accumulation** splits each rank's share into `grad_accum` micro-batches, for a batch that does
+# not fit in memory. Their gradients add up in `.grad`; the backward passes of all but the last run under
+# DDP's `no_sync()`, so the all-reduce happens once per optimiser step, not once per micro-batch. The
+# learning-rate schedule and the EMA step once per optimiser step, never per micro-batch or per process.
+#
+# ## Joining the run
+#
+# `join` reads what torchrun put in the environment and joins the process group; without it, the process
+# is a run of one, as in every earlier lesson. `Run` calls it and wraps the model in DDP when there is a
+# group; rank 0 (`Place.main`) alone writes checkpoints (then every rank waits at a barrier), draws grids,
+# logs to W&B and shows the progress bar.
 
 # %%
 #| export
@@ -125,6 +190,24 @@ def leave():
     if _joined and dist.is_initialized(): dist.destroy_process_group()
     _joined = False
 
+# %%
+place, device = join('cpu')
+print(place, device, launched())
+test_eq((place.main, place.world_size, place.parallel), (True, 1, False))   # no torchrun here: a run of one
+
+# %% [markdown]
+# The collective timeout is explicit and long. While rank 0 draws a sample grid (seconds on a GPU, up to a
+# minute on a CPU for the larger models) the other ranks already wait in the next step's all-reduce; the
+# timeout must outlast that, or a healthy run would be killed. A dead rank does not wait for it: its
+# processes' connections close, and the others find out at once (see "When a process dies" below).
+#
+# ## The batch is global
+#
+# The `batch_size` of a config is the **global batch**: the images one optimiser step learns from, over all
+# processes and micro-batches. Each rank takes `batch_size / world_size`, in `grad_accum` micro-batches:
+
+# %%
+#| export
 def local_batch_size(batch_size: int, # the global batch: images per optimiser step, over all ranks and micro-batches
                      world_size: int, # processes in the run
                      grad_accum: int, # micro-batches per optimiser step on each process
@@ -139,6 +222,45 @@ def local_batch_size(batch_size: int, # the global batch: images per optimiser s
                          f"use a multiple of {parts}, e.g. {fits}")
     return batch_size // parts
 
+# %%
+for world, accum in [(1, 1), (2, 1), (4, 1), (2, 2), (8, 4)]:
+    print(f"batch 64 on {world} process(es) × {accum} micro-batch(es): {local_batch_size(64, world, accum)} images each")
+test_fail(lambda: local_batch_size(64, 3, 1), contains='use a multiple of 3, e.g. 63 or 66')
+try: local_batch_size(64, 3, 1)
+except ValueError as e: print(e)
+
+# %% [markdown]
+# Why global? The learning rate, its OneCycle schedule and the EMA decay were tuned for a batch. If the
+# batch were per process, launching on 8 GPUs would silently train another run, 8 times the batch at the
+# same learning rate, and a checkpoint could not move between machines. With a global batch, the command
+# line says what is trained and the launcher only how fast. Raising the batch to fill more GPUs is then
+# a decision you make, together with the learning rate (the linear scaling rule of Goyal et al. 2017 is
+# the usual starting point), not a side effect of the launcher.
+#
+# A size that does not split evenly is refused before any data is read: uneven shares would weigh some
+# images more than others in the mean gradient. For the same reason every global batch is full: the last,
+# partial batch of an epoch is left out (it is a different one each epoch).
+#
+# ## The noise belongs to the sample, not to the rank
+#
+# Every training step draws, per image, a timestep $t$, a noise $\varepsilon$, whether the label is
+# dropped, and (for photos) whether it is flipped. How those draws are seeded decides whether the world
+# size changes the run. Two tempting ways are wrong:
+#
+# - **The same seed on every rank.** Rank 1 then draws exactly the $t$ and $\varepsilon$ that rank 0 draws,
+#   for different images: the 64 images of a step share 32 noise draws, and the gradient is noisier than a
+#   batch of 64 should be.
+# - **A seed per rank** (`seed + rank`). The draws are independent, but which image gets which noise now
+#   depends on the number of ranks: 1 process and 2 processes train different runs, and a checkpoint
+#   written on 8 GPUs continues differently on 1.
+#
+# minddpm draws them as a function of `(seed, step, position in the global batch)` alone. Every rank draws
+# the whole global batch from one generator seeded by `(seed, step)` and keeps its own rows. That costs
+# every rank the normal draws of the whole batch (for `full` on 8 GPUs at a global batch of 512, 6.3 M
+# numbers: microseconds on a GPU) and no communication.
+
+# %%
+#| export
 def _key(seed: int, step: int) -> int:
     "A 63-bit seed for (seed, step), mixed by NumPy's SeedSequence: nearby pairs give unrelated streams."
     return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> np.uint64(1))
@@ -176,3 +298,153 @@ def rank_positions(place: Place,    # this rank
                    ) -> torch.Tensor:
     "Positions in the global batch of this rank's samples, in the order its loader yields them: rank, rank + world_size, …"
     return torch.arange(place.rank, batch_size, place.world_size)
+
+# %% [markdown]
+# The data order follows the same rule: each epoch is one permutation of the training split, seeded by
+# `seed + epoch` (PyTorch's `DistributedSampler`), and rank $r$ takes every `world_size`-th image of it,
+# positions $r, r + W, r + 2W, \dots$ of each global batch. Below, the timesteps of one global batch of 16,
+# computed on 1, 2 and 4 ranks (colour: the rank that holds the image): every position gets the same $t$.
+
+# %%
+B, kw = 16, dict(seed=0, step=3, shape=(1, 16, 16), T=1000, p_uncond=0.1, generator=torch.Generator())
+fig, axs = plt.subplots(3, 1, figsize=(10, 2.6), sharex=True)
+colors = plt.get_cmap('tab10')
+for ax, W in zip(axs, (1, 2, 4)):
+    merged = torch.empty(B, dtype=torch.long)
+    for r in range(W):
+        pos = rank_positions(Place(r, W), B)
+        d = step_draws(batch_size=B, positions=pos, **kw)
+        merged[pos] = d.t
+        for p, t in zip(pos.tolist(), d.t.tolist()):
+            ax.add_patch(plt.Rectangle((p, 0), .95, 1, color=colors(r), alpha=.35))
+            ax.text(p + .47, .5, t, ha='center', va='center', fontsize=8)
+    test_eq(merged, step_draws(batch_size=B, positions=torch.arange(B), **kw).t)   # the split changes nothing
+    ax.set(xlim=(0, B), ylim=(0, 1), yticks=[]); ax.set_ylabel(f'{W} rank{"s" * (W > 1)}', rotation=0, ha='right', va='center')
+axs[-1].set(xticks=torch.arange(B) + .5, xticklabels=range(B), xlabel='position in the global batch')
+axs[0].set_title('t of each image at step 3: the same whatever the number of ranks', fontsize=10);
+
+# %% [markdown]
+# The same seed on every rank, for contrast: rank 0 and rank 1 each draw 8 timesteps for their 8 images,
+# and they are the same 8.
+
+# %%
+same = [torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(0)) for rank in (0, 1)]
+print('rank 0:', same[0].tolist()); print('rank 1:', same[1].tolist())
+assert torch.equal(same[0], same[1])
+
+# %% [markdown]
+# A side benefit: no generator state needs saving in a checkpoint. Step 2,001 draws the same whether the
+# run got there in one go or was resumed at step 2,000, on any number of processes.
+#
+# ## Two processes from this notebook
+#
+# A notebook's kernel is one process, so the distributed run is launched beside it, as you would in a
+# terminal. `minddpm_train` works under torchrun as it is; here we launch a script of our own instead,
+# to show that the library needs nothing more: `train` finds torchrun's environment and joins the group
+# by itself. The script trains the first 60 steps of the tiny preset (its 4,000-step schedule, batch 64)
+# on this machine's CPU, where gloo connects the 2 processes (`device='cpu'` keeps them off a GPU, where 2
+# processes would need 2 GPUs). Then the same 60 steps in this kernel, in one process, and the two loss
+# curves on one plot.
+
+# %%
+out = Path(tempfile.mkdtemp())
+script = out/'first_steps.py'
+script.write_text("""import dataclasses, sys
+from minddpm.distributed import leave
+from minddpm.training import TRAIN_PRESETS, train
+
+cfg = dataclasses.replace(TRAIN_PRESETS['tiny'], device='cpu', out=sys.argv[1])
+run = train(cfg, until=60, progress=False)   # every rank runs this; rank 0 writes the checkpoint
+leave()
+""")
+cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', str(script), str(out/'two')]
+print('torchrun', *cmd[3:])
+launched_run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+assert launched_run.returncode == 0, launched_run.stderr[-3000:]
+
+# %%
+one = train(dataclasses.replace(TRAIN_PRESETS['tiny'], device='cpu', out=str(out/'one')), until=60, progress=False)
+two = load_checkpoint(out/'two'/'checkpoint.pt')
+l1, l2 = torch.tensor([h[1] for h in one.history]), torch.tensor([h[1] for h in two['history']])
+fig, ax = plt.subplots(figsize=(7, 2.6))
+ax.plot(range(1, 61), l1, lw=4, alpha=.35, label='1 process, batch 64')
+ax.plot(range(1, 61), l2, 'k--', lw=1, label='2 processes × 32 (torchrun, gloo)')
+ax.set(xlabel='step', ylabel='ε-MSE of the global batch'); ax.legend(fontsize=8)
+print(f"largest relative difference of the 60 losses: {((l1 - l2).abs() / l1).max():.1e}")
+test_eq(two['step'], 60); test_close(l1, l2, eps=1e-5 * l1.min())
+
+# %% [markdown]
+# They coincide: the differences are float rounding, from summing the gradients in another order. The
+# 2-process run also ends with the same weights and EMA, and its checkpoint resumes in one process where
+# it stopped. `tests/test_distributed.py` checks all of that at every commit, with gradient accumulation
+# and a checkpoint moving from 1 process to 2 as well.
+#
+# How far do such differences carry? Early in the tiny preset's schedule they stay near $10^{-7}$. In a
+# schedule squeezed into 80 steps, whose learning rate peaks at step 24, they grow: $10^{-5}$ by step 15,
+# $10^{-3}$ by step 20 and 10 % of a step's loss by step 30 (measured on this CPU, batch 32). One process
+# with 2 micro-batches against one without drifts apart exactly as fast, while the same process run twice
+# agrees to the last bit. That is training at a high learning rate amplifying any rounding, not data
+# parallelism: the runs stay statistically the same, and no two GPU models would agree bit for bit either.
+#
+# ## What it costs, measured
+#
+# On a 2-core CPU, two processes with one thread each against one process with two threads, at the same
+# global batch (`python tests/bench_ddp.py`, about 2 minutes):
+#
+# | UNet (parameters), global batch, image side | 1 process × 2 threads | 2 processes × 1 thread | ratio | one all-reduce | share of a step |
+# |---|---|---|---|---|---|
+# | tiny (1.08 M), 64, 16 px | 604 images/s | 535 images/s | 0.89 | 5.3 ms | 4.5 % |
+# | seed (15.66 M), 32, 32 px | 24 images/s | 23 images/s | 0.95 | 38 ms | 2.8 % |
+#
+# On one machine, processes lose a little to threads: each process keeps its own copy of everything, and
+# the tiny UNet's steps are so short (0.1 s) that its 5 ms all-reduce shows. The larger the model's step,
+# the smaller that share. Data parallelism pays where one process cannot use the hardware: on several GPUs,
+# each of which one process drives.
+#
+# The all-reduce column is one all-reduce of a buffer the size of the gradients, timed alone: an upper
+# bound on what communication adds, since DDP overlaps it with the backward pass. On GPUs in one machine
+# NCCL moves the seed UNet's 63 MB of gradients over NVLink in about a millisecond, a few percent of a step.
+#
+# ## On GPUs, nodes and SLURM
+#
+# On CUDA, every process takes the GPU of its local rank and the ranks talk over NCCL; `--device cuda:1`
+# is refused under torchrun, as each process already has its GPU. On one machine with 8 GPUs:
+#
+# ```sh
+# torchrun --standalone --nproc-per-node 8 --no-python minddpm_train --preset full --out runs/full
+# ```
+#
+# On several machines, start the same command on each; they meet at one address (any port that is free on
+# the first machine), and `--out` must be on a file system they share, since every rank reads the
+# checkpoint when resuming:
+#
+# ```sh
+# torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint node01:29500 --rdzv-id full-64 \
+#          --no-python minddpm_train --preset full --out /shared/runs/full
+# ```
+#
+# Under SLURM, `srun` starts one torchrun per node; the README has a batch script. Everything else
+# composes as on one process: `--precision` (bf16, or fp16 with its scaler), `--compile` (the compiled
+# DDP model), `--minutes` (rank 0's clock decides and every rank stops at the same step), `--resume`
+# (at any world size) and `--grad-accum`. One caveat belongs to fp16: each rank's backward pass computes
+# the gradient of its own mean loss, `world_size` times larger per image than one process's before DDP
+# averages it, so at the same loss scale an fp16 gradient overflows sooner. The scaler then skips that
+# step on every rank alike and halves its scale: an fp16 run can differ from its 1-process twin by such a
+# skipped step. bf16, which needs no scaler, and fp32 have no such caveat.
+#
+# ## When a process dies
+#
+# A crashed or killed rank must not leave the others waiting for 30 minutes. On one machine, torchrun's
+# agent sees the process end and stops the others within a second, then reports which rank failed
+# (`rank : 1 (local_rank: 1) exitcode : -9`). On several machines, each agent sees only its own processes;
+# the survivors find out when their next all-reduce finds the connection closed, and stop with:
+#
+# ```
+# minddpm_train: error: rank 0 of 2 stopped in step 311: it lost touch with the other processes, most likely because
+# one of them stopped (torchrun's report names it) (Read error [127.0.0.1]:53385: Connection reset by peer. …); the last
+# checkpoint, runs/full/checkpoint.pt at step 300, is kept
+# ```
+#
+# The checkpoint is whole either way: rank 0 writes it to a temporary file and renames it (lesson 07).
+# `tests/test_distributed.py` kills a rank in both settings and checks that the run ends within a minute,
+# says so, and leaves a checkpoint that loads.

@@ -38,6 +38,7 @@ from minddpm.distributed import launched, leave
 from minddpm.sampling import sample
 from minddpm.training import TRAIN_PRESETS, Run, export_model, load_checkpoint, load_model, resume, set_steps, train
 
+
 # %%
 #| export
 def _export_target(path) -> Path:
