@@ -40,11 +40,16 @@ import dataclasses, os, subprocess, sys, tempfile
 from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from minddpm.data import pick_preset
 from minddpm.training import TRAIN_PRESETS, load_checkpoint, train
 
 # %%
 #| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
+
+# %%
+print(f"device: {pick_device()}; preset: {pick_preset()}; this lesson's processes run on the CPU (gloo), whatever it has")
+
 
 # %% [markdown]
 # The `full` preset trains 150,000 steps at 64×64; on one GPU that is most of a day. The way out that every
@@ -190,10 +195,12 @@ def leave():
     if _joined and dist.is_initialized(): dist.destroy_process_group()
     _joined = False
 
+
 # %%
 place, device = join('cpu')
 print(place, device, launched())
 test_eq((place.main, place.world_size, place.parallel), (True, 1, False))   # no torchrun here: a run of one
+
 
 # %% [markdown]
 # The collective timeout is explicit and long. While rank 0 draws a sample grid (seconds on a GPU, up to a
@@ -222,12 +229,14 @@ def local_batch_size(batch_size: int, # the global batch: images per optimiser s
                          f"use a multiple of {parts}, e.g. {fits}")
     return batch_size // parts
 
+
 # %%
 for world, accum in [(1, 1), (2, 1), (4, 1), (2, 2), (8, 4)]:
     print(f"batch 64 on {world} process(es) × {accum} micro-batch(es): {local_batch_size(64, world, accum)} images each")
 test_fail(lambda: local_batch_size(64, 3, 1), contains='use a multiple of 3, e.g. 63 or 66')
 try: local_batch_size(64, 3, 1)
 except ValueError as e: print(e)
+
 
 # %% [markdown]
 # Why global? The learning rate, its OneCycle schedule and the EMA decay were tuned for a batch. If the
@@ -298,6 +307,7 @@ def rank_positions(place: Place,    # this rank
                    ) -> torch.Tensor:
     "Positions in the global batch of this rank's samples, in the order its loader yields them: rank, rank + world_size, …"
     return torch.arange(place.rank, batch_size, place.world_size)
+
 
 # %% [markdown]
 # The data order follows the same rule: each epoch is one permutation of the training split, seeded by
