@@ -265,6 +265,8 @@ def get_datasets(name: str = 'digits', # one of `DATASETS`, or a folder with one
                 ImageTensorDataset(x[va], d['labels'][va], d['classes']))
     if Path(name).is_dir(): return _folder_datasets(name, size, val_frac, seed, hflip)
     if Path(name).exists(): raise ValueError(f"{name} is a file; pass a folder with one sub-folder of images per class")
+    if os.sep in str(name) or '/' in str(name): raise FileNotFoundError(f"no folder at {name}: pass a folder with one sub-folder "
+                                                                         f"of images per class, or one of {', '.join(DATASETS)}")
     raise ValueError(f"Unknown dataset {name!r}. Known names: {', '.join(DATASETS)}; "
                      f"or pass the path of a folder with one sub-folder of images per class.")
 
@@ -405,7 +407,7 @@ def minddpm_data(argv=None): # command-line arguments as a list of strings; None
         try:
             out = writable_file(args.out, image_suffixes())
             train, val = get_datasets(args.dataset, args.size, val_frac=args.val_frac, root=args.root)
-        except (ValueError, RuntimeError) as e: p.exit(2, f"minddpm_data: error: {e}\n")
+        except (ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_data: error: {e}\n")
     x, y = train[0]
     print(f"{args.dataset}: {len(train):,} train / {len(val):,} validation images, {len(train.classes)} classes, "
           f"image {tuple(x.shape)} in [-1, 1]")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_distributed.ipynb #1ba3cb1e
 from __future__ import annotations
-import datetime, os
+import atexit, datetime, os
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +49,27 @@ class Place:
         t = torch.tensor(values, dtype=torch.float64, device=device); dist.broadcast(t, 0)
         return tuple(t.tolist())
 
+    def gather(self, obj) -> list: # any picklable object, e.g. this rank's error message or None
+        "Every rank's `obj`, in rank order, on every rank: `[obj]` in a single process."
+        if not self.parallel: return [obj]
+        out = [None] * self.world_size; dist.all_gather_object(out, obj)
+        return out
+
+    def first(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` on the first process of each node, then on the others (e.g. a download, which they then
+        find done). If it raises anywhere, every rank raises: its own error, or `ValueError` quoting the first failed rank's."""
+        out = None
+        for turn in (True, False):
+            error = None
+            if (self.local_rank == 0) == turn:
+                try: out = fn(*args, **kwargs)
+                except (ValueError, OSError, RuntimeError) as e: error = e
+            said = self.gather(None if error is None else f"{type(error).__name__}: {error}")
+            if error is not None: raise error
+            failed = next(((r, m) for r, m in enumerate(said) if m), None)
+            if failed: raise ValueError(f"rank {failed[0]} stopped the run: {failed[1]}")
+        return out
+
 def launched() -> bool:
     "Was this process started by `torchrun` (or `srun torchrun`): does its environment name a rank and a world size?"
     return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
@@ -59,7 +80,8 @@ def join(device: str = 'auto', # as `pick_device` takes it; under torchrun 'cuda
          ) -> tuple[Place, torch.device]:
     """This process's `Place` and device. Under `torchrun` it joins the process group (or takes the one already started): NCCL on CUDA, one GPU per local rank,
     gloo on the CPU, with an explicit `TIMEOUT`. Without the launcher's environment it is one process, on `pick_device(device)`.
-    Raises `ValueError` for a GPU index given under torchrun, more local ranks than GPUs, or Apple's MPS with several ranks."""
+    The group is left at exit, or earlier by `leave`. Raises `ValueError` for a GPU index given under torchrun or Apple's MPS
+    with several ranks, and `RuntimeError` on a rank beyond the node's GPUs (the error of that rank alone)."""
     global _joined
     d = pick_device(device)
     if not (launched() or dist.is_initialized()): return Place(), d
@@ -72,8 +94,8 @@ def join(device: str = 'auto', # as `pick_device` takes it; under torchrun 'cuda
                              f"use --device cuda (or auto)")
         n = torch.cuda.device_count()
         if place.local_rank >= n:
-            raise ValueError(f"local rank {place.local_rank} has no GPU of its own: torch sees {n} on this node; "
-                             f"start at most {n} processes per node (--nproc-per-node {n})")
+            raise RuntimeError(f"local rank {place.local_rank} has no GPU of its own: torch sees {n} on this node; "
+                               f"start at most {n} processes per node (--nproc-per-node {n})")
         d = torch.device('cuda', place.local_rank); torch.cuda.set_device(d)
     elif d.type == 'mps' and place.world_size > 1:
         raise ValueError("several processes cannot share Apple's MPS GPU; use --device cpu, or one process")
@@ -81,10 +103,11 @@ def join(device: str = 'auto', # as `pick_device` takes it; under torchrun 'cuda
         dist.init_process_group('nccl' if d.type == 'cuda' else 'gloo', timeout=TIMEOUT,
                                 device_id=d if d.type == 'cuda' else None)
         _joined = True
+        atexit.register(leave)   # NCCL warns about a group never destroyed
     return place, d
 
 def leave():
-    "End the process group `join` started, if it did: every rank calls it once its work is done."
+    "End the process group `join` started, if it did (at exit, if not before): every rank calls it once its work is done."
     global _joined
     if _joined and dist.is_initialized(): dist.destroy_process_group()
     _joined = False

@@ -202,12 +202,13 @@ class Run:
         self.dtype = resolve_precision(self.device, cfg.precision)
         W = self.place.world_size
         self.micro_batch = local_batch_size(cfg.batch_size, W, cfg.grad_accum)   # before any data is read
-        if self.place.local_rank: self.place.barrier()   # the first process of each node downloads and decodes alone
-        train_set, val_set = get_datasets(cfg.dataset, cfg.img_size, cfg.val_frac, seed=cfg.seed)  # flips: `train_step`
-        if not self.place.local_rank: self.place.barrier()
+        # the first process of each node downloads and decodes first; flips are drawn in `train_step`
+        train_set, val_set = self.place.first(get_datasets, cfg.dataset, cfg.img_size, cfg.val_frac, seed=cfg.seed)
         if len(train_set) < cfg.batch_size:
-            raise ValueError(f"the training split holds {len(train_set)} images, fewer than one global batch of {cfg.batch_size}: "
-                             f"use batch_size {len(train_set)} or less (--batch-size), or more images")
+            parts = W * cfg.grad_accum
+            fits = (f"use batch_size {len(train_set) // parts * parts} or less (--batch-size), or more images" if len(train_set) >= parts
+                    else f"{W} process(es) × {cfg.grad_accum} micro-batch(es) need at least {parts}")
+            raise ValueError(f"the training split holds {len(train_set)} images, fewer than one global batch of {cfg.batch_size}: {fits}")
         sampler = DistributedSampler(train_set, W, self.place.rank, shuffle=True, seed=cfg.seed, drop_last=True)
         pin = self.device.type == 'cuda'   # one seeded order per epoch, every W-th image to each rank
         self.train_dl = DataLoader(train_set, cfg.batch_size // W, sampler=sampler, drop_last=True, pin_memory=pin)
@@ -566,13 +567,14 @@ def train(cfg: TrainConfig | None = None, # config of a fresh run; None: `TrainC
     batches, refitted = _batches(run), 0.0
     try:
         while run.step < min(until or run.cfg.steps, run.cfg.steps):
-            t0 = _clock()
+            t0, lr = _clock(), run.sched.get_last_lr()[0]         # the learning rate this step takes
             x, y = next(batches)
             try: loss = train_step(run, x, y)
             except FloatingPointError as e:
+                bar.close()
                 raise FloatingPointError(f"{e}; {kept()}. A lower learning rate than lr={run.cfg.lr:g} often helps") from None
             if budget: budget.step_s.append(_clock() - t0)
-            lr, last = run.sched.get_last_lr()[0], run.step == run.cfg.steps
+            last = run.step == run.cfg.steps
             first_fit = fit and run.step == calibrate       # time a validation and a checkpoint, probe a grid, then fit
             if first_fit and cfg.sample_every and not budget.cost['grid'] and place.main: budget.probe_grid()
             val = timed('val', validate, run) if run.step % cfg.val_every == 0 or last or first_fit else None
@@ -594,7 +596,9 @@ def train(cfg: TrainConfig | None = None, # config of a fresh run; None: `TrainC
                         set_steps(run, int(steps)); bar.total = int(steps); bar.refresh()
     except RuntimeError as e:   # under torchrun: which rank stopped where, and what is kept
         if not place.parallel: raise
+        bar.close()
         why = re.sub(r'^\[[^\]]*\]\s*', '', (str(e).strip() or type(e).__name__).splitlines()[0])   # gloo's source location
+        why = why.split('. This is typically')[0]                                                   # and its advice
         lost = isinstance(e, torch.distributed.DistError) or re.search('gloo|nccl|connection|timed out', str(e), re.I)
         raise RuntimeError(f"rank {place.rank} of {place.world_size} stopped in step {run.step + 1}: "
                            + ("it lost touch with the other processes, most likely because one of them stopped (torchrun's "

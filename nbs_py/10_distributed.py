@@ -24,7 +24,7 @@ if importlib.util.find_spec('minddpm') is None:
 # %%
 #| export
 from __future__ import annotations
-import datetime, os
+import atexit, datetime, os
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,7 +119,9 @@ ax.set_title('one optimiser step of a global batch of 64 on 2 processes: only th
 # `join` reads what torchrun put in the environment and joins the process group; without it, the process
 # is a run of one, as in every earlier lesson. `Run` calls it and wraps the model in DDP when there is a
 # group; rank 0 (`Place.main`) alone writes checkpoints (then every rank waits at a barrier), draws grids,
-# logs to W&B and shows the progress bar.
+# logs to W&B and shows the progress bar. The first process of each node reads (or downloads) the data
+# before the others, which then find it there (`Place.first`); if any rank fails, every rank stops, and
+# rank 0 alone says why: a mistake in the command is printed once, not once per process.
 
 # %%
 #| export
@@ -155,6 +157,27 @@ class Place:
         t = torch.tensor(values, dtype=torch.float64, device=device); dist.broadcast(t, 0)
         return tuple(t.tolist())
 
+    def gather(self, obj) -> list: # any picklable object, e.g. this rank's error message or None
+        "Every rank's `obj`, in rank order, on every rank: `[obj]` in a single process."
+        if not self.parallel: return [obj]
+        out = [None] * self.world_size; dist.all_gather_object(out, obj)
+        return out
+
+    def first(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` on the first process of each node, then on the others (e.g. a download, which they then
+        find done). If it raises anywhere, every rank raises: its own error, or `ValueError` quoting the first failed rank's."""
+        out = None
+        for turn in (True, False):
+            error = None
+            if (self.local_rank == 0) == turn:
+                try: out = fn(*args, **kwargs)
+                except (ValueError, OSError, RuntimeError) as e: error = e
+            said = self.gather(None if error is None else f"{type(error).__name__}: {error}")
+            if error is not None: raise error
+            failed = next(((r, m) for r, m in enumerate(said) if m), None)
+            if failed: raise ValueError(f"rank {failed[0]} stopped the run: {failed[1]}")
+        return out
+
 def launched() -> bool:
     "Was this process started by `torchrun` (or `srun torchrun`): does its environment name a rank and a world size?"
     return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
@@ -165,7 +188,8 @@ def join(device: str = 'auto', # as `pick_device` takes it; under torchrun 'cuda
          ) -> tuple[Place, torch.device]:
     """This process's `Place` and device. Under `torchrun` it joins the process group (or takes the one already started): NCCL on CUDA, one GPU per local rank,
     gloo on the CPU, with an explicit `TIMEOUT`. Without the launcher's environment it is one process, on `pick_device(device)`.
-    Raises `ValueError` for a GPU index given under torchrun, more local ranks than GPUs, or Apple's MPS with several ranks."""
+    The group is left at exit, or earlier by `leave`. Raises `ValueError` for a GPU index given under torchrun or Apple's MPS
+    with several ranks, and `RuntimeError` on a rank beyond the node's GPUs (the error of that rank alone)."""
     global _joined
     d = pick_device(device)
     if not (launched() or dist.is_initialized()): return Place(), d
@@ -178,8 +202,8 @@ def join(device: str = 'auto', # as `pick_device` takes it; under torchrun 'cuda
                              f"use --device cuda (or auto)")
         n = torch.cuda.device_count()
         if place.local_rank >= n:
-            raise ValueError(f"local rank {place.local_rank} has no GPU of its own: torch sees {n} on this node; "
-                             f"start at most {n} processes per node (--nproc-per-node {n})")
+            raise RuntimeError(f"local rank {place.local_rank} has no GPU of its own: torch sees {n} on this node; "
+                               f"start at most {n} processes per node (--nproc-per-node {n})")
         d = torch.device('cuda', place.local_rank); torch.cuda.set_device(d)
     elif d.type == 'mps' and place.world_size > 1:
         raise ValueError("several processes cannot share Apple's MPS GPU; use --device cpu, or one process")
@@ -187,10 +211,11 @@ def join(device: str = 'auto', # as `pick_device` takes it; under torchrun 'cuda
         dist.init_process_group('nccl' if d.type == 'cuda' else 'gloo', timeout=TIMEOUT,
                                 device_id=d if d.type == 'cuda' else None)
         _joined = True
+        atexit.register(leave)   # NCCL warns about a group never destroyed
     return place, d
 
 def leave():
-    "End the process group `join` started, if it did: every rank calls it once its work is done."
+    "End the process group `join` started, if it did (at exit, if not before): every rank calls it once its work is done."
     global _joined
     if _joined and dist.is_initialized(): dist.destroy_process_group()
     _joined = False
@@ -365,7 +390,7 @@ from minddpm.training import TRAIN_PRESETS, train
 
 cfg = dataclasses.replace(TRAIN_PRESETS['tiny'], device='cpu', out=sys.argv[1])
 run = train(cfg, until=60, progress=False)   # every rank runs this; rank 0 writes the checkpoint
-leave()
+leave()                                      # end the process group now (else it ends at exit)
 """)
 cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', str(script), str(out/'two')]
 print('torchrun', *cmd[3:])
@@ -451,7 +476,7 @@ test_eq(two['step'], 60); test_close(l1, l2, eps=1e-5 * l1.min())
 #
 # ```
 # minddpm_train: error: rank 0 of 2 stopped in step 311: it lost touch with the other processes, most likely because
-# one of them stopped (torchrun's report names it) (Read error [127.0.0.1]:53385: Connection reset by peer. …); the last
+# one of them stopped (torchrun's report names it) (Read error [127.0.0.1]:53385: Connection reset by peer); the last
 # checkpoint, runs/full/checkpoint.pt at step 300, is kept
 # ```
 #

@@ -27,7 +27,7 @@ from importlib import resources
 
 # %%
 #| export
-import argparse, dataclasses, os
+import argparse, contextlib, dataclasses, io, os
 from pathlib import Path
 
 import torch
@@ -63,7 +63,9 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     length.add_argument('--epochs', type=int_arg(1), help='passes over the training split in all')
     p.add_argument('--minutes', type=float_arg(0, open_low=True),
                    help='time budget: a new run fits its step count to it as it goes; any run stops by it')
-    p.add_argument('--batch-size', type=int_arg(1), help='the global batch: images per optimiser step over all processes')
+    p.add_argument('--batch-size', type=int_arg(1),
+                   help="the global batch: images per optimiser step over all processes (default: the preset's, 64 for tiny); "
+                        "under torchrun a multiple of the processes × --grad-accum")
     p.add_argument('--grad-accum', type=int_arg(1),
                    help='micro-batches per step on each process: the same run in less memory (default: 1)')
     p.add_argument('--lr', type=float_arg(0, open_low=True), help='peak learning rate (on --resume: the schedule goes on at it)')
@@ -73,18 +75,21 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     p.add_argument('--resume', help='checkpoint to continue from')
     p.add_argument('--wandb', action='store_true', help='log to Weights & Biases (offline without credentials)')
     p.add_argument('--compile', action='store_true', help='train through torch.compile')
-    p.add_argument('--device', help='auto, cuda, cuda:N, mps or cpu')
+    p.add_argument('--device', help='auto, cuda, cuda:N, mps or cpu; under torchrun auto, cuda (the GPU of each local rank) or cpu')
     p.add_argument('--precision', choices=('auto', 'bf16', 'fp16', 'fp32'),
                    help='autocast precision; auto: bf16 or fp16 on CUDA, fp32 elsewhere (bf16 also pays on CPUs with AMX: see minddpm_bench)')
     p.add_argument('--seed', type=int_arg(0))
     p.add_argument('--export', help='also write the model alone (EMA and raw weights, half precision) to this file at the end')
-    a = p.parse_args(argv)
+    rank = int(os.environ.get('RANK', 0)) if launched() else 0
+    with contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
+        a = p.parse_args(argv)   # under torchrun every rank parses alike, and rank 0 alone says what is wrong
     if a.resume and a.preset: p.error("--preset cannot be used with --resume: the checkpoint holds its config")
     changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size,
                                      grad_accum=a.grad_accum, lr=a.lr,
                                      val_frac=a.val_frac, out=a.out, device=a.device, precision=a.precision, seed=a.seed,
                                      hflip=a.hflip).items() if v is not None}
     changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
+    made = False   # did this command make the run folder?
     with cli_warnings('minddpm_train'):
         try:
             if a.export: _export_target(a.export)                  # paths first: a bad one must not cost a run
@@ -93,7 +98,8 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
                 preset = a.preset or 'tiny'
                 if preset not in TRAIN_PRESETS: raise ValueError(f"Unknown preset {preset!r}; use one of {', '.join(TRAIN_PRESETS)}")
                 cfg = dataclasses.replace(TRAIN_PRESETS[preset], **changes)
-                pick_device(cfg.device); writable_dir(cfg.out)   # a wrong device leaves no run folder behind
+                pick_device(cfg.device)                          # a wrong device makes no run folder
+                if rank == 0: made = not Path(cfg.out).exists(); writable_dir(cfg.out)
                 if (Path(cfg.out)/'checkpoint.pt').exists():
                     raise ValueError(f"{cfg.out} already holds a run: continue it with --resume {Path(cfg.out)/'checkpoint.pt'}, "
                                      f"or give another --out")
@@ -105,8 +111,11 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
             else: run = train(run=run)
             if a.export and run.place.main: print(f"exported the model to {export_model(run, a.export)}")
         except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
-            rank = os.environ.get('RANK', '0') if launched() else '0'   # under torchrun every rank says what stopped it
-            p.exit(2, f"minddpm_train{f' (rank {rank})' if rank != '0' else ''}: error: {e}\n")
+            folder = Path(cfg.out) if made and rank == 0 else None
+            if folder and folder.is_dir() and not any(folder.iterdir()): folder.rmdir()   # a refused run leaves no folder behind
+            # every rank meets the same bad config, data or NaN, and rank 0 says so; a RuntimeError may be this rank's alone
+            if rank == 0: p.exit(2, f"minddpm_train: error: {e}\n")
+            p.exit(2, f"minddpm_train (rank {rank}): error: {e}\n" if isinstance(e, RuntimeError) else None)
         finally: leave()
     if not run.place.main: return
     if run.step < run.cfg.steps:

@@ -131,7 +131,7 @@ def test_resume_applies_a_new_learning_rate(six_steps, tmp_path):
     opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=5e-4)
     ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=12)
     want = []
-    for _ in range(12): opt.step(); ref.step(); want.append(ref.get_last_lr()[0])
+    for _ in range(12): want.append(ref.get_last_lr()[0]); opt.step(); ref.step()   # the learning rate each step takes
     got = [h[2] for h in run.history]
     assert got[6:] == pytest.approx(want[6:], rel=1e-6) and got[5] != pytest.approx(want[5])   # the new peak from step 7 on
 

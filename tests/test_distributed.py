@@ -226,3 +226,12 @@ def test_the_readme_two_process_command_runs_as_written(tmp_path):
     out = Path(tmp_path/line.split('--out ')[1].split()[0])
     assert load_checkpoint(out/'checkpoint.pt')['step'] == 12 and 'trained to step 12' in r.stdout
     assert r.stdout.count('trained to step 12') == 1 and r.stderr.count(' 0/12 [') == 1   # one progress bar: rank 1 is quiet
+
+def test_a_mistake_is_said_once_by_rank_0_and_leaves_no_run_folder(tmp_path):
+    "A missing dataset folder once made rank 1 print a raw gloo error beside rank 0's message, and left an empty run folder."
+    r = subprocess.run(TORCHRUN + ['--no-python', 'minddpm_train', '--dataset', str(tmp_path/'no'/'such'), '--out', 'run'],
+                       cwd=tmp_path, capture_output=True, text=True, env=env(), timeout=120)
+    said = [l for l in r.stderr.splitlines() if l.startswith('minddpm_train') and 'FAILED' not in l]   # not torchrun's report
+    assert r.returncode != 0 and said == [f"minddpm_train: error: no folder at {tmp_path/'no'/'such'}: pass a folder with one "
+                                          f"sub-folder of images per class, or one of digits, cifar10, mnist, fashion_mnist"], said
+    assert 'gloo' not in r.stderr and not (tmp_path/'run').exists()
