@@ -78,9 +78,9 @@ _joined = False  # did `join` start the process group (so `leave` ends it)?
 
 def join(device: str = 'auto', # as `pick_device` takes it; under torchrun 'cuda' means this local rank's GPU
          ) -> tuple[Place, torch.device]:
-    """This process's `Place` and device. Under `torchrun` it joins the process group (or takes the one already started): NCCL on CUDA, one GPU per local rank,
-    gloo on the CPU, with an explicit `TIMEOUT`. Without the launcher's environment it is one process, on `pick_device(device)`.
-    The group is left at exit, or earlier by `leave`. Raises `ValueError` for a GPU index given under torchrun or Apple's MPS
+    """This process's `Place` and device. Under `torchrun` it joins the process group (or takes one already started): NCCL
+    on CUDA, one GPU per local rank, gloo on the CPU, with an explicit `TIMEOUT`. Without the launcher's environment it is
+    one process, on `pick_device(device)`. The group is left at exit, or earlier by `leave`. Raises `ValueError` for a GPU index given under torchrun or Apple's MPS
     with several ranks, and `RuntimeError` on a rank beyond the node's GPUs (the error of that rank alone)."""
     global _joined
     d = pick_device(device)
