@@ -14,7 +14,7 @@ import torch
 from .data import (cli_warnings, float_arg, image_suffixes, int_arg, pick_device, show_images, to_uint8, writable_dir,
                           writable_file)
 from .distributed import launched, leave
-from .sampling import sample
+from .sampling import SAMPLERS, SPACINGS, sample
 from .training import TRAIN_PRESETS, Run, export_model, load_checkpoint, load_model, resume, set_steps, train
 
 # %% ../nbs/cli.ipynb #65e07cda
@@ -106,8 +106,11 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
     p.add_argument('checkpoint', help='a checkpoint from minddpm_train, or a model file from --export')
     p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
     p.add_argument('--n', type=int_arg(1), default=1, help='images per label (default: 1)')
-    p.add_argument('--sampler', default='ddim', choices=['ddim', 'ddpm'])
-    p.add_argument('--steps', type=int_arg(1), default=50, help='DDIM steps (default: 50)')
+    p.add_argument('--sampler', default='ddim', choices=SAMPLERS,
+                   help='ddim (default), dpm++ (DPM-Solver++(2M): good in 10 to 20 steps) or ddpm (all T steps)')
+    p.add_argument('--steps', type=int_arg(1), default=50, help='network calls of ddim and dpm++ (default: 50)')
+    p.add_argument('--spacing', default='linspace', choices=SPACINGS,
+                   help='their timesteps: linspace (T-1 down to 0, the default) or trailing (Lin et al. 2023)')
     p.add_argument('--guidance', type=float_arg(), default=3.0, help='w: 0 unconditional, 1 conditional (default: 3)')
     p.add_argument('--eta', type=float_arg(0, 1), default=1.0, help='DDIM noise, 0 (deterministic) to 1 (default: 1)')
     p.add_argument('--img-size', type=int_arg(1), help='image side (default: the training size)')
@@ -126,8 +129,8 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
             shape = m.shape if a.img_size is None else (m.shape[0], a.img_size, a.img_size)
             m.model.check_input(torch.zeros(1, *shape))
             y = torch.tensor(labels).repeat_interleave(a.n)
-            x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps, w=a.guidance, eta=a.eta,
-                       generator=torch.Generator().manual_seed(a.seed))
+            x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps, spacing=a.spacing, w=a.guidance,
+                       eta=a.eta, generator=torch.Generator().manual_seed(a.seed))
         except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_sample: error: {e}\n")
     import matplotlib.pyplot as plt
     show_images(x, y, m.classes, ncols=max(a.n, min(len(y), 10)))

@@ -16,7 +16,8 @@ from .forward import Diffusion
 from .scrubber import Scrubber, fig_to_png
 
 # %% auto #0
-__all__ = ['IdealDenoiser', 'ddpm_step', 'ddim_timesteps', 'ddim_step', 'sample', 'reverse_scrubber']
+__all__ = ['SPACINGS', 'SAMPLERS', 'IdealDenoiser', 'ddpm_step', 'ddim_timesteps', 'ddim_step', 'dpm_solver_step', 'sample',
+           'reverse_scrubber']
 
 # %% ../nbs/05_sampling.ipynb #0da58aa2
 class IdealDenoiser(nn.Module):
@@ -65,12 +66,17 @@ def ddpm_step(diffusion: Diffusion,    # the noise schedule (β_t, β̃_t, ᾱ_t
     return mean + var.sqrt() * noise, x0
 
 # %% ../nbs/05_sampling.ipynb #202c06e9
-def ddim_timesteps(T: int,      # diffusion steps of the schedule
-                   steps: int,  # number of timesteps wanted, 1 to T
+SPACINGS = ('linspace', 'trailing')
+
+def ddim_timesteps(T: int,                   # diffusion steps of the schedule
+                   steps: int,               # number of timesteps wanted, 1 to T
+                   spacing: str = 'linspace', # 'linspace': from T−1 down to 0; 'trailing': T−1, T−1−T/steps, … (Lin et al. 2023)
                    ) -> list[int]:
-    "`steps` timesteps evenly spaced from T−1 down to 0 (rounded, no repeats)."
+    "`steps` timesteps from T−1 down, evenly spaced (rounded, no repeats): to 0 ('linspace'), or ending T/steps above it ('trailing')."
     if not 1 <= steps <= T: raise ValueError(f"steps must be between 1 and T={T}, got {steps}")
-    return torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
+    if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
+    ts = torch.linspace(T - 1, 0, steps) if spacing == 'linspace' else torch.arange(T, 0, -T / steps).round() - 1
+    return ts.round().long().unique_consecutive().tolist()
 
 def ddim_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
               x,                     # (B, C, H, W) images x_t
@@ -90,14 +96,37 @@ def ddim_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
     return (x + sigma * noise if eta > 0 else x), x0
 
 # %% ../nbs/05_sampling.ipynb #3d86b074
+def dpm_solver_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
+                    x,                     # (B, C, H, W) images x_t
+                    t: int,                # current timestep
+                    s: int | None,         # next, earlier timestep; None: the last step, returns x0
+                    x0,                    # the data prediction D_t = x̂0(x, t), x's shape (clipped or not)
+                    prev=None,             # (D, h) of the previous step, from the last call; None: a first-order step
+                    ) -> tuple:            # (x_s, (x0, h)): the images at s, and what the next step needs
+    "One DPM-Solver++(2M) step from t to s (Lu et al. 2022, Algorithm 2): second order when `prev` is given, else first (DDIM, η = 0)."
+    if s is None: return x0, (x0, None)
+    ab_t, ab_s = diffusion.alpha_bars[t], diffusion.alpha_bars[s]
+    lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())              # λ = log(α/σ)
+    h = lam(ab_s) - lam(ab_t)
+    D = x0
+    if prev is not None and prev[1] is not None:
+        r = prev[1] / h
+        D = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * prev[0]
+    x_s = ((1 - ab_s) / (1 - ab_t)).sqrt() * x - ab_s.sqrt() * torch.expm1(-h) * D
+    return x_s, (x0, h)
+
+# %% ../nbs/05_sampling.ipynb #9038d021
+SAMPLERS = ('ddim', 'dpm++', 'ddpm')
+
 @torch.no_grad()
 def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.model`), called as model(x, t[, y])
            diffusion: Diffusion,          # the noise schedule the model was trained with; sets T and the device
            labels: torch.Tensor | None = None,  # (B,) class of each image; None: unconditional
            n: int | None = None,          # number of images when `labels` is None
            shape=(1, 16, 16),             # (C, H, W) of one image
-           sampler: str = 'ddim',         # 'ddim' or 'ddpm'
-           steps: int = 50,               # DDIM steps (DDPM always takes T)
+           sampler: str = 'ddim',         # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'
+           steps: int = 50,               # network calls of DDIM and DPM-Solver++ (DDPM always takes T)
+           spacing: str = 'linspace',     # timesteps of DDIM and DPM-Solver++: 'linspace' or 'trailing' (`ddim_timesteps`)
            w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
            eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?")
            variance: str = 'beta',        # DDPM σ²: 'beta' or 'beta_tilde'
@@ -105,8 +134,9 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw
            uint8: bool = False,           # return uint8 images (rounded) instead of floats in [-1, 1]
            trajectory: list | None = None):  # if a list, (t, x_t, x̂0) of every step is appended to it
-    "Sample images with DDPM or DDIM and classifier-free guidance. Raises `ValueError` for a non-finite `w` or `eta` outside [0, 1], `FloatingPointError` if the images come out non-finite."
-    if sampler not in ('ddpm', 'ddim'): raise ValueError(f"Unknown sampler {sampler!r}; use 'ddpm' or 'ddim'")
+    """Sample images with DDPM, DDIM or DPM-Solver++(2M) and classifier-free guidance. Raises `ValueError` for an unknown
+    sampler or spacing, a non-finite `w` or `eta` outside [0, 1], `FloatingPointError` if the images come out non-finite."""
+    if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
     if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
     if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
     if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
@@ -119,15 +149,19 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
     was_training = getattr(model, 'training', False)
     if isinstance(model, nn.Module): model.eval()
     x = randn()
-    ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps)
+    ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps, spacing)
+    prev = None   # DPM-Solver++'s previous data prediction and step
     for i, t in enumerate(ts):
         tt = torch.full((b,), t, device=device, dtype=torch.long)
         eps = _eps(model, x, tt, y, w)
+        s = ts[i + 1] if i + 1 < len(ts) else None
         if sampler == 'ddpm':
             x_next, x0 = ddpm_step(diffusion, x, t, eps, clip, variance, noise=randn() if t > 0 else None)
-        else:
-            s = ts[i + 1] if i + 1 < len(ts) else None
+        elif sampler == 'ddim':
             x_next, x0 = ddim_step(diffusion, x, t, s, eps, eta, clip, noise=randn() if s is not None and eta > 0 else None)
+        else:
+            x0 = _x0(diffusion, x, t, eps, clip)
+            x_next, prev = dpm_solver_step(diffusion, x, t, s, x0, prev)
         if trajectory is not None: trajectory.append((t, x.cpu(), x0.cpu()))
         x = x_next
     if isinstance(model, nn.Module): model.train(was_training)
