@@ -360,12 +360,14 @@ axs[0].set_title('t of each image at step 3: the same whatever the number of ran
 
 # %% [markdown]
 # The same seed on every rank, for contrast: rank 0 and rank 1 each draw 8 timesteps for their 8 images,
-# and they are the same 8.
+# and they are the same 8. `step_draws` gives each of the 16 images its own.
 
 # %%
 same = [torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(0)) for rank in (0, 1)]
 print('rank 0:', same[0].tolist()); print('rank 1:', same[1].tolist())
-assert torch.equal(same[0], same[1])
+ours = [step_draws(batch_size=16, positions=rank_positions(Place(r, 2), 16), **kw).t[:8] for r in (0, 1)]
+print('ours, rank 0:', ours[0].tolist()); print('ours, rank 1:', ours[1].tolist())
+assert not torch.equal(ours[0], ours[1])   # every image of the global batch gets its own draw
 
 # %% [markdown]
 # A side benefit: no generator state needs saving in a checkpoint. Step 2,001 draws the same whether the
