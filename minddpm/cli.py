@@ -107,7 +107,8 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
     p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
     p.add_argument('--n', type=int_arg(1), default=1, help='images per label (default: 1)')
     p.add_argument('--sampler', default='ddim', choices=SAMPLERS,
-                   help='ddim (default), dpm++ (DPM-Solver++(2M): good in 10 to 20 steps) or ddpm (all T steps)')
+                   help='ddim (default), dpm++ (DPM-Solver++(2M), a deterministic ODE solver: no --eta; on the shipped tiny '
+                        'model the default DDIM with eta 1 looks better, see lesson 05) or ddpm (all T steps)')
     p.add_argument('--steps', type=int_arg(1), default=50, help='network calls of ddim and dpm++ (default: 50)')
     p.add_argument('--spacing', default='linspace', choices=SPACINGS,
                    help='their timesteps: linspace (T-1 down to 0, the default) or trailing (Lin et al. 2023)')

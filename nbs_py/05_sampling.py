@@ -176,7 +176,8 @@ def ddim_timesteps(T: int,                   # diffusion steps of the schedule
                    spacing: str = 'linspace', # 'linspace': from T−1 down to 0; 'trailing': T−1, T−1−T/steps, … (Lin et al. 2023)
                    ) -> list[int]:
     "`steps` timesteps from T−1 down, evenly spaced (rounded, no repeats): to 0 ('linspace'), or ending T/steps above it ('trailing')."
-    if not 1 <= steps <= T: raise ValueError(f"steps must be between 1 and T={T}, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be a whole number between 1 and T={T}, got {steps!r}")
     if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
     ts = torch.linspace(T - 1, 0, steps) if spacing == 'linspace' else torch.arange(T, 0, -T / steps).round() - 1
     return ts.round().long().unique_consecutive().tolist()
@@ -267,9 +268,9 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
            shape=(1, 16, 16),             # (C, H, W) of one image
            sampler: str = 'ddim',         # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'
            steps: int = 50,               # network calls of DDIM and DPM-Solver++ (DDPM always takes T)
-           spacing: str = 'linspace',     # timesteps of DDIM and DPM-Solver++: 'linspace' or 'trailing' (`ddim_timesteps`)
+           spacing: str = 'linspace',     # timesteps of DDIM and DPM-Solver++: 'linspace' or 'trailing' (`ddim_timesteps`); DDPM takes all
            w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
-           eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?")
+           eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?"); DPM-Solver++ is deterministic
            variance: str = 'beta',        # DDPM σ²: 'beta' or 'beta_tilde'
            clip: bool = True,             # clip x̂0 to [-1, 1]
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw
@@ -278,6 +279,7 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
     """Sample images with DDPM, DDIM or DPM-Solver++(2M) and classifier-free guidance. Raises `ValueError` for an unknown
     sampler or spacing, a non-finite `w` or `eta` outside [0, 1], `FloatingPointError` if the images come out non-finite."""
     if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
+    if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
     if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
     if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
     if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
@@ -375,7 +377,7 @@ test_eq(u8.dtype, torch.uint8)
 test_eq(u8, to_uint8(sample(ideal, diffusion, labels[:2], steps=10, generator=g())))
 test_fail(lambda: sample(ideal, diffusion, labels, sampler='euler'), contains="use 'ddim', 'dpm++', 'ddpm'")
 test_fail(lambda: sample(ideal, diffusion, labels, spacing='leading'), contains="use 'linspace' or 'trailing'")
-test_fail(lambda: sample(ideal, diffusion, labels, steps=0), contains='steps must be between 1 and T=1000')
+test_fail(lambda: sample(ideal, diffusion, labels, steps=0), contains='steps must be a whole number between 1 and T=1000')
 test_fail(lambda: sample(ideal, diffusion, None), contains='pass labels, or n')
 
 

@@ -69,3 +69,8 @@ def test_spacings_and_their_refusals():
     with pytest.raises(ValueError, match="Unknown spacing 'leading'; use 'linspace' or 'trailing'"): ddim_timesteps(1000, 10, 'leading')
     with pytest.raises(ValueError, match="Unknown sampler 'euler'; use 'ddim', 'dpm\\+\\+', 'ddpm'"):
         sample(lambda x, t: x, Diffusion(), n=1, sampler='euler')
+
+def test_steps_and_spacing_are_checked_for_every_sampler():
+    "A fractional step count once reached torch.linspace as a raw TypeError; a bad spacing passed silently with DDPM."
+    with pytest.raises(ValueError, match='steps must be a whole number between 1 and T=1000, got 2.5'): ddim_timesteps(1000, 2.5)
+    with pytest.raises(ValueError, match="Unknown spacing 'bad'"): sample(lambda x, t: x, Diffusion(), n=1, sampler='ddpm', spacing='bad')
