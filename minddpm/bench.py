@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import ConditionalUNet
-from .data import get_datasets, pick_device
+from .data import cpu_has_bf16, get_datasets, pick_device
 from .forward import Diffusion
 from .sampling import sample
 from .training import TrainConfig, Run, train_step, autocast, resolve_precision
@@ -24,8 +24,8 @@ from .unet import unet_preset
 # %% auto #0
 __all__ = ['TARGETS', 'SeedConv', 'SeedDown', 'SeedUp', 'SeedAttention', 'SeedUNet', 'seed_to_minddpm', 'SeedSettings',
            'seed_model', 'SeedTrainer', 'seed_sample', 'median_time', 'PeakMemory', 'isolated', 'measure_training',
-           'training_batches', 'measure_sampling', 'cpu_has_bf16', 'bench_precision', 'ladder', 'plot_ladder',
-           'describe_device', 'largest_batch', 'run_bench', 'format_table', 'minddpm_bench']
+           'training_batches', 'measure_sampling', 'bench_precision', 'ladder', 'plot_ladder', 'describe_device',
+           'largest_batch', 'run_bench', 'format_table', 'minddpm_bench']
 
 # %% ../nbs/09_performance.ipynb #329989a2
 class SeedConv(nn.Module):
@@ -349,7 +349,8 @@ def measure_training(variant='minddpm',       # 'minddpm', or the baseline: a `S
     settings = _settings(variant)
     if settings is None:
         run = Run(TrainConfig(img_size=size, unet='seed', batch_size=batch, steps=steps + warmup, device=str(device),
-                              precision=precision, compile=compile, ema_start=0, seed=seed, sample_every=0))
+                              precision=precision, compile=compile, ema_start=0, seed=seed, sample_every=0,
+                              objective='eps'))   # the baseline's target; v costs the same
         step = lambda x, y: train_step(run, x, y)
     else:
         trainer = SeedTrainer(settings, size, steps + warmup, device=device, step_start_ema=0)
@@ -417,12 +418,6 @@ def measure_sampling(variant='minddpm',       # 'minddpm', or the baseline: a `S
     return out
 
 # %% ../nbs/09_performance.ipynb #37c36e46
-def cpu_has_bf16() -> bool:
-    "Does this CPU have bf16 matrix instructions (AMX-BF16 or AVX512-BF16)? Read from /proc/cpuinfo (Linux)."
-    try: flags = Path('/proc/cpuinfo').read_text()
-    except OSError: return False
-    return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', flags))
-
 def bench_precision(device,            # a torch device or its name
                    ) -> str:
     "The autocast precision minddpm is benchmarked at on `device`: 'bf16', 'fp16' or 'fp32'."

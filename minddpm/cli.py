@@ -14,7 +14,8 @@ import torch
 from .data import (cli_warnings, float_arg, image_suffixes, int_arg, pick_device, show_images, to_uint8, writable_dir,
                           writable_file)
 from .distributed import launched, leave
-from .sampling import SAMPLERS, SPACINGS, sample
+from .forward import OBJECTIVES, WEIGHTINGS
+from .sampling import PRECISIONS, SAMPLERS, SPACINGS, sample
 from .training import TRAIN_PRESETS, Run, export_model, load_checkpoint, load_model, resume, set_steps, train
 
 # %% ../nbs/cli.ipynb #65e07cda
@@ -46,6 +47,11 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     p.add_argument('--grad-accum', type=int_arg(1),
                    help='micro-batches per step on each process: the same run in less memory (default: 1)')
     p.add_argument('--lr', type=float_arg(0, open_low=True), help='peak learning rate (on --resume: the schedule goes on at it)')
+    p.add_argument('--objective', choices=OBJECTIVES, help="what the network predicts: the noise ε (eps), v, or the clean image x0 "
+                                                           "(default: the preset's: v for tiny, eps for colab and full)")
+    p.add_argument('--weighting', choices=WEIGHTINGS, help="loss weighting over timesteps: uniform, or min_snr (min-SNR-γ) "
+                                                           "(default: uniform)")
+    p.add_argument('--snr-gamma', type=float_arg(0, open_low=True), help="min-SNR's γ (default: 5)")
     p.add_argument('--val-frac', type=float_arg(0, 1, open_low=True, open_high=True),
                    help='share of the digits or an image folder held out for validation (default: 0.1; at least one image)')
     p.add_argument('--out', help='run directory (default: runs/minddpm)')
@@ -62,7 +68,8 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
         a = p.parse_args(argv)   # under torchrun every rank parses alike, and rank 0 alone says what is wrong
     if a.resume and a.preset: p.error("--preset cannot be used with --resume: the checkpoint holds its config")
     changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size,
-                                     grad_accum=a.grad_accum, lr=a.lr,
+                                     grad_accum=a.grad_accum, lr=a.lr, objective=a.objective, weighting=a.weighting,
+                                     snr_gamma=a.snr_gamma,
                                      val_frac=a.val_frac, out=a.out, device=a.device, precision=a.precision, seed=a.seed,
                                      hflip=a.hflip).items() if v is not None}
     changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
@@ -107,14 +114,18 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
     p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
     p.add_argument('--n', type=int_arg(1), default=1, help='images per label (default: 1)')
     p.add_argument('--sampler', default='ddim', choices=SAMPLERS,
-                   help='ddim (default), dpm++ (DPM-Solver++(2M), a deterministic ODE solver: no --eta; on the shipped tiny '
-                        'model the default DDIM with eta 1 looks better, see lesson 05) or ddpm (all T steps)')
+                   help='ddim (default), dpm++ (DPM-Solver++(2M), a deterministic ODE solver that needs 10 to 20 steps on '
+                        'a v-prediction model such as the shipped one; no --eta) or ddpm (all T steps)')
     p.add_argument('--steps', type=int_arg(1), default=50, help='network calls of ddim and dpm++ (default: 50)')
     p.add_argument('--spacing', default='linspace', choices=SPACINGS,
                    help='their timesteps: linspace (T-1 down to 0, the default) or trailing (Lin et al. 2023)')
     p.add_argument('--guidance', type=float_arg(), default=3.0, help='w: 0 unconditional, 1 conditional (default: 3)')
     p.add_argument('--eta', type=float_arg(0, 1), default=1.0, help='DDIM noise, 0 (deterministic) to 1 (default: 1)')
     p.add_argument('--img-size', type=int_arg(1), help='image side (default: the training size)')
+    p.add_argument('--precision', default='auto', choices=PRECISIONS,
+                   help='the network\'s precision: fp32, bf16 (its weights cast once), or auto (the default): bf16 on a CPU '
+                        'with bf16 instructions (AMX or AVX512-BF16), where it samples twice as fast with the same quality '
+                        '(lesson 05), else fp32')
     p.add_argument('--seed', type=int_arg(0), default=0)
     p.add_argument('--out', default='samples.png', help='the grid, a .png (or another ending matplotlib writes; default: samples.png)')
     p.add_argument('--each', help='also write one PNG per image into this folder')
@@ -131,7 +142,7 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
             m.model.check_input(torch.zeros(1, *shape))
             y = torch.tensor(labels).repeat_interleave(a.n)
             x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps, spacing=a.spacing, w=a.guidance,
-                       eta=a.eta, generator=torch.Generator().manual_seed(a.seed))
+                       eta=a.eta, generator=torch.Generator().manual_seed(a.seed), precision=a.precision)
         except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_sample: error: {e}\n")
     import matplotlib.pyplot as plt
     show_images(x, y, m.classes, ncols=max(a.n, min(len(y), 10)))

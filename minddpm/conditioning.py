@@ -54,7 +54,7 @@ def drop_labels(y: torch.Tensor,                           # integer class label
     return torch.where(drop, torch.full_like(y, NULL_LABEL), y)
 
 # %% ../nbs/04_conditioning.ipynb #1496cb8b
-def guided_eps(model: ConditionalUNet,  # ε-prediction network called as model(x, t, y), `NULL_LABEL` meaning no class
+def guided_eps(model: ConditionalUNet,  # network called as model(x, t, y), `NULL_LABEL` meaning no class; ε, v or x0 mix alike
                x: torch.Tensor,         # (B, C, H, W) noisy images x_t
                t: torch.Tensor,         # (B,) timesteps
                y: torch.Tensor,         # (B,) class labels

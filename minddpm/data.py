@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #4c30ee46
 from __future__ import annotations
-import argparse, contextlib, math, os, sys, tempfile, warnings
+import argparse, contextlib, math, os, re, sys, tempfile, warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'DATASETS', 'PRESETS', 'DATA_PRESETS', 'load_bundled', 'to_unit_range', 'to_uint8', 'resize_uint8',
            'ImageTensorDataset', 'split_indices', 'show_images', 'is_hidden', 'FolderScan', 'scan_folder', 'load_rgb',
-           'decode_images', 'default_root', 'get_datasets', 'get_dataloaders', 'pick_device', 'pick_preset', 'int_arg',
-           'float_arg', 'writable_dir', 'writable_file', 'image_suffixes', 'cli_warnings', 'minddpm_data']
+           'decode_images', 'default_root', 'get_datasets', 'get_dataloaders', 'pick_device', 'pick_preset',
+           'cpu_has_bf16', 'int_arg', 'float_arg', 'writable_dir', 'writable_file', 'image_suffixes', 'cli_warnings',
+           'minddpm_data']
 
 # %% ../nbs/00_data.ipynb #df9eb344
 def load_bundled() -> dict:
@@ -320,6 +321,12 @@ def pick_preset(device: str = 'auto', # as for `pick_device`; CUDA gives 'colab'
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} in $MINDDPM_PRESET; use one of {', '.join(PRESETS)}")
     return preset
+
+def cpu_has_bf16() -> bool:
+    "Does this CPU have bf16 matrix instructions (AMX-BF16 or AVX512-BF16)? Read from /proc/cpuinfo (Linux; False elsewhere)."
+    try: flags = Path('/proc/cpuinfo').read_text()
+    except OSError: return False
+    return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', flags))
 
 # %% ../nbs/00_data.ipynb #8d3d40a4
 def int_arg(minimum: int = 1, # the smallest value allowed

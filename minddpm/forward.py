@@ -14,11 +14,24 @@ from .schedule import NoiseSchedule
 from .scrubber import Scrubber, fig_to_png
 
 # %% auto #0
-__all__ = ['Diffusion', 'noise_step', 'forward_scrubber']
+__all__ = ['OBJECTIVES', 'WEIGHTINGS', 'Diffusion', 'noise_step', 'forward_scrubber']
 
 # %% ../nbs/02_forward.ipynb #705ba0cd
+OBJECTIVES = ('eps', 'v', 'x0')   # what a network may be trained to predict: see "Three targets" below
+
 class Diffusion(NoiseSchedule):
     "A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go."
+    def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
+                 T: int = 1000,              # number of diffusion steps
+                 beta_start: float = 1e-4,   # linear: β at t = 0
+                 beta_end: float = 0.02,     # linear: β at t = T−1
+                 objective: str = 'eps'):    # what the network predicts: 'eps' (ε, DDPM), 'v' or 'x0'; in `OBJECTIVES`
+        super().__init__(kind, T, beta_start, beta_end)
+        if objective not in OBJECTIVES: raise ValueError(f"Unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+        self.objective = objective
+
+    def extra_repr(self): return f"kind={self.kind!r}, T={self.T}, objective={self.objective!r}"
+
     def add_noise(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
                   t,                      # timesteps: an int, or B of them (int tensor)
                   noise: torch.Tensor | None = None):  # ε with x0's shape; drawn when None
@@ -100,3 +113,48 @@ def forward_scrubber(images: torch.Tensor | None = None, # clean images (B, C, H
     eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
     frames = {kind: _forward_frames(Diffusion(kind, T), images, eps, ts, dpi) for kind in kinds}
     return Scrubber(frames, [f't = {t}' for t in ts], title='q(x_t | x_0): drag t, or press play')
+
+# %% ../nbs/02_forward.ipynb #e2b0a256
+def _per_image(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    "Per-image coefficients (B,) shaped to broadcast over x's other dimensions."
+    return c.view((-1,) + (1,) * (x.ndim - 1))
+
+def _target(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
+            eps: torch.Tensor,      # the noise they were noised with, x0's shape
+            t,                      # their timesteps: an int, or B of them
+            ) -> torch.Tensor:
+    "What the network is trained to output: ε, x0, or v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 (Salimans & Ho 2022, §4), by `objective`."
+    if self.objective == 'eps': return eps
+    if self.objective == 'x0': return x0
+    t = self.check_timesteps(t, len(x0))
+    return _per_image(self.sqrt_alpha_bars[t], x0) * eps - _per_image(self.sqrt_one_minus_alpha_bars[t], x0) * x0
+
+def _predictions(self, xt: torch.Tensor,  # noisy images x_t (B, C, H, W)
+                 t,                       # their timesteps: an int, or B of them
+                 out: torch.Tensor,       # the network's output for (x_t, t), xt's shape, in `objective`'s terms
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The network's output read as (ε̂, x̂0), whichever target it predicts (table above; nothing clipped)."
+    t = self.check_timesteps(t, len(xt))
+    a, s = _per_image(self.sqrt_alpha_bars[t], xt), _per_image(self.sqrt_one_minus_alpha_bars[t], xt)
+    if self.objective == 'eps': return out, (xt - s * out) / a
+    if self.objective == 'x0': return (xt - a * out) / s, out
+    return s * xt + a * out, a * xt - s * out
+
+Diffusion.target, Diffusion.predictions = _target, _predictions
+
+# %% ../nbs/02_forward.ipynb #9fab8fcc
+WEIGHTINGS = ('uniform', 'min_snr')
+
+def _loss_weights(self, t: torch.Tensor,            # (B,) timesteps
+                  weighting: str = 'uniform',       # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
+                  gamma: float = 5.0,               # min-SNR's γ: the SNR above which steps stop gaining weight
+                  ) -> torch.Tensor:                # (B,) weights of each image's target MSE
+    """Per-image loss weights. 'min_snr' weighs the x0 error by min(SNR_t, γ) (Hang et al. 2023, eq. 12), written for the
+    target: min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v, min(SNR, γ) for x0."""
+    if weighting not in WEIGHTINGS: raise ValueError(f"Unknown weighting {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
+    snr = self.snr[t]
+    if weighting == 'uniform': return torch.ones_like(snr)
+    capped = snr.clamp(max=gamma)
+    return {'eps': capped / snr, 'v': capped / (snr + 1), 'x0': capped}[self.objective]
+
+Diffusion.loss_weights = _loss_weights

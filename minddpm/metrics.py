@@ -111,7 +111,7 @@ def precision_recall(real: torch.Tensor, # (N, D) features of real images
 
 # %% ../nbs/08_evaluation.ipynb #6423e705
 @torch.no_grad()
-def evaluate(model: nn.Module,        # ε-prediction network to sample from (e.g. EMA weights), as `sample` takes it
+def evaluate(model: nn.Module,        # the network to sample from (e.g. EMA weights), as `sample` takes it
              diffusion,               # the `Diffusion` it was trained with
              judge: Judge,            # a trained `Judge`: its features for the metrics, its head for the accuracy
              reference: torch.Tensor, # (N, D) judge features of the real images to compare with

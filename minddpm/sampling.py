@@ -4,24 +4,24 @@
 
 # %% ../nbs/05_sampling.ipynb #c2aab0b8
 from __future__ import annotations
-import math
+import copy, math
 
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
 from .conditioning import NULL_LABEL, guided_eps
-from .data import to_uint8
+from .data import cpu_has_bf16, to_uint8
 from .forward import Diffusion
 from .scrubber import Scrubber, fig_to_png
 
 # %% auto #0
-__all__ = ['SPACINGS', 'SAMPLERS', 'IdealDenoiser', 'ddpm_step', 'ddim_timesteps', 'ddim_step', 'dpm_solver_step', 'sample',
-           'reverse_scrubber']
+__all__ = ['SPACINGS', 'SAMPLERS', 'PRECISIONS', 'IdealDenoiser', 'ddpm_step', 'ddim_timesteps', 'ddim_step', 'dpm_solver_step',
+           'sample', 'reverse_scrubber']
 
 # %% ../nbs/05_sampling.ipynb #0da58aa2
 class IdealDenoiser(nn.Module):
-    "The best possible ε-prediction for a finite image set: from E[x0 | x_t] over all its images, or over one class's."
+    "The best possible prediction for a finite image set, from E[x0 | x_t] over all its images or one class's, as the diffusion's `objective` (ε, v or x0)."
     def __init__(self, images: torch.Tensor, # (N, C, H, W) in [-1, 1]
                  labels: torch.Tensor,       # (N,) class indices
                  diffusion: Diffusion):      # the noise schedule (its ᾱ_t); the same as the sampler's
@@ -39,12 +39,16 @@ class IdealDenoiser(nn.Module):
             y = torch.as_tensor(y, device=x.device)[:, None]
             logits = logits.masked_fill((self.labels[None] != y) & (y != NULL_LABEL), float('-inf'))
         x0 = (logits.softmax(-1) @ self.images).view_as(x)                                # E[x0 | x_t]
-        return (x - ab.sqrt().view(-1, 1, 1, 1) * x0) / (1 - ab).sqrt().view(-1, 1, 1, 1)
+        eps = (x - ab.sqrt().view(-1, 1, 1, 1) * x0) / (1 - ab).sqrt().view(-1, 1, 1, 1)
+        return self.diffusion.target(x0, eps, t)                                           # ε, v or x0
 
 # %% ../nbs/05_sampling.ipynb #88f4428a
-def _eps(model, x, t, y, w):
-    "ε̂ at timesteps t: unconditional when `y` is None, else classifier-free guided with weight `w` (one batched pass)."
-    return model(x, t) if y is None else guided_eps(model, x, t, y, w)
+def _eps(model, diffusion, x, t, y, w):
+    """ε̂ at timesteps t: unconditional when `y` is None, else classifier-free guided with weight `w` (one batched pass).
+    Guidance mixes the network's outputs, whatever its target: ε, v and x0 are affine in one another at fixed (x_t, t),
+    and the mix's weights sum to 1, so mixing then converting equals converting then mixing."""
+    out = model(x, t) if y is None else guided_eps(model, x, t, y, w)
+    return diffusion.predictions(x, t, out)[0]
 
 def _x0(diffusion, x, t, eps, clip):
     "The clean image implied by ε̂: x̂0 = (x_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t, optionally clipped to [-1, 1]."
@@ -118,10 +122,22 @@ def dpm_solver_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
 
 # %% ../nbs/05_sampling.ipynb #9038d021
 SAMPLERS = ('ddim', 'dpm++', 'ddpm')
+PRECISIONS = ('fp32', 'bf16', 'auto')
+
+def _network(model, precision: str, device: torch.device):
+    "What `sample` calls: `model` in fp32, or in bf16 with its weights cast once (a copy), taking and giving float32."
+    if precision == 'auto': precision = 'bf16' if device.type == 'cpu' and cpu_has_bf16() else 'fp32'
+    if precision == 'fp32': return model
+    if not isinstance(model, nn.Module):   # a plain function: autocast is the only way in
+        def call(x, t, *y):
+            with torch.autocast(device.type, dtype=torch.bfloat16): return model(x, t, *y).float()
+        return call
+    net = copy.deepcopy(model).to(torch.bfloat16)   # weights cast once, not at every call as autocast would
+    return lambda x, t, *y: net(x.to(torch.bfloat16), t, *y).float()
 
 @torch.no_grad()
-def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.model`), called as model(x, t[, y])
-           diffusion: Diffusion,          # the noise schedule the model was trained with; sets T and the device
+def sample(model: nn.Module,              # the network (e.g. `ema.model`), called as model(x, t[, y]), predicting `diffusion.objective`
+           diffusion: Diffusion,          # the noise schedule and objective the model was trained with; sets T and the device
            labels: torch.Tensor | None = None,  # (B,) class of each image; None: unconditional
            n: int | None = None,          # number of images when `labels` is None
            shape=(1, 16, 16),             # (C, H, W) of one image
@@ -134,14 +150,17 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
            clip: bool = True,             # clip x̂0 to [-1, 1]
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw
            uint8: bool = False,           # return uint8 images (rounded) instead of floats in [-1, 1]
-           trajectory: list | None = None):  # if a list, (t, x_t, x̂0) of every step is appended to it
-    """Sample images with DDPM, DDIM or DPM-Solver++(2M) and classifier-free guidance. Raises `ValueError` for an unknown
-    sampler or spacing, a non-finite `w` or `eta` outside [0, 1], `FloatingPointError` if the images come out non-finite."""
+           trajectory: list | None = None,  # if a list, (t, x_t, x̂0) of every step is appended to it
+           precision: str = 'fp32'):      # the network's: 'fp32', 'bf16' (a bf16 copy of its weights), or 'auto': bf16 on a CPU with bf16 instructions
+    """Sample images with DDPM, DDIM or DPM-Solver++(2M) and classifier-free guidance; the sampler's own arithmetic is
+    float32 at any `precision`. Raises `ValueError` for an unknown sampler, spacing or precision, a non-finite `w` or `eta`
+    outside [0, 1], `FloatingPointError` if the images come out non-finite."""
     if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
     if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
     if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
     if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
     if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
+    if precision not in PRECISIONS: raise ValueError(f"Unknown precision {precision!r}; use {', '.join(map(repr, PRECISIONS))}")
     device = diffusion.betas.device
     b = len(labels) if labels is not None else n
     if not b: raise ValueError("pass labels, or n for unconditional samples")
@@ -150,12 +169,13 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
     randn = lambda: torch.randn((b, *shape), generator=generator, device=gen_device).to(device)
     was_training = getattr(model, 'training', False)
     if isinstance(model, nn.Module): model.eval()
+    net = _network(model, precision, device)
     x = randn()
     ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps, spacing)
     prev = None   # DPM-Solver++'s previous data prediction and step
     for i, t in enumerate(ts):
         tt = torch.full((b,), t, device=device, dtype=torch.long)
-        eps = _eps(model, x, tt, y, w)
+        eps = _eps(net, diffusion, x, tt, y, w)
         s = ts[i + 1] if i + 1 < len(ts) else None
         if sampler == 'ddpm':
             x_next, x0 = ddpm_step(diffusion, x, t, eps, clip, variance, noise=randn() if t > 0 else None)
@@ -173,7 +193,7 @@ def sample(model: nn.Module,              # ε-prediction network (e.g. `ema.mod
     return to_uint8(x) if uint8 else x.clamp(-1, 1)
 
 # %% ../nbs/05_sampling.ipynb #ebc202bb
-def reverse_scrubber(model: nn.Module,       # ε-prediction network, as for `sample`
+def reverse_scrubber(model: nn.Module,       # the network, as for `sample` (predicting `diffusion.objective`)
                      diffusion: Diffusion,   # the noise schedule the model was trained with
                      labels: torch.Tensor,   # (n,) class of each column, one sample each
                      classes=None,           # class names indexed by label, for the column titles; None: the numbers

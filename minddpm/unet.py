@@ -33,7 +33,9 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         self.dim = dim
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim)) if mlp else nn.Identity()
-    def forward(self, t: torch.Tensor) -> torch.Tensor: return self.mlp(timestep_embedding(t, self.dim))
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        e, w = timestep_embedding(t, self.dim), next(self.mlp.parameters(), None)
+        return self.mlp(e if w is None else e.to(w.dtype))   # float32 sinusoids into the weights' dtype (bf16 weights: bf16)
 
 # %% ../nbs/03_unet.ipynb #934200a0
 class ConvBlock(nn.Module):
@@ -145,6 +147,7 @@ class UNet(nn.Module):
 
     def body(self, x, emb):
         "The network proper, given the (B, time_dim) embedding of whatever conditions it: t, and later labels."
+        emb = emb.to(x.dtype)   # a no-op unless the weights and x are bf16 (sampling, lesson 05) and the embedding is not
         x = self.inc(x)
         skips = [x]
         for down, attn in zip(self.downs, self.down_attn):

@@ -24,7 +24,7 @@ if importlib.util.find_spec('minddpm') is None:
 # %%
 #| export
 from __future__ import annotations
-import argparse, contextlib, math, os, sys, tempfile, warnings
+import argparse, contextlib, math, os, re, sys, tempfile, warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -658,6 +658,12 @@ def pick_preset(device: str = 'auto', # as for `pick_device`; CUDA gives 'colab'
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} in $MINDDPM_PRESET; use one of {', '.join(PRESETS)}")
     return preset
+
+def cpu_has_bf16() -> bool:
+    "Does this CPU have bf16 matrix instructions (AMX-BF16 or AVX512-BF16)? Read from /proc/cpuinfo (Linux; False elsewhere)."
+    try: flags = Path('/proc/cpuinfo').read_text()
+    except OSError: return False
+    return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', flags))
 
 
 # %%

@@ -49,7 +49,6 @@ torch.manual_seed(0)              # the same pictures on every run
 # %%
 print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
 
-
 # %% [markdown]
 # The forward process $q$ is the easy half of diffusion: no learning, just noise. One step is
 # $x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t$. Training needs $x_t$ at a random
@@ -76,8 +75,21 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 
 # %%
 #| exports
+OBJECTIVES = ('eps', 'v', 'x0')   # what a network may be trained to predict: see "Three targets" below
+
 class Diffusion(NoiseSchedule):
     "A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go."
+    def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
+                 T: int = 1000,              # number of diffusion steps
+                 beta_start: float = 1e-4,   # linear: β at t = 0
+                 beta_end: float = 0.02,     # linear: β at t = T−1
+                 objective: str = 'eps'):    # what the network predicts: 'eps' (ε, DDPM), 'v' or 'x0'; in `OBJECTIVES`
+        super().__init__(kind, T, beta_start, beta_end)
+        if objective not in OBJECTIVES: raise ValueError(f"Unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+        self.objective = objective
+
+    def extra_repr(self): return f"kind={self.kind!r}, T={self.T}, objective={self.objective!r}"
+
     def add_noise(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
                   t,                      # timesteps: an int, or B of them (int tensor)
                   noise: torch.Tensor | None = None):  # ε with x0's shape; drawn when None
@@ -310,8 +322,141 @@ tiny = load_model()                                   # the shipped model: EMA w
 ts = torch.tensor([50, 150, 300, 450, 600, 800, 999])
 clean = x0[3:4].expand(len(ts), -1, -1, -1)
 xt, _ = tiny.diffusion.add_noise(clean, ts, noise=torch.randn(clean.shape, generator=torch.Generator().manual_seed(1)))
-with torch.no_grad(): eps_hat = tiny.model(xt, ts)  # no label: the unconditional prediction
-x0_hat = ((xt - tiny.diffusion.sqrt_one_minus_alpha_bars[ts].view(-1, 1, 1, 1) * eps_hat)
-          / tiny.diffusion.sqrt_alpha_bars[ts].view(-1, 1, 1, 1))
+with torch.no_grad(): out = tiny.model(xt, ts)       # no label: the unconditional prediction
+eps_hat, x0_hat = tiny.diffusion.predictions(xt, ts, out)   # read as ε̂ and x̂0 (next section)
 show_images(torch.cat([xt, x0_hat.clamp(-1, 1)]), ts.tolist() * 2, ncols=len(ts), scale=.9,
             title='x_t (top) and the x̂0 the trained network reads in it (bottom), titled by t')
+
+
+# %% [markdown]
+# ## Three targets: ε, x₀ and v
+#
+# Given $x_t$ and $t$, the noise $\varepsilon$ and the clean image $x_0$ determine each other, so a network
+# can be trained to output either; DDPM chose $\varepsilon$. Salimans & Ho (2022) proposed a third, the
+# *velocity* $v = \sqrt{\bar\alpha_t}\,\varepsilon - \sqrt{1-\bar\alpha_t}\,x_0$. Write $a = \sqrt{\bar\alpha_t}$ and
+# $s = \sqrt{1-\bar\alpha_t}$, so $a^2 + s^2 = 1$ and $x_t = a\,x_0 + s\,\varepsilon$. Then, from any of the three outputs,
+#
+# | the network predicts | $\hat\varepsilon$ | $\hat x_0$ |
+# |---|---|---|
+# | $\varepsilon$ | the output | $(x_t - s\,\hat\varepsilon)/a$ |
+# | $x_0$ | $(x_t - a\,\hat x_0)/s$ | the output |
+# | $v$ | $s\,x_t + a\,\hat v$ | $a\,x_t - s\,\hat v$ |
+#
+# The three are the same function in three coordinates, but they are not equally easy to learn, because
+# an error in one becomes a scaled error in the others. With $\mathrm{SNR}_t = a^2/s^2$:
+#
+# $$\lVert\hat\varepsilon-\varepsilon\rVert^2 = \mathrm{SNR}_t\,\lVert\hat x_0-x_0\rVert^2, \qquad
+#   \lVert\hat v-v\rVert^2 = (1+\mathrm{SNR}_t)\,\lVert\hat x_0-x_0\rVert^2 .$$
+#
+# - An ε-network divides by $a$ to read $\hat x_0$: at the noisiest steps ($a \approx 0.006$ at $t = 999$ of the
+#   linear schedule) a tiny ε error is a huge $x_0$ error, and the plain ε-MSE barely penalises it. This is
+#   where the grey or speckled images of deterministic samplers come from (lessons 05 and 08).
+# - An $x_0$-network divides by $s$ to read $\hat\varepsilon$, so it fails the other way, at the cleanest steps.
+# - A $v$-network divides by nothing: both readings are sums with weights at most 1.
+#
+# `Diffusion` keeps which of the three its network predicts (`objective`, as diffusers' schedulers keep a
+# `prediction_type`), gives the training target, and reads any output back as $(\hat\varepsilon, \hat x_0)$, so every
+# sampler works with every target.
+
+# %%
+#| export
+def _per_image(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    "Per-image coefficients (B,) shaped to broadcast over x's other dimensions."
+    return c.view((-1,) + (1,) * (x.ndim - 1))
+
+def _target(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
+            eps: torch.Tensor,      # the noise they were noised with, x0's shape
+            t,                      # their timesteps: an int, or B of them
+            ) -> torch.Tensor:
+    "What the network is trained to output: ε, x0, or v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 (Salimans & Ho 2022, §4), by `objective`."
+    if self.objective == 'eps': return eps
+    if self.objective == 'x0': return x0
+    t = self.check_timesteps(t, len(x0))
+    return _per_image(self.sqrt_alpha_bars[t], x0) * eps - _per_image(self.sqrt_one_minus_alpha_bars[t], x0) * x0
+
+def _predictions(self, xt: torch.Tensor,  # noisy images x_t (B, C, H, W)
+                 t,                       # their timesteps: an int, or B of them
+                 out: torch.Tensor,       # the network's output for (x_t, t), xt's shape, in `objective`'s terms
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The network's output read as (ε̂, x̂0), whichever target it predicts (table above; nothing clipped)."
+    t = self.check_timesteps(t, len(xt))
+    a, s = _per_image(self.sqrt_alpha_bars[t], xt), _per_image(self.sqrt_one_minus_alpha_bars[t], xt)
+    if self.objective == 'eps': return out, (xt - s * out) / a
+    if self.objective == 'x0': return (xt - a * out) / s, out
+    return s * xt + a * out, a * xt - s * out
+
+Diffusion.target, Diffusion.predictions = _target, _predictions
+
+# %%
+show_doc(Diffusion.target)
+
+# %%
+show_doc(Diffusion.predictions)
+
+# %% [markdown]
+# Each reading is checked by a round trip on random tensors at every tenth timestep: the target made from
+# $(x_0, \varepsilon)$, read back, gives $(\varepsilon, x_0)$ again. Only the ε- and $x_0$-readings divide, so their
+# tolerance is relative to the largest factor they divide by.
+
+# %%
+g = torch.Generator().manual_seed(0)
+x0r, epsr = torch.randn(100, 1, 16, 16, generator=g).clamp(-1, 1), torch.randn(100, 1, 16, 16, generator=g)
+tr = torch.arange(0, 1000, 10)
+for objective in OBJECTIVES:
+    d = Diffusion('linear', objective=objective)
+    xtr, _ = d.add_noise(x0r, tr, epsr)
+    e_back, x_back = d.predictions(xtr, tr, d.target(x0r, epsr, tr))
+    test_close(e_back, epsr, eps=1e-5 * (1 if objective != 'x0' else 100))      # x0-target: ε̂ divides by s ≥ 0.01
+    test_close(x_back, x0r, eps=1e-5 * (1 if objective != 'eps' else 160))      # ε-target: x̂0 divides by a ≥ 0.0063
+test_fail(lambda: Diffusion(objective='score'), contains="use one of eps, v, x0")
+
+# %% [markdown]
+# The scale factors, plotted: how much each target's squared error weighs an error in $\hat x_0$, over $t$.
+# A network trained with plain MSE on a target spends its capacity where that curve is high.
+
+# %%
+#| export
+WEIGHTINGS = ('uniform', 'min_snr')
+
+def _loss_weights(self, t: torch.Tensor,            # (B,) timesteps
+                  weighting: str = 'uniform',       # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
+                  gamma: float = 5.0,               # min-SNR's γ: the SNR above which steps stop gaining weight
+                  ) -> torch.Tensor:                # (B,) weights of each image's target MSE
+    """Per-image loss weights. 'min_snr' weighs the x0 error by min(SNR_t, γ) (Hang et al. 2023, eq. 12), written for the
+    target: min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v, min(SNR, γ) for x0."""
+    if weighting not in WEIGHTINGS: raise ValueError(f"Unknown weighting {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
+    snr = self.snr[t]
+    if weighting == 'uniform': return torch.ones_like(snr)
+    capped = snr.clamp(max=gamma)
+    return {'eps': capped / snr, 'v': capped / (snr + 1), 'x0': capped}[self.objective]
+
+Diffusion.loss_weights = _loss_weights
+
+# %% [markdown]
+# Plain MSE on ε weighs the $x_0$ error by SNR, which runs from $10^4$ at $t = 0$ to $4\cdot10^{-5}$ at $t = 999$: eight
+# orders of magnitude, nearly all of it on the clean end where the image is already there to read. Hang et
+# al. (2023) treat the steps as competing tasks and cap the weight at $\gamma = 5$: *min-SNR-γ* weighs the $x_0$ error
+# by $\min(\mathrm{SNR}_t, \gamma)$, whatever the network predicts, and they report about 3.4× faster convergence.
+# `loss_weights` gives the factor that turns each target's MSE into that weighting:
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 2.8))
+t_all = torch.arange(1000)
+snr = diff.snr
+for objective, scale, style in (('eps', snr, 'C0'), ('v', snr + 1, 'C1'), ('x0', torch.ones_like(snr), 'C2')):
+    ax.plot(t_all, scale, style, label=f'{objective}, uniform')
+    ax.plot(t_all, scale * Diffusion(objective=objective).loss_weights(t_all, 'min_snr'), style, ls='--', lw=2.5, alpha=.6,
+            label=f'{objective}, min-SNR-5')
+ax.set(yscale='log', xlabel='t', ylabel='weight on the x̂0 error', title='what each target and weighting optimises (linear schedule)')
+ax.legend(fontsize=7, ncol=3); fig.tight_layout()
+
+# %%
+for objective in OBJECTIVES:   # min-SNR is one weighting, whatever the target
+    d = Diffusion(objective=objective)
+    scale = {'eps': snr, 'v': snr + 1, 'x0': torch.ones_like(snr)}[objective]
+    test_close(d.loss_weights(t_all, 'min_snr') * scale, snr.clamp(max=5), eps=1e-4)
+    test_eq(d.loss_weights(t_all), torch.ones(1000))
+
+# %% [markdown]
+# The three min-SNR curves lie on one another, as they should. Lesson 07 trains with each target and
+# weighting, and lesson 08 measures which learns the digits fastest.

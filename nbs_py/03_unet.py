@@ -115,7 +115,9 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         self.dim = dim
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim)) if mlp else nn.Identity()
-    def forward(self, t: torch.Tensor) -> torch.Tensor: return self.mlp(timestep_embedding(t, self.dim))
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        e, w = timestep_embedding(t, self.dim), next(self.mlp.parameters(), None)
+        return self.mlp(e if w is None else e.to(w.dtype))   # float32 sinusoids into the weights' dtype (bf16 weights: bf16)
 
 
 # %%
@@ -360,6 +362,7 @@ class UNet(nn.Module):
 
     def body(self, x, emb):
         "The network proper, given the (B, time_dim) embedding of whatever conditions it: t, and later labels."
+        emb = emb.to(x.dtype)   # a no-op unless the weights and x are bf16 (sampling, lesson 05) and the embedding is not
         x = self.inc(x)
         skips = [x]
         for down, attn in zip(self.downs, self.down_attn):
@@ -470,9 +473,11 @@ test_fail(lambda: unet_preset('huge'), contains='use one of seed, tiny')
 # ## The same network, trained
 #
 # Lesson 07 trains this UNet (the `tiny` preset, with the class labels of lesson 04) on the bundled
-# digits, and minddpm ships the result. Its job is to predict the noise. How well it does depends on
-# $t$: with little noise, the few pixels of noise are hard to tell from fine strokes; with a lot, the noise
-# is almost all there is in $x_t$. Against the untrained network, on held-out digits:
+# digits, and minddpm ships the result. Its job is to find the noise: the shipped one predicts $v$, from which
+# the noise $\hat\varepsilon$ is read with lesson 02's table (`diffusion.predictions`). How well it does depends
+# on $t$: with little noise, the few pixels of noise are hard to tell from fine strokes; with a lot, the noise
+# is almost all there is in $x_t$. Against the untrained network, its output taken as $\hat\varepsilon$, on
+# held-out digits:
 
 # %%
 trained = load_model()
@@ -488,8 +493,9 @@ with torch.no_grad():
     for t in ts:
         tt = torch.full((len(xv),), t)
         xt, eps = trained.diffusion.add_noise(xv, tt, torch.randn(xv.shape, generator=g))
-        for name, net in (('trained', trained.model), ('untrained', untrained)):
-            errs[name].append(F.mse_loss(net(xt, tt, yv), eps).item())
+        for name, net, diffusion in (('trained', trained.model, trained.diffusion), ('untrained', untrained, Diffusion())):
+            eps_hat, _ = diffusion.predictions(xt, tt, net(xt, tt, yv))   # Diffusion(): the output is ε̂ itself
+            errs[name].append(F.mse_loss(eps_hat, eps).item())
 fig, ax = plt.subplots(figsize=(6, 2.4))
 for name, e in errs.items(): ax.plot(ts, e, 'o-', label=name)
 ax.set(xlabel='t', ylabel='ε-MSE (held-out digits)', yscale='log'); ax.legend(fontsize=8);

@@ -178,7 +178,7 @@ test_fail(lambda: drop_labels(y, 1.5), contains='probability in [0, 1]')
 
 # %%
 #| exports
-def guided_eps(model: ConditionalUNet,  # ε-prediction network called as model(x, t, y), `NULL_LABEL` meaning no class
+def guided_eps(model: ConditionalUNet,  # network called as model(x, t, y), `NULL_LABEL` meaning no class; ε, v or x0 mix alike
                x: torch.Tensor,         # (B, C, H, W) noisy images x_t
                t: torch.Tensor,         # (B,) timesteps
                y: torch.Tensor,         # (B,) class labels
@@ -236,10 +236,11 @@ test_close(guided_eps(model, x, t, yb, 3.0), torch.lerp(eps_u, eps_c, 3.0), eps=
 # ## Guidance on a trained model
 #
 # minddpm ships a small `ConditionalUNet` trained on the bundled digits with labels dropped 10% of the
-# time (lesson 07), so it knows both $\varepsilon_c$ and $\varepsilon_u$. Sampling it (lesson 05) from the
-# same noises with growing $w$: at $w = 0$ the label is ignored and the digits are whatever the noise
-# suggests; at $w = 1$ they mostly follow the label; past 1, guidance pushes each image towards what is
-# typical of its class, at some cost in variety.
+# time (lesson 07), so it knows both $\varepsilon_c$ and $\varepsilon_u$. (It predicts $v$ rather than ε, lesson 02; at
+# a fixed $x_t$ and $t$, $v$ is ε scaled and shifted, so guidance mixes its two outputs by the same formula.)
+# Sampling it (lesson 05) from the same noises with growing $w$: at $w = 0$ the label is ignored and the
+# digits are whatever the noise suggests; at $w = 1$ they mostly follow the label; past 1, guidance pushes
+# each image towards what is typical of its class, at some cost in variety.
 
 # %%
 tiny = load_model()

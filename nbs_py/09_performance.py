@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minddpm.conditioning import ConditionalUNet
-from minddpm.data import get_datasets, pick_device
+from minddpm.data import cpu_has_bf16, get_datasets, pick_device
 from minddpm.forward import Diffusion
 from minddpm.sampling import sample
 from minddpm.training import TrainConfig, Run, train_step, autocast, resolve_precision
@@ -491,7 +491,8 @@ def measure_training(variant='minddpm',       # 'minddpm', or the baseline: a `S
     settings = _settings(variant)
     if settings is None:
         run = Run(TrainConfig(img_size=size, unet='seed', batch_size=batch, steps=steps + warmup, device=str(device),
-                              precision=precision, compile=compile, ema_start=0, seed=seed, sample_every=0))
+                              precision=precision, compile=compile, ema_start=0, seed=seed, sample_every=0,
+                              objective='eps'))   # the baseline's target; v costs the same
         step = lambda x, y: train_step(run, x, y)
     else:
         trainer = SeedTrainer(settings, size, steps + warmup, device=device, step_start_ema=0)
@@ -566,12 +567,6 @@ def measure_sampling(variant='minddpm',       # 'minddpm', or the baseline: a `S
 
 # %%
 #| export
-def cpu_has_bf16() -> bool:
-    "Does this CPU have bf16 matrix instructions (AMX-BF16 or AVX512-BF16)? Read from /proc/cpuinfo (Linux)."
-    try: flags = Path('/proc/cpuinfo').read_text()
-    except OSError: return False
-    return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', flags))
-
 def bench_precision(device,            # a torch device or its name
                    ) -> str:
     "The autocast precision minddpm is benchmarked at on `device`: 'bf16', 'fp16' or 'fp32'."

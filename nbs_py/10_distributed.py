@@ -88,7 +88,7 @@ for lane, (rank, pos, after) in enumerate([(1, '1, 3, 5, …, 63', 'quiet: waits
     ax.text(-.05, y + .55, f'rank {rank}', ha='right', va='center', fontsize=10, weight='bold')
     box(ax, 0, y, 1.9, 1.1, f'images at\npositions\n{pos}', '#dbe9f6')
     box(ax, 2.2, y, 2.0, 1.1, 't, ε, label drop\nof each position:\nstep_draws(seed,\nstep, position)', '#e8f3e0')
-    box(ax, 4.5, y, 2.0, 1.1, 'forward and\nbackward\n(ε-MSE of 32)', '#fbe7d0')
+    box(ax, 4.5, y, 2.0, 1.1, 'forward and\nbackward\n(loss of 32)', '#fbe7d0')
     box(ax, 8.1, y, 2.0, 1.1, 'clip, AdamW,\nOneCycle, EMA:\nthe same numbers\non every rank', '#e8f3e0')
     box(ax, 10.4, y, 1.85, 1.1, after, '#f4f4f4' if rank else '#dbe9f6')
     for a, b in [(1.9, 2.2), (4.2, 4.5), (6.5, 6.8), (7.8, 8.1), (10.1, 10.4)]: arrow(ax, (a, y + .55), (b, y + .55))
@@ -406,7 +406,7 @@ l1, l2 = torch.tensor([h[1] for h in one.history]), torch.tensor([h[1] for h in 
 fig, ax = plt.subplots(figsize=(7, 2.6))
 ax.plot(range(1, 61), l1, lw=4, alpha=.35, label='1 process, batch 64')
 ax.plot(range(1, 61), l2, 'k--', lw=1, label='2 processes × 32 (torchrun, gloo)')
-ax.set(xlabel='step', ylabel='ε-MSE of the global batch'); ax.legend(fontsize=8)
+ax.set(xlabel='step', ylabel='training loss of the global batch'); ax.legend(fontsize=8)
 print(f"largest relative difference of the 60 losses: {((l1 - l2).abs() / l1).max():.1e}")
 test_eq(two['step'], 60); test_close(l1, l2, eps=1e-5 * l1.min())
 

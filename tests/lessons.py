@@ -4,6 +4,8 @@
     python tests/lessons.py               # refresh every notebook in nbs/, then clean them
     python tests/lessons.py 00_data       # just one
     python tests/lessons.py --check       # fail if a committed notebook's outputs are stale or missing
+    python tests/lessons.py 08_evaluation --slow   # also run its `#| slow` cells and keep their outputs
+                                                   # (a run without --slow keeps those committed outputs)
 """
 import os, subprocess, sys, time
 from pathlib import Path
@@ -25,9 +27,9 @@ def flagged(cell, flags):
     "Is `cell` marked with one of the test `flags` (e.g. `#| slow`)?"
     return bool(set(flags) & set(getattr(cell, 'directives_', None) or {}))
 
-def run_lesson(path):
-    "Execute the notebook at `path` as `nbdev_test` would and return it with its outputs; raise on error."
-    path, flags = Path(path), get_config(path=ROOT).tst_flags.split()
+def run_lesson(path, slow: bool = False):
+    "Execute the notebook at `path` as `nbdev_test` would (with `slow`: its `#| slow` cells too) and return it with its outputs."
+    path, flags = Path(path), [f for f in get_config(path=ROOT).tst_flags.split() if not (slow and f == 'slow')]
     nb = NBProcessor(path, process=True, rm_directives=False).nb
     for c in nb.cells:  # start clean: a cell that now prints nothing must not keep an old output
         if c.cell_type == 'code': c.outputs, c.execution_count = [], None
@@ -49,14 +51,18 @@ def tracebacks(nb):
             if o['output_type'] == 'error' or (o.get('name') == 'stderr' and 'Traceback' in ''.join(o.get('text', '')))]
 
 def stale_cells(path):
-    "Code cells of the committed notebook at `path` whose outputs differ in kind from a fresh run's, or hold a traceback."
+    """Code cells of the committed notebook at `path` whose outputs differ in kind from a fresh run's, or hold a traceback.
+    Flagged cells (`#| slow`) are not run, so their committed outputs, from a full run (`--slow`), are not compared."""
     fresh_nb, committed_nb = run_lesson(path), read_nb(path)
+    flags = get_config(path=ROOT).tst_flags.split()
+    skipped = [flagged(c, flags) for c in fresh_nb.cells if c.cell_type == 'code']
     fresh, committed = output_kinds(fresh_nb), output_kinds(committed_nb)
-    return sorted({i for i, (f, c) in enumerate(zip(fresh, committed)) if f != c} | set(tracebacks(fresh_nb)) | set(tracebacks(committed_nb)))
+    return sorted({i for i, (f, c, skip) in enumerate(zip(fresh, committed, skipped)) if f != c and not skip}
+                  | set(tracebacks(fresh_nb)) | set(tracebacks(committed_nb)))
 
 if __name__ == '__main__':
-    check = '--check' in sys.argv
-    names = [a for a in sys.argv[1:] if a != '--check']
+    check, slow = '--check' in sys.argv, '--slow' in sys.argv
+    names = [a for a in sys.argv[1:] if a not in ('--check', '--slow')]
     paths = [NBS/f'{n.removesuffix(".ipynb")}.ipynb' for n in names] if names else notebooks()
     if check:
         stale = {p.name: cells for p in paths if (cells := stale_cells(p))}
@@ -65,7 +71,11 @@ if __name__ == '__main__':
         sys.exit(0)
     for p in paths:
         t0 = time.perf_counter()
-        nb = run_lesson(p)
+        nb = run_lesson(p, slow)
+        if not slow:   # flagged cells did not run: keep the outputs a full run (`--slow`) committed, where the cell is unchanged
+            flags, kept = get_config(path=ROOT).tst_flags.split(), {c['source']: c for c in read_nb(p).cells if c.cell_type == 'code'}
+            for c in nb.cells:
+                if c.cell_type == 'code' and flagged(c, flags) and c.source in kept: c.outputs = kept[c.source].outputs
         for c in nb.cells: c.pop('directives_', None)
         write_nb(nb, p)
         print(f'ran {p.relative_to(ROOT)} in {time.perf_counter() - t0:.0f} s')

@@ -25,3 +25,35 @@ def test_ddim_eta_0_is_deterministic_and_spacing_is_documented():
     assert torch.equal(x, sample(net, diffusion, labels, steps=25, eta=0.0, generator=torch.Generator().manual_seed(0)))
     ts = ddim_timesteps(1000, 50)
     assert ts[0] == 999 and ts[-1] == 0 and len(ts) == 50 and ts == sorted(ts, reverse=True)
+
+def test_bf16_sampling_stays_close_to_fp32_and_leaves_the_model_alone():
+    "bf16 weights are a copy: the model keeps its fp32 weights; images differ by bf16's rounding, not by a wrong cast."
+    from minddpm.training import load_model
+    import pytest
+    m = load_model()
+    before = {k: v.clone() for k, v in m.model.state_dict().items()}
+    g = lambda: torch.Generator().manual_seed(0)
+    y = torch.arange(10)
+    x32 = sample(m.model, m.diffusion, y, shape=m.shape, steps=10, generator=g())
+    x16 = sample(m.model, m.diffusion, y, shape=m.shape, steps=10, generator=g(), precision='bf16')
+    assert (x16 - x32).abs().mean() < 0.02 and not torch.equal(x16, x32)   # bf16 really ran, and stayed near fp32
+    assert all(torch.equal(v, m.model.state_dict()[k]) for k, v in before.items())
+    assert next(m.model.parameters()).dtype == torch.float32
+    for name in ('tiny', 'seed'):   # with and without the time MLP, the label embedding follows the weights' dtype
+        net = ConditionalUNet(10, **unet_preset(name, in_channels=3)).to(torch.bfloat16)
+        assert net(torch.randn(2, 3, 16, 16).bfloat16(), torch.tensor([3, 900]), torch.tensor([1, 2])).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="Unknown precision 'fp16'; use 'fp32', 'bf16', 'auto'"):
+        sample(m.model, m.diffusion, y, shape=m.shape, steps=2, precision='fp16')
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16(monkeypatch):
+    "'auto' (minddpm_sample's default) gives bf16's images on a CPU with bf16 instructions and fp32's elsewhere."
+    import minddpm.sampling
+    from minddpm.training import load_model
+    m, y = load_model(), torch.arange(4)
+    draw = lambda precision: sample(m.model, m.diffusion, y, shape=m.shape, steps=3, generator=torch.Generator().manual_seed(1),
+                                    precision=precision)
+    x32, x16 = draw('fp32'), draw('bf16')
+    assert not torch.equal(x32, x16)
+    for has, want in ((True, x16), (False, x32)):
+        monkeypatch.setattr(minddpm.sampling, 'cpu_has_bf16', lambda: has)
+        assert torch.equal(draw('auto'), want)

@@ -1,6 +1,6 @@
 """DDIM with trailing spacing and DPM-Solver++(2M) against an independent implementation: diffusers' schedulers, fed the
 same network outputs from the same starting noise. The network is lesson 05's ideal denoiser of a few digits, so every
-step's prediction is exact and cheap."""
+step's prediction is exact and cheap; it predicts ε or v, as diffusers' `prediction_type` says."""
 import pytest
 import torch
 
@@ -13,10 +13,12 @@ from minddpm.sampling import IdealDenoiser, ddim_timesteps, dpm_solver_step, sam
 
 SHAPE = (1, 8, 8)
 
-@pytest.fixture(scope='module', params=['linear', 'cosine'])
+PREDICTION_TYPE = {'eps': 'epsilon', 'v': 'v_prediction'}   # our objective: diffusers' name for it
+
+@pytest.fixture(scope='module', params=[('linear', 'eps'), ('cosine', 'eps'), ('linear', 'v')], ids='-'.join)
 def setup(request):
     d = load_bundled()
-    diffusion = Diffusion(request.param, T=1000)
+    diffusion = Diffusion(request.param[0], T=1000, objective=request.param[1])
     return IdealDenoiser(to_unit_range(d['images'][:40]), d['labels'][:40], diffusion), diffusion
 
 def reference(scheduler, model, steps, timesteps=None, **step_kwargs):
@@ -24,8 +26,8 @@ def reference(scheduler, model, steps, timesteps=None, **step_kwargs):
     x = torch.randn((4, *SHAPE), generator=torch.Generator().manual_seed(0))
     scheduler.set_timesteps(steps) if timesteps is None else scheduler.set_timesteps(timesteps=timesteps)
     for t in scheduler.timesteps:
-        eps = model(x, torch.full((4,), int(t)))
-        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
+        out = model(x, torch.full((4,), int(t)))
+        x = scheduler.step(out, t, x, **step_kwargs).prev_sample
     return x, [int(t) for t in scheduler.timesteps]
 
 def ours(model, diffusion, sampler, steps, spacing, clip=False):
@@ -37,7 +39,8 @@ def test_dpm_solver_pp_2m_matches_diffusers(setup, steps):
     model, diffusion = setup
     for spacing in ('trailing', 'linspace'):
         s = DPMSolverMultistepScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(), solver_order=2,
-                                        algorithm_type='dpmsolver++', prediction_type='epsilon', thresholding=False,
+                                        algorithm_type='dpmsolver++', prediction_type=PREDICTION_TYPE[diffusion.objective],
+                                        thresholding=False,
                                         lower_order_final=True, final_sigmas_type='zero', timestep_spacing='trailing')
         custom = None if spacing == 'trailing' else ddim_timesteps(1000, steps, spacing)   # diffusers' linspace skips t = 0
         want, ts = reference(s, model, steps, custom)
@@ -50,7 +53,7 @@ def test_dpm_solver_pp_2m_matches_diffusers(setup, steps):
 def test_ddim_with_trailing_spacing_matches_diffusers(setup, steps, clip):
     model, diffusion = setup
     s = DDIMScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(), clip_sample=clip, clip_sample_range=1.0,
-                      set_alpha_to_one=True, prediction_type='epsilon', timestep_spacing='trailing')
+                      set_alpha_to_one=True, prediction_type=PREDICTION_TYPE[diffusion.objective], timestep_spacing='trailing')
     want, ts = reference(s, model, steps, eta=0.0, use_clipped_model_output=clip)
     assert ts == ddim_timesteps(1000, steps, 'trailing')
     torch.testing.assert_close(ours(model, diffusion, 'ddim', steps, 'trailing', clip), want.clamp(-1, 1), rtol=0, atol=2e-4)
