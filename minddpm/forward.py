@@ -20,7 +20,8 @@ __all__ = ['OBJECTIVES', 'WEIGHTINGS', 'Diffusion', 'noise_step', 'forward_scrub
 OBJECTIVES = ('eps', 'v', 'x0')   # what a network may be trained to predict: see "Three targets" below
 
 class Diffusion(NoiseSchedule):
-    "A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go."
+    """A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go, and the
+    `objective` a network of it predicts ('eps', 'v' or 'x0'), which `target`, `predictions` and `loss_weights` follow."""
     def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
                  T: int = 1000,              # number of diffusion steps
                  beta_start: float = 1e-4,   # linear: β at t = 0
@@ -149,9 +150,12 @@ def _loss_weights(self, t: torch.Tensor,            # (B,) timesteps
                   weighting: str = 'uniform',       # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
                   gamma: float = 5.0,               # min-SNR's γ: the SNR above which steps stop gaining weight
                   ) -> torch.Tensor:                # (B,) weights of each image's target MSE
-    """Per-image loss weights. 'min_snr' weighs the x0 error by min(SNR_t, γ) (Hang et al. 2023, eq. 12), written for the
+    """Per-image loss weights. Raises `ValueError` for an unknown weighting, or under 'min_snr' a γ that is not finite and
+    positive. 'min_snr' weighs the x0 error by min(SNR_t, γ) (Hang et al. 2023, eq. 12), written for the
     target: min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v, min(SNR, γ) for x0."""
     if weighting not in WEIGHTINGS: raise ValueError(f"Unknown weighting {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
+    if weighting == 'min_snr' and not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and 0 < gamma < float('inf')):
+        raise ValueError(f"min-SNR's gamma must be a finite number greater than 0, got {gamma!r}")   # NaN fails too
     snr = self.snr[t]
     if weighting == 'uniform': return torch.ones_like(snr)
     capped = snr.clamp(max=gamma)

@@ -16,8 +16,8 @@ from .forward import Diffusion
 from .scrubber import Scrubber, fig_to_png
 
 # %% auto #0
-__all__ = ['SPACINGS', 'SAMPLERS', 'PRECISIONS', 'IdealDenoiser', 'ddpm_step', 'ddim_timesteps', 'ddim_step', 'dpm_solver_step',
-           'sample', 'reverse_scrubber']
+__all__ = ['SPACINGS', 'SAMPLERS', 'DEFAULT_SPACING', 'PRECISIONS', 'IdealDenoiser', 'ddpm_step', 'ddim_timesteps', 'ddim_step',
+           'dpm_solver_step', 'sample', 'reverse_scrubber']
 
 # %% ../nbs/05_sampling.ipynb #0da58aa2
 class IdealDenoiser(nn.Module):
@@ -122,6 +122,7 @@ def dpm_solver_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
 
 # %% ../nbs/05_sampling.ipynb #9038d021
 SAMPLERS = ('ddim', 'dpm++', 'ddpm')
+DEFAULT_SPACING = {'ddim': 'linspace', 'dpm++': 'trailing'}   # each sampler's best on the shipped model (lesson 08)
 PRECISIONS = ('fp32', 'bf16', 'auto')
 
 def _network(model, precision: str, device: torch.device):
@@ -143,7 +144,8 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            shape=(1, 16, 16),             # (C, H, W) of one image
            sampler: str = 'ddim',         # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'
            steps: int = 50,               # network calls of DDIM and DPM-Solver++ (DDPM always takes T)
-           spacing: str = 'linspace',     # timesteps of DDIM and DPM-Solver++: 'linspace' or 'trailing' (`ddim_timesteps`); DDPM takes all
+           spacing: str | None = None,    # timesteps of DDIM and DPM-Solver++: 'linspace' or 'trailing' (`ddim_timesteps`); None: the
+                                          # sampler's default, linspace for DDIM, trailing for DPM-Solver++ (lesson 08); DDPM takes all
            w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
            eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?"); DPM-Solver++ is deterministic
            variance: str = 'beta',        # DDPM σ²: 'beta' or 'beta_tilde'
@@ -156,6 +158,7 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
     float32 at any `precision`. Raises `ValueError` for an unknown sampler, spacing or precision, a non-finite `w` or `eta`
     outside [0, 1], `FloatingPointError` if the images come out non-finite."""
     if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
+    if spacing is None: spacing = DEFAULT_SPACING.get(sampler, 'linspace')
     if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
     if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
     if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")

@@ -78,7 +78,8 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 OBJECTIVES = ('eps', 'v', 'x0')   # what a network may be trained to predict: see "Three targets" below
 
 class Diffusion(NoiseSchedule):
-    "A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go."
+    """A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go, and the
+    `objective` a network of it predicts ('eps', 'v' or 'x0'), which `target`, `predictions` and `loss_weights` follow."""
     def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
                  T: int = 1000,              # number of diffusion steps
                  beta_start: float = 1e-4,   # linear: β at t = 0
@@ -422,9 +423,12 @@ def _loss_weights(self, t: torch.Tensor,            # (B,) timesteps
                   weighting: str = 'uniform',       # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
                   gamma: float = 5.0,               # min-SNR's γ: the SNR above which steps stop gaining weight
                   ) -> torch.Tensor:                # (B,) weights of each image's target MSE
-    """Per-image loss weights. 'min_snr' weighs the x0 error by min(SNR_t, γ) (Hang et al. 2023, eq. 12), written for the
+    """Per-image loss weights. Raises `ValueError` for an unknown weighting, or under 'min_snr' a γ that is not finite and
+    positive. 'min_snr' weighs the x0 error by min(SNR_t, γ) (Hang et al. 2023, eq. 12), written for the
     target: min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v, min(SNR, γ) for x0."""
     if weighting not in WEIGHTINGS: raise ValueError(f"Unknown weighting {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
+    if weighting == 'min_snr' and not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and 0 < gamma < float('inf')):
+        raise ValueError(f"min-SNR's gamma must be a finite number greater than 0, got {gamma!r}")   # NaN fails too
     snr = self.snr[t]
     if weighting == 'uniform': return torch.ones_like(snr)
     capped = snr.clamp(max=gamma)
@@ -456,6 +460,8 @@ for objective in OBJECTIVES:   # min-SNR is one weighting, whatever the target
     scale = {'eps': snr, 'v': snr + 1, 'x0': torch.ones_like(snr)}[objective]
     test_close(d.loss_weights(t_all, 'min_snr') * scale, snr.clamp(max=5), eps=1e-4)
     test_eq(d.loss_weights(t_all), torch.ones(1000))
+for gamma in (0, -5, float('nan'), float('inf')):
+    test_fail(lambda: Diffusion().loss_weights(t_all, 'min_snr', gamma), contains='a finite number greater than 0')
 
 # %% [markdown]
 # The three min-SNR curves lie on one another, as they should. Lesson 07 trains with each target and

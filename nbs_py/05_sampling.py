@@ -263,6 +263,7 @@ def dpm_solver_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
 # %%
 #| export
 SAMPLERS = ('ddim', 'dpm++', 'ddpm')
+DEFAULT_SPACING = {'ddim': 'linspace', 'dpm++': 'trailing'}   # each sampler's best on the shipped model (lesson 08)
 PRECISIONS = ('fp32', 'bf16', 'auto')
 
 def _network(model, precision: str, device: torch.device):
@@ -284,7 +285,8 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            shape=(1, 16, 16),             # (C, H, W) of one image
            sampler: str = 'ddim',         # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'
            steps: int = 50,               # network calls of DDIM and DPM-Solver++ (DDPM always takes T)
-           spacing: str = 'linspace',     # timesteps of DDIM and DPM-Solver++: 'linspace' or 'trailing' (`ddim_timesteps`); DDPM takes all
+           spacing: str | None = None,    # timesteps of DDIM and DPM-Solver++: 'linspace' or 'trailing' (`ddim_timesteps`); None: the
+                                          # sampler's default, linspace for DDIM, trailing for DPM-Solver++ (lesson 08); DDPM takes all
            w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
            eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?"); DPM-Solver++ is deterministic
            variance: str = 'beta',        # DDPM σ²: 'beta' or 'beta_tilde'
@@ -297,6 +299,7 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
     float32 at any `precision`. Raises `ValueError` for an unknown sampler, spacing or precision, a non-finite `w` or `eta`
     outside [0, 1], `FloatingPointError` if the images come out non-finite."""
     if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
+    if spacing is None: spacing = DEFAULT_SPACING.get(sampler, 'linspace')
     if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
     if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
     if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
@@ -491,41 +494,44 @@ for eta in (0.0, 1.0):
 
 # %% [markdown]
 # With the shipped model, which predicts $v$ (lesson 07), both rows are clean digits: lesson 08 scores its
-# recipe at class accuracy 100 % both ways, and FID 48 with η = 0 against 24 with η = 1. The same network
+# recipe at class accuracy 100 % both ways, and FID 48 with η = 0 against 24 with η = 1 (500 samples each). The same network
 # trained to predict ε draws faint, speckled digits with η = 0 (FID above 300 in lesson 08). The reason is the
 # conversion table of lesson 02: an ε-model's $\hat x_0 = (x_t - s\,\hat\varepsilon)/a$ divides the network's
 # error by $a = \sqrt{\bar\alpha_t}$, which is 0.006 at t = 999, and DDIM with η = 0 moves along $\hat x_0$ alone,
 # so it keeps every such error; η = 1 draws fresh noise at each step, which hides it. A v-model's
-# $\hat x_0 = a\,x_t - s\,\hat v$ multiplies the error by $s \le 1$ instead. η = 1 stays the default here, as
-# it scores the lower FID at 50 steps; η = 0 and the solver below are what fewer steps need.
+# $\hat x_0 = a\,x_t - s\,\hat v$ multiplies the error by $s \le 1$ instead. η = 1 stays the default here: on
+# this model it scores the lower FID at 50 steps, and also at 10 and 20 (lesson 08). η = 0 is for when each
+# image must follow from its starting noise alone, and it is the path the solver below follows.
 #
 # ## DPM-Solver++ on the ideal denoiser and on the trained model
 #
 # `tests/test_solvers.py` checks every step of DPM-Solver++(2M), and of DDIM with trailing spacing,
 # against diffusers' schedulers fed the same predictions. What it buys depends on the model. On the ideal
-# denoiser, at 10 network calls DDIM (η = 0) and DPM-Solver++ land on the same digits; at 5, DPM-Solver++
+# denoiser, with linspace steps for both, at 10 network calls DDIM (η = 0) and DPM-Solver++ land on the same digits; at 5, DPM-Solver++
 # overshoots on some. Its second-order correction assumes that the prediction $D$ changes smoothly from
 # step to step, and the ideal denoiser's $\hat x_0$ can jump from one training image to another.
 
 # %%
 for title, kw in [('DDIM, η = 0, 5 steps', dict(sampler='ddim', steps=5, eta=0.0)),
-                  ('DPM-Solver++(2M), 5 steps', dict(sampler='dpm++', steps=5)),
+                  ('DPM-Solver++(2M), 5 steps', dict(sampler='dpm++', steps=5, spacing='linspace')),
                   ('DDIM, η = 0, 10 steps', dict(sampler='ddim', steps=10, eta=0.0)),
-                  ('DPM-Solver++(2M), 10 steps', dict(sampler='dpm++', steps=10))]:
+                  ('DPM-Solver++(2M), 10 steps', dict(sampler='dpm++', steps=10, spacing='linspace'))]:
     show_images(sample(ideal, diffusion, labels, generator=g(), **kw), labels, train.classes, ncols=10, scale=.8,
                 title=f'ideal denoiser, {title}')
 
 # %% [markdown]
 # On the shipped model, which predicts $v$, the deterministic path leads to clean digits, and the solver
 # follows it in a fifth of DDIM's calls: DPM-Solver++ at 10 calls draws digits like those of DDIM at 50 with
-# η = 0 above, and better with trailing steps, which spend no call at t = 0 where there is no noise left.
-# Lesson 08 measures it over 300 samples: DPM-Solver++ with trailing steps scores feature-FID 39 at 10
-# calls, against 48 for DDIM-50 with η = 0, five times faster. The stochastic DDIM with η = 1 still scores
-# better from 20 calls (22 to 31) on this small model, whose remaining errors its fresh noise corrects.
+# η = 0 above, and better with trailing steps, which spend no call at t = 0 where there is no noise left
+# (so trailing is DPM-Solver++'s default spacing). Lesson 08 measures it over 300 samples: DPM-Solver++ with
+# trailing steps scores feature-FID 39 at 10 calls, against 48 for DDIM-50 with η = 0, five times faster.
+# That is a faster way to the same deterministic images, not to better ones: on this small model the
+# stochastic DDIM with η = 1 scores better at the same 10 calls (34) and from 20 on (22 to 31), because its
+# fresh noise corrects the model's remaining errors. The solver beats it only at 5 calls (41 against 67).
 
 # %%
 for title, kw in [('DDIM, η = 0, 10 steps', dict(sampler='ddim', steps=10, eta=0.0)),
-                  ('DPM-Solver++(2M), 10 steps', dict(sampler='dpm++', steps=10)),
+                  ('DPM-Solver++(2M), 10 linspace steps', dict(sampler='dpm++', steps=10, spacing='linspace')),
                   ('DPM-Solver++(2M), 10 trailing steps', dict(sampler='dpm++', steps=10, spacing='trailing')),
                   ('DDIM, η = 1, 50 steps', dict(sampler='ddim', steps=50))]:
     show_images(sample(tiny.model, tiny.diffusion, y[:10], shape=tiny.shape, generator=g(), **kw), y[:10], tiny.classes,
@@ -544,6 +550,7 @@ for title, kw in [('DDIM, η = 0, 10 steps', dict(sampler='ddim', steps=10, eta=
 # with AVX512-BF16: feature-FID 24.65 ± 1.4 over the seeds in fp32 (22.4 to 25.8) and 24.51 ± 1.4 in bf16,
 # every seed within 0.16 of its fp32 score; class accuracy 100 % both ways. Each 500-image batch took 43 to
 # 45 s in fp32 and 20 to 22 s in bf16: twice as fast, for a difference far inside the seed-to-seed noise.
+# That is for 500 images a call (1,000 with guidance); at 100 images a call it is 1.4× (below).
 # So `minddpm_sample` samples in bf16 by default (`--precision auto`) on CPUs that have the instructions.
 # `sample` itself keeps `precision='fp32'` as its default, so that the same seed gives the same images on
 # every machine, which the tests and these lessons compare against.

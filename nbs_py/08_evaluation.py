@@ -382,7 +382,8 @@ for k, r in ema_vs_raw.items(): print(f'{k:4s}', fmt(r))
 #| slow
 calls = (5, 10, 20, 50, 100)
 samplers = {'DDIM, η = 1': dict(sampler='ddim', eta=1.0), 'DDIM, η = 0': dict(sampler='ddim', eta=0.0),
-            'DPM-Solver++(2M)': dict(sampler='dpm++'), 'DPM-Solver++(2M), trailing': dict(sampler='dpm++', spacing='trailing')}
+            'DPM-Solver++(2M)': dict(sampler='dpm++', spacing='linspace'),
+            'DPM-Solver++(2M), trailing': dict(sampler='dpm++', spacing='trailing')}
 solvers = {name: {n: evaluate(tiny.model, tiny.diffusion, judge, f_train, per_class=30, shape=tiny.shape, steps=n, **kw)
                   for n in (calls if 'trailing' not in name else calls[:3])} for name, kw in samplers.items()}
 ddpm_1000 = evaluate(tiny.model, tiny.diffusion, judge, f_train, per_class=30, shape=tiny.shape, sampler='ddpm')
@@ -404,18 +405,21 @@ for name, rows in {**solvers, 'DDPM': {1000: ddpm_1000}}.items():
 # |---|---|---|---|---|---|---|
 # | DDIM, η = 1 | 66.9 | 33.5 (5 s) | **27.8** (9 s) | 30.6 (23 s) | 22.4 (45 s) | |
 # | DDIM, η = 0 | 73.3 | 57.1 | 49.6 | 48.5 (24 s) | 48.2 | |
-# | DPM-Solver++(2M) | 50.6 | 43.5 | 53.7 | 48.8 | 48.1 | |
+# | DPM-Solver++(2M), linspace | 50.6 | 43.5 | 53.7 | 48.8 | 48.1 | |
 # | DPM-Solver++(2M), trailing | **41.3** (2 s) | **38.6** (5 s) | 44.9 (10 s) | | | |
 # | DDPM | | | | | | 28.5 (469 s) |
 #
 # Class accuracy is 100 % everywhere except DPM-Solver++ with linspace steps at 5 calls (64 %) and 10 (99.7 %).
 # At 300 samples a FID moves by about ±2 from one noise seed to another (lesson 05's bf16 check, at 500), so
-# read differences under 3 as ties. Three things show:
+# read differences under 3 as ties. FID also falls as the sample count grows (its estimate is biased upwards
+# at small counts): the default, DDIM-50 with η = 1, scores 30.6 here at 300 samples and 22 to 26 on the same
+# model at 500 (the recipe table below, lesson 05's bf16 check). Compare FIDs only at one count. Three things show:
 #
 # - **The deterministic samplers converge to one answer, FID 48.** DDIM with η = 0 and DPM-Solver++ at 50
 #   and 100 calls agree: they solve the same ODE, and have solved it. DPM-Solver++ gets close to it in far
-#   fewer calls, and with trailing steps it is at 39 to 45 from 5 to 20 calls, a 2- to 5-fold saving over
-#   DDIM-50 with η = 0 (48.5 in 24 s) for the same or better FID. Linspace steps spend their last call
+#   fewer calls, and with trailing steps it is at 39 to 45 from 5 to 20 calls: 2.5 to 10 times fewer calls
+#   than DDIM-50 with η = 0 (48.5 in 24 s) for the same or better FID, which is why trailing is
+#   DPM-Solver++'s default spacing in `sample` and `minddpm_sample`. Linspace steps spend their last call
 #   at t = 0, where there is no noise left to remove (5 calls: t = 999, 749, 500, 250, 0), and leave
 #   the big jumps to the solver's extrapolation; trailing steps spend every call where there is noise
 #   (999, 799, …, 199), which is where the 5-call linspace run loses its digits.
@@ -423,7 +427,8 @@ for name, rows in {**solvers, 'DDPM': {1000: ddpm_1000}}.items():
 #   from 20 calls on, and DDPM 28.5. Karras et al. (2022) describe why: fresh noise at each step corrects
 #   the errors of earlier steps, which pays on a model with errors left, like this one after eight minutes
 #   of training; on a well-trained model the deterministic ODE is as good and cheaper. Against the
-#   default, DDIM-50 with η = 1, the solver at 10 or 20 calls loses here (38.6 and 44.9 against 30.6).
+#   default, DDIM-50 with η = 1, the solver at 10 or 20 calls loses here (38.6 and 44.9 against 30.6), and
+#   so does it against DDIM with η = 1 at the same calls (33.5 and 27.8); it wins only at 5 calls (41.3 against 66.9).
 # - **DDIM with η = 1 needs only 20 calls here**: 27.8 in 9 s, as good as 50 calls in 23 s (2.5 times
 #   faster) and as DDPM's 1,000. `sample`'s default stays 50 steps, which leaves room for larger models.
 
@@ -456,10 +461,11 @@ for name, rows in {**solvers, 'DDPM': {1000: ddpm_1000}}.items():
 #   first step (lesson 02): the noise of η = 1 hides that error, a deterministic path keeps it.
 # - **At η = 1 the differences are small.** The same model scored from other sampler seeds moves by ±2, so
 #   v's mean of 24.0 against ε's 27.2 after 4,000 steps (12 % lower) is a modest gain, and v with or without
-#   min-SNR (24.0 and 25.7) are within that noise.
+#   min-SNR (24.0 and 25.8) are within that noise.
 # - **min-SNR helps early, not at the end.** v with min-SNR-5 leads after 1,000 and 2,000 steps, but a run
-#   with the learning rate annealed over 2,400 steps (`--at 2400`, 4.2 minutes) scores 35.7, 35.0 and 38.3:
-#   no recipe here reaches ε's 4,000-step quality in 60 % of its time.
+#   with the learning rate annealed over 2,400 steps (`python tests/bench_objectives.py --recipes v/min_snr --at 2400
+#   --out runs/objectives_2400`, then the same with `--rescore 1 2`; 4.2 minutes of training) scores 35.7, 35.0 and 38.3:
+#   the recipe that leads early does not reach ε's 4,000-step quality in 60 % of its time.
 #
 # So the `tiny` preset predicts v with uniform weights: the lowest FID after its 4,000 steps, with both η, and
 # a deterministic path good enough for the few-step solvers measured above.
@@ -480,7 +486,7 @@ for name, rows in {**solvers, 'DDPM': {1000: ddpm_1000}}.items():
 #
 # Inception FIDs are comparable with papers only at the same sample count and reference set (the DDPM
 # paper: 50,000 samples against the 50,000 CIFAR-10 training images). They mean little on 16×16 digits,
-# which is why this lesson judges with its own classifier. The capstone (lesson 11) computes both on
+# which is why this lesson judges with its own classifier. The capstone (lesson 12) computes both on
 # CIFAR-10. `tests/test_metrics.py` runs this function on the CPU with random weights in the same
 # architecture, as nothing can be downloaded in CI.
 

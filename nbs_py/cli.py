@@ -3,7 +3,7 @@
 
 # %% [markdown]
 # # Commands
-# > `minddpm_train` and `minddpm_sample`: every number checked as it is parsed, every output path before any work
+# > `minddpm_train`, `minddpm_sample` and `minddpm_edit`: every number checked as it is parsed, every output path before any work
 
 # %%
 #| hide
@@ -30,6 +30,7 @@ from importlib import resources
 import argparse, contextlib, dataclasses, io, os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from minddpm.data import (cli_warnings, float_arg, image_suffixes, int_arg, pick_device, show_images, to_uint8, writable_dir,
@@ -74,7 +75,7 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
                                                            "(default: the preset's: v for tiny, eps for colab and full)")
     p.add_argument('--weighting', choices=WEIGHTINGS, help="loss weighting over timesteps: uniform, or min_snr (min-SNR-γ) "
                                                            "(default: uniform)")
-    p.add_argument('--snr-gamma', type=float_arg(0, open_low=True), help="min-SNR's γ (default: 5)")
+    p.add_argument('--snr-gamma', type=float_arg(0, open_low=True), help="min-SNR's γ, with --weighting min_snr only (default: 5)")
     p.add_argument('--val-frac', type=float_arg(0, 1, open_low=True, open_high=True),
                    help='share of the digits or an image folder held out for validation (default: 0.1; at least one image)')
     p.add_argument('--out', help='run directory (default: runs/minddpm)')
@@ -84,7 +85,7 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     p.add_argument('--device', help='auto, cuda, cuda:N, mps or cpu; under torchrun auto, cuda (the GPU of each local rank) or cpu')
     p.add_argument('--precision', choices=('auto', 'bf16', 'fp16', 'fp32'),
                    help='autocast precision; auto: bf16 or fp16 on CUDA, fp32 elsewhere (bf16 also pays on CPUs with AMX: see minddpm_bench)')
-    p.add_argument('--seed', type=int_arg(0))
+    p.add_argument('--seed', type=int_arg(0), help='seeds the split, the data order, the noise and the initial weights (default: 0)')
     p.add_argument('--export', help='also write the model alone (EMA and raw weights, half precision) to this file at the end')
     rank = int(os.environ.get('RANK', 0)) if launched() else 0
     with contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
@@ -97,14 +98,19 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
                                      hflip=a.hflip).items() if v is not None}
     changes.update({k: True for k in ('wandb', 'compile') if getattr(a, k)}, minutes=a.minutes)  # a budget is per command
     made = False   # did this command make the run folder?
+    def gamma_used(cfg):
+        if a.snr_gamma is not None and cfg.weighting != 'min_snr':
+            raise ValueError(f"--snr-gamma does nothing with {cfg.weighting} weighting: it is min-SNR's γ; "
+                             f"leave it out, or {'start a run with' if a.resume else 'add'} --weighting min_snr")
     with cli_warnings('minddpm_train'):
         try:
             if a.export: _export_target(a.export)                  # paths first: a bad one must not cost a run
-            if a.resume: run = resume(a.resume, **changes)
+            if a.resume: run = resume(a.resume, **changes); gamma_used(run.cfg)
             else:
                 preset = a.preset or 'tiny'
                 if preset not in TRAIN_PRESETS: raise ValueError(f"Unknown preset {preset!r}; use one of {', '.join(TRAIN_PRESETS)}")
                 cfg = dataclasses.replace(TRAIN_PRESETS[preset], **changes)
+                gamma_used(cfg)
                 pick_device(cfg.device)                          # a wrong device makes no run folder
                 if rank == 0: made = not Path(cfg.out).exists(); writable_dir(cfg.out)
                 if (Path(cfg.out)/'checkpoint.pt').exists():
@@ -137,22 +143,29 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
     p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
     p.add_argument('--n', type=int_arg(1), default=1, help='images per label (default: 1)')
     p.add_argument('--sampler', default='ddim', choices=SAMPLERS,
-                   help='ddim (default), dpm++ (DPM-Solver++(2M), a deterministic ODE solver that needs 10 to 20 steps on '
-                        'a v-prediction model such as the shipped one; no --eta) or ddpm (all T steps)')
-    p.add_argument('--steps', type=int_arg(1), default=50, help='network calls of ddim and dpm++ (default: 50)')
-    p.add_argument('--spacing', default='linspace', choices=SPACINGS,
-                   help='their timesteps: linspace (T-1 down to 0, the default) or trailing (Lin et al. 2023)')
+                   help='ddim (default), dpm++ (DPM-Solver++(2M): the deterministic path of a v-prediction model such as '
+                        'the shipped one in 10 to 20 steps, where ddim with --eta 0 needs 50; ddim with --eta 1 scores better '
+                        'from 10 steps on that model, see lesson 08) or ddpm (all T steps)')
+    p.add_argument('--steps', type=int_arg(1), help='network calls of ddim and dpm++ (default: 50)')
+    p.add_argument('--spacing', choices=SPACINGS,
+                   help='their timesteps: linspace (T-1 down to 0; ddim\'s default) or trailing (Lin et al. 2023; '
+                        'dpm++\'s default, which draws clean digits from 5 steps where linspace does not)')
     p.add_argument('--guidance', type=float_arg(), default=3.0, help='w: 0 unconditional, 1 conditional (default: 3)')
-    p.add_argument('--eta', type=float_arg(0, 1), default=1.0, help='DDIM noise, 0 (deterministic) to 1 (default: 1)')
+    p.add_argument('--eta', type=float_arg(0, 1), help='ddim\'s noise, 0 (deterministic) to 1 (default: 1)')
     p.add_argument('--img-size', type=int_arg(1), help='image side (default: the training size)')
     p.add_argument('--precision', default='auto', choices=PRECISIONS,
                    help='the network\'s precision: fp32, bf16 (its weights cast once), or auto (the default): bf16 on a CPU '
                         'with bf16 instructions (AMX or AVX512-BF16), where it samples twice as fast with the same quality '
                         '(lesson 05), else fp32')
-    p.add_argument('--seed', type=int_arg(0), default=0)
+    p.add_argument('--seed', type=int_arg(0), default=0, help='seeds the noise: the same seed and options give the same images (default: 0)')
     p.add_argument('--out', default='samples.png', help='the grid, a .png (or another ending matplotlib writes; default: samples.png)')
     p.add_argument('--each', help='also write one PNG per image into this folder')
     a = p.parse_args(argv)
+    unused = {'ddpm': ('steps', 'spacing', 'eta'), 'dpm++': ('eta',), 'ddim': ()}[a.sampler]   # refused, not ignored
+    given = ['--' + k for k in unused if getattr(a, k) is not None]
+    if given: p.error(f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with --sampler {a.sampler}: " +
+                      ("ddpm takes all T steps, each with its own noise" if a.sampler == 'ddpm' else "dpm++ is deterministic") +
+                      f"; leave {'it' if len(given) == 1 else 'them'} out, or use --sampler ddim")
     with cli_warnings('minddpm_sample'):
         try:
             out = writable_file(a.out, image_suffixes())
@@ -164,13 +177,14 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
             shape = m.shape if a.img_size is None else (m.shape[0], a.img_size, a.img_size)
             m.model.check_input(torch.zeros(1, *shape))
             y = torch.tensor(labels).repeat_interleave(a.n)
-            x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps, spacing=a.spacing, w=a.guidance,
-                       eta=a.eta, generator=torch.Generator().manual_seed(a.seed), precision=a.precision)
+            x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps or 50, spacing=a.spacing,
+                       w=a.guidance, eta=1.0 if a.eta is None else a.eta, generator=torch.Generator().manual_seed(a.seed),
+                       precision=a.precision)
         except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_sample: error: {e}\n")
     import matplotlib.pyplot as plt
     show_images(x, y, m.classes, ncols=max(a.n, min(len(y), 10)))
     plt.savefig(out, dpi=80); plt.close('all')
-    print(f"saved {len(y)} samples to {out}")
+    print(f"saved {len(y)} sample{'s' if len(y) > 1 else ''} to {out}")
     if folder:
         from PIL import Image
         for i, (img, l) in enumerate(zip(to_uint8(x), y.tolist())):
@@ -179,7 +193,157 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
 
 
 # %% [markdown]
-# Each mistake below is refused in well under a second, before a model is loaded or a batch is drawn,
+# ## Editing images
+#
+# `minddpm_edit` runs the four edits of lesson 11 on image files, or on every image in a folder (hidden and
+# system files skipped): it reads them at the model's size and channel count, refusing any other with the
+# size or mode it found, and writes a grid of each input, what the edit starts from (the noisy image, the
+# image with its hole in grey, the low-resolution image) and the result. Options another task would use are
+# refused rather than ignored.
+
+# %%
+#| export
+EDIT_TASKS = ('denoise', 'img2img', 'inpaint', 'upsample')
+MASKS = ('left', 'right', 'top', 'bottom', 'centre')   # the part --mask fills
+
+def _named_mask(name: str, h: int, w: int) -> torch.Tensor:
+    "(h, w) mask filling one half, or the centre half-size square: 1 keeps, 0 fills."
+    m = torch.ones(h, w)
+    part = {'left': (slice(None), slice(0, w // 2)), 'right': (slice(None), slice(w // 2, None)),
+            'top': (slice(0, h // 2), slice(None)), 'bottom': (slice(h // 2, None), slice(None)),
+            'centre': (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4))}[name]
+    m[part] = 0
+    return m
+
+def _image_files(paths) -> list[Path]:
+    "The files named, and the visible image files directly inside each folder named, sorted; a missing path raises."
+    from minddpm.data import IMAGE_EXTENSIONS, is_hidden
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(f for f in path.iterdir() if f.is_file() and not is_hidden(f.name) and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found: raise ValueError(f"{path} holds no image files (by their endings: {', '.join(IMAGE_EXTENSIONS)})")
+            files += found
+        elif path.is_file(): files.append(path)
+        else: raise FileNotFoundError(f"no such image file or folder: {path}")
+    return files
+
+def read_image(path,               # an image file in any mode Pillow opens
+               channels: int,      # what the model takes: 1 (greyscale) or 3 (RGB)
+               size: tuple,        # (H, W) wanted, in pixels
+               ) -> torch.Tensor:  # (channels, H, W) floats in [-1, 1]
+    """One image for a model, read as training reads it (`load_rgb`: any mode, to RGB). Raises `ValueError` naming its size
+    if that is not `size` (no resizing behind your back), or if it is in colour and the model draws greyscale."""
+    from minddpm.data import load_rgb, to_unit_range
+    try: rgb = torch.from_numpy(np.array(load_rgb(path))).permute(2, 0, 1)
+    except Exception as e: raise ValueError(f"{path} cannot be read as an image ({type(e).__name__}: {e})") from None
+    if tuple(rgb.shape[1:]) != tuple(size):
+        raise ValueError(f"{path} is {rgb.shape[2]}×{rgb.shape[1]} pixels; this needs {size[1]}×{size[0]}: resize it first")
+    grey = bool((rgb == rgb[:1]).all())
+    if channels == 1 and not grey:
+        raise ValueError(f"{path} is in colour; this model draws greyscale images: convert it first (e.g. Pillow's .convert('L'))")
+    return to_unit_range(rgb[:channels])   # a greyscale file for an RGB model: three equal channels, as in training
+
+def read_mask(spec: str,      # one of `MASKS` (the part to fill), or a black-and-white image file: white keeps, black fills
+              size: tuple,    # (H, W) of the images
+              ) -> torch.Tensor:  # (H, W): 1 keeps a pixel, 0 fills it
+    "The inpainting mask `--mask` names. Raises `ValueError` for a file of another size, or with pixels neither black nor white."
+    if spec in MASKS: return _named_mask(spec, *size)
+    path = Path(spec)
+    if not path.is_file(): raise ValueError(f"--mask {spec}: neither a file nor one of {', '.join(MASKS)} (the part to fill)")
+    from PIL import Image
+    try:
+        with Image.open(path) as im: m = torch.from_numpy(np.array(im.convert('L')))
+    except Exception as e: raise ValueError(f"--mask {path} cannot be read as an image ({type(e).__name__}: {e})") from None
+    if tuple(m.shape) != tuple(size): raise ValueError(f"--mask {path} is {m.shape[1]}×{m.shape[0]} pixels; the images are {size[1]}×{size[0]}")
+    grey = ((m != 0) & (m != 255)).sum().item()
+    if grey: raise ValueError(f"--mask {path} must be black (fill) and white (keep) only; {grey} of its pixels are grey")
+    return (m == 255).float()
+
+def minddpm_edit(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
+    "Entry point of `minddpm_edit`: denoise, edit (SDEdit), inpaint or upsample images with a trained model (lesson 11)."
+    p = argparse.ArgumentParser(prog='minddpm_edit', description=minddpm_edit.__doc__)
+    p.add_argument('checkpoint', help='a checkpoint from minddpm_train, or a model file from --export')
+    p.add_argument('images', nargs='+', help="image files, or folders of them, at the model's size (upsample: a whole fraction of it)")
+    p.add_argument('--task', required=True, choices=EDIT_TASKS,
+                   help='denoise: remove Gaussian noise of level --sigma; img2img: redraw towards --label (SDEdit); '
+                        'inpaint: fill the --mask; upsample: sample at the model\'s size keeping the images\' block means (ILVR)')
+    p.add_argument('--label', help="class name or index to draw towards (img2img) or fill with (others); default: none, unconditional")
+    p.add_argument('--guidance', type=float_arg(), help='w, with --label: 1 conditional, >1 guided (default: 3; denoise: 1)')
+    p.add_argument('--sigma', type=float_arg(0, open_low=True), help='denoise: the noise level of the images, in [-1, 1] units (255 levels = 2)')
+    p.add_argument('--add-noise', action='store_true', help='denoise: add noise of level --sigma to the images first, to try it on clean ones')
+    p.add_argument('--strength', type=float_arg(0, 1, open_low=True), help='img2img: how far to noise, in (0, 1] (default: 0.6)')
+    p.add_argument('--mask', help=f"inpaint: the part to fill, {', '.join(MASKS)}, or a black-and-white image, white kept, black filled")
+    p.add_argument('--resample', type=int_arg(1), help='inpaint: RePaint\'s passes over each stretch; 1 is plain replacement (default: 5)')
+    p.add_argument('--jump', type=int_arg(1), help='inpaint: RePaint\'s steps walked back each time (default: 5)')
+    p.add_argument('--steps', type=int_arg(1), default=50, help='network calls of a full walk down (default: 50)')
+    p.add_argument('--eta', type=float_arg(0, 1), help='DDIM noise, 0 to 1 (default: 1; denoise: 0)')
+    p.add_argument('--precision', default='auto', choices=PRECISIONS, help="the network's: fp32, bf16, or auto (as minddpm_sample)")
+    p.add_argument('--seed', type=int_arg(0), default=0, help='seeds every draw (default: 0)')
+    p.add_argument('--out', default='edited.png', help='the before/after grid (default: edited.png)')
+    p.add_argument('--each', help='also write each result as a PNG into this folder')
+    a = p.parse_args(argv)
+    own = dict(denoise=('sigma', 'add_noise'), img2img=('strength',), inpaint=('mask', 'resample', 'jump'), upsample=())
+    wrong = [f"--{k.replace('_', '-')}" for task, keys in own.items() if task != a.task for k in keys if getattr(a, k) not in (None, False)]
+    if wrong: p.error(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} nothing with --task {a.task}")
+    if a.task == 'denoise' and a.sigma is None: p.error("--task denoise needs --sigma, the noise level of the images")
+    if a.task == 'inpaint' and a.mask is None: p.error(f"--task inpaint needs --mask: {', '.join(MASKS)}, or a black-and-white image")
+    if a.guidance is not None and a.label is None: p.error("--guidance needs --label: it weighs the class against no class")
+    from PIL import Image
+    from minddpm.editing import denoise, img2img, inpaint, upsample
+    with cli_warnings('minddpm_edit'):
+        try:
+            out = writable_file(a.out, image_suffixes())
+            folder = writable_dir(a.each) if a.each else None
+            files = _image_files(a.images)
+            m = load_model(a.checkpoint)
+            C, H, W = m.shape
+            labels = None
+            if a.label is not None:
+                names = {n: i for i, n in enumerate(m.classes)}
+                i = names.get(a.label, int(a.label) if a.label.lstrip('-').isdigit() else None)
+                if i is None or not 0 <= i < len(m.classes):
+                    raise ValueError(f"--label {a.label} is unknown to this model; it knows {', '.join(m.classes)} (or 0 … {len(m.classes) - 1})")
+                labels = torch.full((len(files),), i)
+            factor = 1
+            if a.task == 'upsample':                     # the first image sets the factor; the others must match it
+                with Image.open(files[0]) as im: w0, h0 = im.size
+                factor = H // h0 if H % h0 == 0 and W == w0 * (H // h0) and H // h0 >= 2 else None
+                if factor is None: raise ValueError(f"{files[0]} is {w0}×{h0} pixels; upsample needs a whole fraction of {W}×{H}, "
+                                                    f"such as {W // 2}×{H // 2} or {W // 4}×{H // 4}")
+            x = torch.stack([read_image(f, C, (H // factor, W // factor)) for f in files])
+            gen = torch.Generator().manual_seed(a.seed)
+            eta = a.eta if a.eta is not None else (0.0 if a.task == 'denoise' else 1.0)
+            kw = dict(labels=labels, w=a.guidance if a.guidance is not None else (1.0 if a.task == 'denoise' else 3.0),
+                      steps=a.steps, eta=eta, generator=gen, precision=a.precision)
+            if a.task == 'denoise':
+                start = x + a.sigma * torch.randn(x.shape, generator=gen) if a.add_noise else x
+                result = denoise(m.model, m.diffusion, start, a.sigma, **kw)
+            elif a.task == 'img2img':
+                start, result = x, img2img(m.model, m.diffusion, x, strength=a.strength or 0.6, **kw)
+            elif a.task == 'inpaint':
+                mask = read_mask(a.mask, (H, W))
+                start = x * mask + (1 - mask) * -0.3     # the hole in grey
+                result = inpaint(m.model, m.diffusion, x, mask, **{k: v for k in ('jump', 'resample') if (v := getattr(a, k))}, **kw)
+            else:
+                start = torch.nn.functional.interpolate(x, scale_factor=factor, mode='nearest')
+                result = upsample(m.model, m.diffusion, x, factor, **kw)
+        except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_edit: error: {e}\n")
+    import matplotlib.pyplot as plt
+    cols = [start.clamp(-1, 1), result] if a.task != 'img2img' else [x, result]
+    heads = {'denoise': ['noisy', 'denoised'], 'img2img': ['input', 'edited'], 'inpaint': ['to fill', 'inpainted'],
+             'upsample': [f'{W // factor}×{H // factor}', f'{W}×{H}']}[a.task]
+    show_images(torch.stack(cols, 1).flatten(0, 1), torch.tensor([0, 1]).repeat(len(files)), heads, ncols=2 * min(len(files), 4))
+    plt.savefig(out, dpi=80); plt.close('all')
+    print(f"edited {len(files)} image{'s' if len(files) > 1 else ''} ({a.task}); grid: {out}")
+    if folder:
+        for i, (f, img) in enumerate(zip(files, to_uint8(result))):   # numbered: two folders may hold the same name
+            Image.fromarray(img.permute(1, 2, 0).squeeze(-1).numpy()).save(folder/f'{i:04d}_{f.stem}_{a.task}.png')
+        print(f"saved one PNG per image to {folder}")
+
+
+# %% [markdown]
+# Each mistake below is refused in well under a second, before a model is loaded or an image is drawn,
 # with a message that names the argument, what it got and what it takes:
 
 # %%
@@ -197,6 +361,9 @@ blocker = Path(tempfile.mkdtemp())/'notes.txt'
 blocker.write_text('a file, not a folder')
 for command, args in [(minddpm_sample, [shipped, '--guidance', 'nan']), (minddpm_sample, [shipped, '--img-size', '-4']),
                       (minddpm_sample, [shipped, '--out', str(blocker.parent/'grid')]),
+                      (minddpm_sample, [shipped, '--sampler', 'dpm++', '--eta', '0']), (minddpm_train, ['--snr-gamma', '3']),
+                      (minddpm_edit, [shipped, str(blocker.parent), '--task', 'img2img', '--strength', '0']),
+                      (minddpm_edit, [shipped, str(blocker.parent), '--task', 'upsample', '--mask', 'left']),
                       (minddpm_train, ['--lr', 'inf']), (minddpm_train, ['--out', str(blocker/'run')]),
                       (minddpm_train, ['--resume', shipped, '--preset', 'colab'])]:
     print(refused(command, *args).replace(str(blocker.parent), '…'))

@@ -84,7 +84,7 @@ def test_sample_out_without_an_ending_is_refused_and_a_png_is_written_where_it_s
     assert code == 2 and 'runs/x must end in one of .png' in err and 'e.g. runs/x.png' in err
     assert not (tmp_path/'runs').exists()
     code, out, err = run(minddpm_sample, SHIPPED, '--steps', 2, '--labels', 3, '--out', 'runs/x.png', capsys=capsys)
-    assert code == 0 and 'saved 1 samples to runs/x.png' in out and Image.open(tmp_path/'runs'/'x.png').size[0] > 10
+    assert code == 0 and 'saved 1 sample to runs/x.png' in out and Image.open(tmp_path/'runs'/'x.png').size[0] > 10
     assert sorted(p.name for p in (tmp_path/'runs').iterdir()) == ['x.png']
 
 @pytest.mark.parametrize('command,args,message', [

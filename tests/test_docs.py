@@ -35,7 +35,7 @@ def exported_modules():
 
 def test_the_capstone_exports_nothing_and_every_module_has_its_lesson():
     modules = exported_modules()
-    assert '11_cifar10.ipynb' not in modules and 'index.ipynb' not in modules
+    assert '12_cifar10.ipynb' not in modules and 'index.ipynb' not in modules
     assert sorted(modules.values()) == sorted(p.stem for p in (ROOT/'minddpm').glob('*.py')
                                               if not p.stem.startswith('_') and p.stem != 'all')
 
@@ -73,7 +73,7 @@ def test_sidebar_lists_every_lesson_and_module():
     reference = {e['text']: e['href'] for e in sections['Reference']}
     assert reference == {f'minddpm.{m}': nb for nb, m in exported_modules().items()}
 
-@pytest.mark.parametrize('name', ['02_forward.ipynb', '05_sampling.ipynb', 'scrubber.ipynb'])
+@pytest.mark.parametrize('name', ['02_forward.ipynb', '05_sampling.ipynb', '11_editing.ipynb', 'scrubber.ipynb'])
 def test_scrubber_pages_carry_the_static_player(proc, name):
     "Quarto has no kernel: the scrubber cells are re-run at pre-render (`#| exec_doc`) and must emit the HTML player."
     nb = json.loads((proc/name).read_text())

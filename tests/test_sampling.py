@@ -57,3 +57,14 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16(monkeypatch):
     for has, want in ((True, x16), (False, x32)):
         monkeypatch.setattr(minddpm.sampling, 'cpu_has_bf16', lambda: has)
         assert torch.equal(draw('auto'), want)
+
+def test_dpm_solver_defaults_to_trailing_steps_and_ddim_to_linspace():
+    "Lesson 08: DPM-Solver++ with linspace steps draws blobs at 5 calls; its default is trailing, DDIM's stays linspace."
+    torch.manual_seed(0)
+    model = ConditionalUNet(10, **unet_preset('tiny', in_channels=1, base=8, time_dim=32)).eval()
+    diffusion, y = Diffusion(objective='v'), torch.arange(3)
+    draw = lambda **kw: sample(model, diffusion, y, steps=5, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(draw(sampler='dpm++'), draw(sampler='dpm++', spacing='trailing'))
+    assert not torch.equal(draw(sampler='dpm++'), draw(sampler='dpm++', spacing='linspace'))
+    assert torch.equal(draw(sampler='ddim'), draw(sampler='ddim', spacing='linspace'))
+    assert not torch.equal(draw(sampler='ddim'), draw(sampler='ddim', spacing='trailing'))

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from minddpm.cli import minddpm_sample, minddpm_train
-from minddpm.training import (TRAIN_PRESETS, Run, TrainConfig, export_model, load_checkpoint, load_model, resume,
+from minddpm.training import (TRAIN_PRESETS, resolve_precision, Run, TrainConfig, export_model, load_checkpoint, load_model, resume,
                               save_checkpoint, train)
 from test_commands import run
 
@@ -150,3 +150,12 @@ def test_compiled_training_matches_eager_on_the_cpu(tmp_path):
     a, b = torch.tensor([h[1] for h in eager.history]), torch.tensor([h[1] for h in compiled.history])
     assert torch.allclose(a, b, rtol=1e-3), (a, b)
 
+
+def test_fp16_on_a_cpu_warns_that_it_is_slow_and_auto_never_picks_it():
+    cpu = torch.device('cpu')
+    with pytest.warns(UserWarning, match='fp16 on a CPU is slow.*use bf16 or fp32'):
+        assert resolve_precision(cpu, 'fp16') == torch.float16
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert resolve_precision(cpu, 'auto') is None and resolve_precision(cpu, 'bf16') == torch.bfloat16
