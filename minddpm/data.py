@@ -329,13 +329,15 @@ def cpu_has_bf16() -> bool:
     return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', flags))
 
 # %% ../nbs/00_data.ipynb #8d3d40a4
-def int_arg(minimum: int = 1, # the smallest value allowed
+def int_arg(minimum: int = 1,           # the smallest value allowed
+            maximum: int | None = None, # the largest value allowed; None: no bound
             ):
-    "An argparse `type`: a whole number of at least `minimum`, else an error that says so."
+    "An argparse `type`: a whole number in [minimum, maximum], else an error that says so."
     def parse(text):
         try: value = int(text)
         except ValueError: raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
         if value < minimum: raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum: raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
     return parse
 
@@ -383,9 +385,9 @@ def writable_file(path,          # the file to write later; its folder is made n
     return p
 
 def image_suffixes() -> tuple:
-    "The endings matplotlib's `savefig` can write, '.png' first."
+    "The endings matplotlib's `savefig` can write on its own, '.png' first (not .pgf, which needs a LaTeX install)."
     from matplotlib.backend_bases import FigureCanvasBase
-    return ('.png',) + tuple(sorted(f'.{k}' for k in FigureCanvasBase.get_supported_filetypes() if k != 'png'))
+    return ('.png',) + tuple(sorted(f'.{k}' for k in FigureCanvasBase.get_supported_filetypes() if k not in ('png', 'pgf')))
 
 @contextlib.contextmanager
 def cli_warnings(prog: str): # the command's name, which starts each warning's line

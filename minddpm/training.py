@@ -4,13 +4,14 @@
 
 # %% ../nbs/07_training.ipynb #3e838b83
 from __future__ import annotations
-import contextlib, dataclasses, math, os, re, time, warnings
+import contextlib, copy, dataclasses, json, math, os, re, time, warnings
 from importlib import resources
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
@@ -24,9 +25,9 @@ from .forward import OBJECTIVES, WEIGHTINGS, Diffusion
 from .unet import unet_preset
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'RESUME_CHANGES', 'TrainConfig', 'resolve_precision', 'autocast', 'Run', 'train_step', 'validate',
-           'save_checkpoint', 'load_checkpoint', 'saved_config', 'set_steps', 'resume', 'Trained', 'export_model',
-           'load_model', 'save_samples', 'train']
+__all__ = ['TRAIN_PRESETS', 'RESUME_CHANGES', 'EXPORT_FORMATS', 'TrainConfig', 'resolve_precision', 'autocast', 'Run',
+           'train_step', 'validate', 'save_checkpoint', 'load_checkpoint', 'saved_config', 'set_steps', 'resume',
+           'Trained', 'ExportedUNet', 'export_model', 'load_model', 'save_samples', 'train']
 
 # %% ../nbs/07_training.ipynb #0ad19ec4
 @dataclass
@@ -230,6 +231,9 @@ def _read(path, needs: set, map_location='cpu') -> dict:
     path = Path(path)
     if path.is_dir(): raise ValueError(f"{path} is a folder; give the checkpoint file in it, e.g. {path/'checkpoint.pt'}")
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
+    with open(path, 'rb') as f: head = f.read(4)
+    if head[:2] != b'PK' and head[:1] != b'\x80':   # torch.save writes a zip archive (a pickle before PyTorch 1.6)
+        raise ValueError(f"{path} is not a readable minddpm checkpoint or model file: torch.save did not write it (it starts with {head!r})")
     try: state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:   # the first line of torch's reason: some run to a page of advice about pickles
         raise ValueError(f"{path} is not a readable minddpm checkpoint ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
@@ -303,30 +307,100 @@ class Trained:
     config: TrainConfig    # the config of the run that trained it
     step: int              # optimiser steps it was trained for
 
-def export_model(source,               # a `Run`, or the path of a checkpoint file
+EXPORT_FORMATS = ('minddpm', 'torch.export')
+
+class _Arithmetic(nn.Module):
+    "What `torch.export` traces: the network's arithmetic alone, with labels arriving as embedding rows already checked."
+    def __init__(self, net: ConditionalUNet): super().__init__(); self.net = net
+    def forward(self, x, t, rows): return self.net.body(x, self.net.time_emb(t) + self.net.label_emb(rows))
+
+class ExportedUNet(nn.Module):
+    "A network read from a `torch.export` file (.pt2): it checks its input as `ConditionalUNet` does, then runs the exported graph."
+    exported = True   # its weights live in the graph: `sample` autocasts it to bf16 rather than casting a copy
+    def __init__(self, program,            # a `torch.export.ExportedProgram` of `_Arithmetic`, batch size dynamic
+                 num_classes: int,         # labels are 0 … num_classes − 1, or `NULL_LABEL`
+                 shape: tuple):            # (C, H, W) of the images it takes: fixed when it was exported
+        super().__init__()
+        self.graph, self.num_classes, self.shape = program.module(), num_classes, tuple(shape)
+
+    def check_input(self, x: torch.Tensor):
+        "Raise `ValueError` unless x is (B, C, H, W) with the (C, H, W) the network was exported for."
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"this exported network takes images of shape (B, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        "The network's prediction for images `x` (B, C, H, W) at timesteps `t` (B,) given labels `y` (B,); `y=None` is unconditional."
+        self.check_input(x)
+        return self.graph(x, t.long(), ConditionalUNet.check_labels(self, y, len(x), x.device))
+
+    def train(self, mode: bool = True): # ignored: an exported graph has one mode, inference
+        "Keep the flag only: `sample` switches models to eval and back, and an exported graph cannot change mode."
+        self.training = mode
+        return self
+
+def export_model(source,               # a `Run`, a checkpoint file, or a file from `export_model` (to re-export it as .pt2)
                  path,                 # the file to write (replaced if it exists); missing folders are made
-                 dtype=torch.float16,  # floating-point weights are cast to it; integer buffers are kept
+                 dtype=torch.float16,  # 'minddpm' format: floating-point weights are cast to it; integer buffers are kept
+                 format: str | None = None,  # 'minddpm' (weights), 'torch.export' (the EMA network's graph); None: by path's ending, .pt2 → torch.export
                  ) -> Path:
-    "Write the EMA and raw weights (in `dtype`), config and classes of a `Run` or checkpoint file to `path`, atomically."
+    """Write a model to `path`, atomically. 'minddpm': the EMA and raw weights (in `dtype`), config and classes, for
+    `load_model`. 'torch.export': the EMA network as an exported float32 graph with a dynamic batch size (PyTorch's
+    `.pt2` archive), with the config and classes beside it; `load_model` samples from it as from the weights, and it
+    runs without minddpm's model code (`torch.export.load(path).module()`, called with labels as embedding rows).
+    Raises `ValueError` for an unknown format."""
+    path = Path(path)
+    format = format or ('torch.export' if path.suffix == '.pt2' else 'minddpm')
+    if format not in EXPORT_FORMATS: raise ValueError(f"Unknown format {format!r}; use {' or '.join(map(repr, EXPORT_FORMATS))}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    if format == 'torch.export':
+        if isinstance(source, Run):
+            net, cfg, classes, step, shape = copy.deepcopy(source.ema.model), source.cfg, source.classes, source.step, source.shape
+        else:
+            m = load_model(source)
+            net, cfg, classes, step, shape = m.model, m.config, m.classes, m.step, m.shape
+        net = net.float().cpu().eval()
+        example = (torch.zeros(2, *shape), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+        batch = torch.export.Dim('batch', min=1)
+        program = torch.export.export(_Arithmetic(net), example, dynamic_shapes=({0: batch}, {0: batch}, {0: batch}))
+        meta = dict(config=asdict(cfg), classes=list(classes), step=step, shape=list(shape), version=minddpm.__version__)
+        tmp = path.with_name(path.stem + '.tmp.pt2')   # torch.export wants its archives to end in .pt2
+        torch.export.save(program, tmp, extra_files={'minddpm.json': json.dumps(meta)})
+        os.replace(tmp, path)
+        return path
     if isinstance(source, Run):
         state = {'model': source.model.state_dict(), 'ema': source.ema.state_dict(), 'config': asdict(source.cfg),
                  'classes': source.classes, 'step': source.step}
     else: state = load_checkpoint(source)
     cast = lambda sd: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
     torch.save({'weights': cast(state['ema']['model']), 'raw_weights': cast(state['model']), 'config': state['config'],
                 'classes': state['classes'], 'step': state['step'], 'version': minddpm.__version__}, tmp)
     os.replace(tmp, path)
     return path
 
-def load_model(path=None,            # a checkpoint or a file from `export_model`; None: the shipped tiny digits model
+def _load_exported(path, device) -> Trained:
+    "A `.pt2` file from `export_model` as a `Trained` model."
+    extra = {'minddpm.json': ''}
+    try: program = torch.export.load(path, extra_files=extra)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable torch.export file ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
+    if not extra['minddpm.json']: raise ValueError(f"{path} is a torch.export file, but not one from minddpm's export_model: it has no config")
+    meta = json.loads(extra['minddpm.json'])
+    cfg = saved_config(meta)
+    model = ExportedUNet(program, len(meta['classes']), meta['shape']).to(device)
+    diffusion = Diffusion(cfg.schedule, cfg.T, objective=cfg.objective).to(device)
+    return Trained(model.eval(), diffusion, list(meta['classes']), tuple(meta['shape']), cfg, meta['step'])
+
+def load_model(path=None,            # a checkpoint, a file from `export_model` (weights, or a .pt2 graph); None: the shipped tiny digits model
                device='cpu',         # where the model and its diffusion go
-               weights: str = 'ema', # 'ema': the EMA weights; 'raw': the trained weights, not averaged
+               weights: str = 'ema', # 'ema': the EMA weights; 'raw': the trained weights, not averaged (not in a .pt2 file)
                ) -> Trained:
     "The model of a checkpoint or of a file from `export_model` (`weights`: 'ema' or 'raw'); no path: the tiny digits model shipped with minddpm."
     if weights not in ('ema', 'raw'): raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     if path is None: path = resources.files('minddpm.assets') / 'digits_tiny.pt'
+    if Path(path).suffix == '.pt2' and Path(path).is_file():
+        if weights == 'raw': raise ValueError(f"{path} holds the EMA network only; weights='raw' needs a checkpoint or a weights export")
+        return _load_exported(path, device)
     state = _read(path, {'config', 'classes', 'step'})
     key = ('weights', 'ema') if weights == 'ema' else ('raw_weights', 'model')
     if key[0] in state: weights = state[key[0]]

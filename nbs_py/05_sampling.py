@@ -270,7 +270,7 @@ def _network(model, precision: str, device: torch.device):
     "What `sample` calls: `model` in fp32, or in bf16 with its weights cast once (a copy), taking and giving float32."
     if precision == 'auto': precision = 'bf16' if device.type == 'cpu' and cpu_has_bf16() else 'fp32'
     if precision == 'fp32': return model
-    if not isinstance(model, nn.Module):   # a plain function: autocast is the only way in
+    if not isinstance(model, nn.Module) or getattr(model, 'exported', False):   # a function or an exported graph: autocast is the way in
         def call(x, t, *y):
             with torch.autocast(device.type, dtype=torch.bfloat16): return model(x, t, *y).float()
         return call

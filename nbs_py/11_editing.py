@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minddpm.forward import Diffusion
-from minddpm.sampling import _eps, _network, ddim_step, ddim_timesteps
+from minddpm.sampling import PRECISIONS, _eps, _network, ddim_step, ddim_timesteps
 
 # %%
 #| hide
@@ -133,11 +133,30 @@ fig.tight_layout()
 
 # %%
 #| export
+def _images(x) -> torch.Tensor:
+    "`x` as float32 images (B, C, H, W), refused by name if it is anything else or not finite."
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"images must be a float tensor (B, C, H, W) in [-1, 1], got "
+                         f"{f'{x.dtype} of shape {tuple(x.shape)}' if isinstance(x, torch.Tensor) else type(x).__name__}"
+                         + (" (uint8 pixels: convert them with to_unit_range)" if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 else ''))
+    if not torch.isfinite(x).all(): raise ValueError(f"images hold {(~torch.isfinite(x)).sum().item()} non-finite values")
+    return x.float()
+
+def _labels(labels, batch: int, device) -> torch.Tensor | None:
+    "`labels` as a (batch,) long tensor on `device`: one class for every image, or one per image; None stays None."
+    if labels is None: return None
+    labels = torch.as_tensor(labels, device=device)
+    if labels.ndim == 0: labels = labels.expand(batch)
+    if labels.shape != (batch,) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be one class, or one per image ({batch} whole numbers); got {labels.dtype} of shape {tuple(labels.shape)}")
+    return labels.long()
+
 def walk(t: int,          # the starting timestep, in {0, …, T−1}
          steps: int = 50, # network calls of a run over all T steps; this walk takes its share below t (at least 1)
          T: int = 1000,   # diffusion steps of the schedule
          ) -> list[int]:
     "Timesteps from t down to 0, evenly spaced, then −1 (the clean image): ⌈steps·(t+1)/T⌉ network calls."
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps must be a whole number of at least 1, got {steps!r}")
     n = max(1, math.ceil(steps * (t + 1) / T))
     return ddim_timesteps(t + 1, min(n, t + 1)) + [-1]
 
@@ -166,8 +185,11 @@ def reverse(model: nn.Module,         # the network, as `sample` takes it (e.g. 
             ) -> torch.Tensor:        # (B, C, H, W) clean images in [-1, 1]
     "Walk `x` along `path` with DDIM steps and re-noisings, applying `constrain` after each step down; returns the clean images."
     if not path or path[-1] != -1: raise ValueError(f"a path ends at −1 (the clean image); got {path[-3:]!r}")
+    if precision not in PRECISIONS: raise ValueError(f"Unknown precision {precision!r}; use {', '.join(map(repr, PRECISIONS))}")
+    if not (isinstance(eta, (int, float)) and 0 <= eta <= 1): raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+    if not (isinstance(w, (int, float)) and math.isfinite(w)): raise ValueError(f"w must be a finite number, got {w!r}")
     device = diffusion.betas.device
-    x, y = x.to(device).float(), labels.to(device) if labels is not None else None
+    x, y = _images(x).to(device), _labels(labels, len(x), device)
     randn = lambda: torch.randn(x.shape, generator=generator,
                                 device=generator.device if generator is not None else device).to(device)
     was_training = getattr(model, 'training', False)
@@ -181,7 +203,9 @@ def reverse(model: nn.Module,         # the network, as `sample` takes it (e.g. 
         x, _ = ddim_step(diffusion, x, t, s if s >= 0 else None, eps, eta, noise=randn() if s >= 0 and eta > 0 else None)
         if constrain is not None: x = constrain(x, s)
     if isinstance(model, nn.Module): model.train(was_training)
-    if not torch.isfinite(x).all(): raise FloatingPointError("editing produced non-finite values: the model's output is not finite")
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"editing produced non-finite values: the model's output overflowed (is w={w:g} far too large?) "
+                                 f"or its weights are not finite")
     return x.clamp(-1, 1)
 
 def network_calls(path: list[int], # a walk, from `walk` or `repaint_walk`
@@ -223,8 +247,8 @@ def denoise(model: nn.Module,         # the network, as `sample` takes it
             ) -> torch.Tensor:        # (B, C, H, W) denoised images in [-1, 1]
     "Denoise images with Gaussian noise of level σ: scale them into x_t at t = `noise_level_step(σ)` and walk down. Raises `ValueError` for a bad σ."
     t = noise_level_step(diffusion, sigma)
-    path = walk(t, steps, diffusion.T) if steps > 1 else [t, -1]
-    return reverse(model, diffusion, diffusion.sqrt_alpha_bars[t] * x.to(diffusion.betas.device), path, labels, w, eta,
+    path = walk(t, steps, diffusion.T) if steps != 1 else [t, -1]
+    return reverse(model, diffusion, diffusion.sqrt_alpha_bars[t] * _images(x).to(diffusion.betas.device), path, labels, w, eta,
                    generator=generator, precision=precision)
 
 
@@ -307,7 +331,10 @@ def img2img(model: nn.Module,         # the network, as `sample` takes it
             trajectory: list | None = None,  # if a list, (t, x_t) of every step is appended
             ) -> torch.Tensor:        # (B, C, H, W) edited images in [-1, 1]
     "SDEdit (Meng et al. 2021): noise `x` to t0 = strength·T and sample back towards `labels`. Raises `ValueError` for strength outside [0, 1]."
-    if not (isinstance(strength, (int, float)) and 0 <= strength <= 1): raise ValueError(f"strength must be in [0, 1], got {strength!r}")
+    if isinstance(strength, torch.Tensor) and strength.numel() == 1: strength = strength.item()
+    if isinstance(strength, bool) or not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
+        raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
+    x = _images(x)
     t0 = round(strength * diffusion.T) - 1
     if t0 < 0: return x.clone()
     device = diffusion.betas.device
@@ -318,7 +345,7 @@ def img2img(model: nn.Module,         # the network, as `sample` takes it
 
 # %%
 test_eq(img2img(tiny.model, tiny.diffusion, x_val[:3], y_val[:3], strength=0), x_val[:3])
-test_fail(lambda: img2img(tiny.model, tiny.diffusion, x_val[:3], strength=1.5), contains='strength must be in [0, 1]')
+test_fail(lambda: img2img(tiny.model, tiny.diffusion, x_val[:3], strength=1.5), contains='strength must be a number in [0, 1]')
 threes = x_val[y_val == 3][:10]
 strengths = (0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
 towards8 = {s: img2img(tiny.model, tiny.diffusion, threes, torch.full((len(threes),), 8), s, generator=g()) for s in strengths}
@@ -389,8 +416,9 @@ def repaint_walk(steps: int = 50,   # network calls of the plain walk down from 
                  T: int = 1000,     # diffusion steps of the schedule
                  ) -> list[int]:
     "RePaint's time walk (Lugmayr et al. 2022) over DDIM steps: down, and after every `jump` steps back up `jump`, `resample` − 1 times."
-    for name, v in dict(jump=jump, resample=resample).items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a whole number of at least 1, got {v!r}")
+    for name, v in dict(jump=jump, resample=resample).items():   # at most 100 passes: 100 × the calls of replacement
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100:
+            raise ValueError(f"{name} must be a whole number from 1 to 100, got {v!r}")
     down, i = walk(T - 1, steps, T), 0
     path, left = [down[0]], {k: resample - 1 for k in range(jump, len(down) - 1, jump)}
     while i < len(down) - 1:
@@ -428,7 +456,8 @@ def inpaint(model: nn.Module,         # the network, as `sample` takes it
             ) -> torch.Tensor:        # (B, C, H, W) images whose mask-1 pixels equal x's exactly
     "Fill the mask-0 pixels of `x`: replacement, or RePaint with `resample` > 1. Raises `ValueError` for a mask of another shape or not binary."
     device = diffusion.betas.device
-    x, m = x.to(device).float(), _mask(mask, x.to(device))
+    x = _images(x).to(device)
+    m = _mask(mask, x)
     randn = lambda: torch.randn(x.shape, generator=generator, device=generator.device if generator is not None else device).to(device)
     def paste(x_s, s):   # the known pixels, noised to s (exactly themselves at s = −1)
         known = renoise(diffusion, x, -1, s, randn()) if s >= 0 else x
@@ -519,7 +548,7 @@ def upsample(model: nn.Module,         # the network, as `sample` takes it, for 
     "ILVR (Choi et al. 2021): sample at `factor` times the size with the low frequencies of x_s set to those of `low` noised to s."
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1: raise ValueError(f"factor must be a whole number of at least 1, got {factor!r}")
     device = diffusion.betas.device
-    up = F.interpolate(low.to(device).float(), scale_factor=factor, mode='nearest')   # block-constant: φ(up) = up
+    up = F.interpolate(_images(low).to(device), scale_factor=factor, mode='nearest')   # block-constant: φ(up) = up
     phi = lambda x: F.interpolate(F.avg_pool2d(x, factor), scale_factor=factor, mode='nearest')
     randn = lambda: torch.randn(up.shape, generator=generator, device=generator.device if generator is not None else device).to(device)
     def refine(x_s, s): return x_s - phi(x_s) + phi(renoise(diffusion, up, -1, s, randn()) if s >= 0 else up)

@@ -85,7 +85,7 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     p.add_argument('--device', help='auto, cuda, cuda:N, mps or cpu; under torchrun auto, cuda (the GPU of each local rank) or cpu')
     p.add_argument('--precision', choices=('auto', 'bf16', 'fp16', 'fp32'),
                    help='autocast precision; auto: bf16 or fp16 on CUDA, fp32 elsewhere (bf16 also pays on CPUs with AMX: see minddpm_bench)')
-    p.add_argument('--seed', type=int_arg(0), help='seeds the split, the data order, the noise and the initial weights (default: 0)')
+    p.add_argument('--seed', type=int_arg(0, 2**31 - 1), help='seeds the split, the data order, the noise and the initial weights (default: 0)')
     p.add_argument('--export', help='also write the model alone (EMA and raw weights, half precision) to this file at the end')
     rank = int(os.environ.get('RANK', 0)) if launched() else 0
     with contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
@@ -157,7 +157,7 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
                    help='the network\'s precision: fp32, bf16 (its weights cast once), or auto (the default): bf16 on a CPU '
                         'with bf16 instructions (AMX or AVX512-BF16), where it samples twice as fast with the same quality '
                         '(lesson 05), else fp32')
-    p.add_argument('--seed', type=int_arg(0), default=0, help='seeds the noise: the same seed and options give the same images (default: 0)')
+    p.add_argument('--seed', type=int_arg(0, 2**31 - 1), default=0, help='seeds the noise: the same seed and options give the same images (default: 0)')
     p.add_argument('--out', default='samples.png', help='the grid, a .png (or another ending matplotlib writes; default: samples.png)')
     p.add_argument('--each', help='also write one PNG per image into this folder')
     a = p.parse_args(argv)
@@ -166,6 +166,7 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
     if given: p.error(f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with --sampler {a.sampler}: " +
                       ("ddpm takes all T steps, each with its own noise" if a.sampler == 'ddpm' else "dpm++ is deterministic") +
                       f"; leave {'it' if len(given) == 1 else 'them'} out, or use --sampler ddim")
+    made = _new_folders(Path(a.out).parent, a.each)
     with cli_warnings('minddpm_sample'):
         try:
             out = writable_file(a.out, image_suffixes())
@@ -180,7 +181,9 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
             x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps or 50, spacing=a.spacing,
                        w=a.guidance, eta=1.0 if a.eta is None else a.eta, generator=torch.Generator().manual_seed(a.seed),
                        precision=a.precision)
-        except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_sample: error: {e}\n")
+        except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+            _drop_empty(made)
+            p.exit(2, f"minddpm_sample: error: {e}\n")
     import matplotlib.pyplot as plt
     show_images(x, y, m.classes, ncols=max(a.n, min(len(y), 10)))
     plt.savefig(out, dpi=80); plt.close('all')
@@ -204,7 +207,7 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
 # %%
 #| export
 EDIT_TASKS = ('denoise', 'img2img', 'inpaint', 'upsample')
-MASKS = ('left', 'right', 'top', 'bottom', 'centre')   # the part --mask fills
+MASKS = ('left', 'right', 'top', 'bottom', 'centre')   # the part --mask fills ('center' is taken too)
 
 def _named_mask(name: str, h: int, w: int) -> torch.Tensor:
     "(h, w) mask filling one half, or the centre half-size square: 1 keeps, 0 fills."
@@ -214,6 +217,24 @@ def _named_mask(name: str, h: int, w: int) -> torch.Tensor:
             'centre': (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4))}[name]
     m[part] = 0
     return m
+
+def _new_folders(*paths) -> list[Path]:
+    "For each folder path (None skipped), the outermost of it and its parents that does not exist yet: what writing there would make."
+    tops = []
+    for path in paths:
+        if path is None: continue
+        path, top = Path(path).absolute(), None
+        while not path.exists(): top, path = path, path.parent
+        if top: tops.append(top)
+    return tops
+
+def _drop_empty(tops: list[Path]):
+    "Remove the folders under and at `tops` that are still empty, deepest first: a refused command leaves nothing behind."
+    for top in tops:
+        if not top.is_dir(): continue
+        for d in sorted((d for d in top.rglob('*') if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+            if not any(d.iterdir()): d.rmdir()
+        if not any(top.iterdir()): top.rmdir()
 
 def _image_files(paths) -> list[Path]:
     "The files named, and the visible image files directly inside each folder named, sorted; a missing path raises."
@@ -230,15 +251,16 @@ def _image_files(paths) -> list[Path]:
 
 def read_image(path,               # an image file in any mode Pillow opens
                channels: int,      # what the model takes: 1 (greyscale) or 3 (RGB)
-               size: tuple,        # (H, W) wanted, in pixels
+               size: tuple | None, # (H, W) wanted, in pixels; None: any
+               why: str = '',      # said after the size wanted when it does not match, e.g. where that size comes from
                ) -> torch.Tensor:  # (channels, H, W) floats in [-1, 1]
     """One image for a model, read as training reads it (`load_rgb`: any mode, to RGB). Raises `ValueError` naming its size
     if that is not `size` (no resizing behind your back), or if it is in colour and the model draws greyscale."""
     from minddpm.data import load_rgb, to_unit_range
     try: rgb = torch.from_numpy(np.array(load_rgb(path))).permute(2, 0, 1)
     except Exception as e: raise ValueError(f"{path} cannot be read as an image ({type(e).__name__}: {e})") from None
-    if tuple(rgb.shape[1:]) != tuple(size):
-        raise ValueError(f"{path} is {rgb.shape[2]}×{rgb.shape[1]} pixels; this needs {size[1]}×{size[0]}: resize it first")
+    if size is not None and tuple(rgb.shape[1:]) != tuple(size):
+        raise ValueError(f"{path} is {rgb.shape[2]}×{rgb.shape[1]} pixels; this needs {size[1]}×{size[0]}{why}: resize it first")
     grey = bool((rgb == rgb[:1]).all())
     if channels == 1 and not grey:
         raise ValueError(f"{path} is in colour; this model draws greyscale images: convert it first (e.g. Pillow's .convert('L'))")
@@ -248,12 +270,11 @@ def read_mask(spec: str,      # one of `MASKS` (the part to fill), or a black-an
               size: tuple,    # (H, W) of the images
               ) -> torch.Tensor:  # (H, W): 1 keeps a pixel, 0 fills it
     "The inpainting mask `--mask` names. Raises `ValueError` for a file of another size, or with pixels neither black nor white."
-    if spec in MASKS: return _named_mask(spec, *size)
+    if spec in MASKS + ('center',): return _named_mask(spec.replace('center', 'centre'), *size)
     path = Path(spec)
     if not path.is_file(): raise ValueError(f"--mask {spec}: neither a file nor one of {', '.join(MASKS)} (the part to fill)")
-    from PIL import Image
-    try:
-        with Image.open(path) as im: m = torch.from_numpy(np.array(im.convert('L')))
+    from minddpm.data import load_rgb
+    try: m = torch.from_numpy(np.array(load_rgb(path)))[..., 0]   # 16-bit and other modes scaled to 8 bits, as images are
     except Exception as e: raise ValueError(f"--mask {path} cannot be read as an image ({type(e).__name__}: {e})") from None
     if tuple(m.shape) != tuple(size): raise ValueError(f"--mask {path} is {m.shape[1]}×{m.shape[0]} pixels; the images are {size[1]}×{size[0]}")
     grey = ((m != 0) & (m != 255)).sum().item()
@@ -274,12 +295,13 @@ def minddpm_edit(argv=None): # command-line arguments as a list of strings; None
     p.add_argument('--add-noise', action='store_true', help='denoise: add noise of level --sigma to the images first, to try it on clean ones')
     p.add_argument('--strength', type=float_arg(0, 1, open_low=True), help='img2img: how far to noise, in (0, 1] (default: 0.6)')
     p.add_argument('--mask', help=f"inpaint: the part to fill, {', '.join(MASKS)}, or a black-and-white image, white kept, black filled")
-    p.add_argument('--resample', type=int_arg(1), help='inpaint: RePaint\'s passes over each stretch; 1 is plain replacement (default: 5)')
-    p.add_argument('--jump', type=int_arg(1), help='inpaint: RePaint\'s steps walked back each time (default: 5)')
-    p.add_argument('--steps', type=int_arg(1), default=50, help='network calls of a full walk down (default: 50)')
+    p.add_argument('--resample', type=int_arg(1, 100), help='inpaint: RePaint\'s passes over each stretch, 1 to 100; 1 is plain '
+                                                           'replacement; each pass costs as many network calls again (default: 5)')
+    p.add_argument('--jump', type=int_arg(1, 100), help='inpaint: RePaint\'s steps walked back each time, 1 to 100 (default: 5)')
+    p.add_argument('--steps', type=int_arg(1, 1000), default=50, help='network calls of a full walk down, 1 to 1000 (default: 50)')
     p.add_argument('--eta', type=float_arg(0, 1), help='DDIM noise, 0 to 1 (default: 1; denoise: 0)')
     p.add_argument('--precision', default='auto', choices=PRECISIONS, help="the network's: fp32, bf16, or auto (as minddpm_sample)")
-    p.add_argument('--seed', type=int_arg(0), default=0, help='seeds every draw (default: 0)')
+    p.add_argument('--seed', type=int_arg(0, 2**31 - 1), default=0, help='seeds every draw (default: 0)')
     p.add_argument('--out', default='edited.png', help='the before/after grid (default: edited.png)')
     p.add_argument('--each', help='also write each result as a PNG into this folder')
     a = p.parse_args(argv)
@@ -291,6 +313,7 @@ def minddpm_edit(argv=None): # command-line arguments as a list of strings; None
     if a.guidance is not None and a.label is None: p.error("--guidance needs --label: it weighs the class against no class")
     from PIL import Image
     from minddpm.editing import denoise, img2img, inpaint, upsample
+    made = _new_folders(Path(a.out).parent, a.each)
     with cli_warnings('minddpm_edit'):
         try:
             out = writable_file(a.out, image_suffixes())
@@ -301,17 +324,24 @@ def minddpm_edit(argv=None): # command-line arguments as a list of strings; None
             labels = None
             if a.label is not None:
                 names = {n: i for i, n in enumerate(m.classes)}
-                i = names.get(a.label, int(a.label) if a.label.lstrip('-').isdigit() else None)
+                i = names.get(a.label)
+                if i is None:
+                    try: i = int(a.label)
+                    except ValueError: pass
                 if i is None or not 0 <= i < len(m.classes):
                     raise ValueError(f"--label {a.label} is unknown to this model; it knows {', '.join(m.classes)} (or 0 … {len(m.classes) - 1})")
                 labels = torch.full((len(files),), i)
-            factor = 1
+            if a.task == 'img2img' and round((a.strength or 0.6) * m.diffusion.T) < 1:
+                raise ValueError(f"--strength {a.strength:g} is less than one step of this model's T={m.diffusion.T}, and would leave "
+                                 f"the images as they are: give at least {1 / m.diffusion.T:g}")
+            factor, why = 1, ''
             if a.task == 'upsample':                     # the first image sets the factor; the others must match it
-                with Image.open(files[0]) as im: w0, h0 = im.size
+                h0, w0 = read_image(files[0], C, None).shape[1:]
                 factor = H // h0 if H % h0 == 0 and W == w0 * (H // h0) and H // h0 >= 2 else None
                 if factor is None: raise ValueError(f"{files[0]} is {w0}×{h0} pixels; upsample needs a whole fraction of {W}×{H}, "
                                                     f"such as {W // 2}×{H // 2} or {W // 4}×{H // 4}")
-            x = torch.stack([read_image(f, C, (H // factor, W // factor)) for f in files])
+                why = f" (the size of {files[0].name}, the first image: upsampled ×{factor} to the model's {W}×{H})"
+            x = torch.stack([read_image(f, C, (H // factor, W // factor), why) for f in files])
             gen = torch.Generator().manual_seed(a.seed)
             eta = a.eta if a.eta is not None else (0.0 if a.task == 'denoise' else 1.0)
             kw = dict(labels=labels, w=a.guidance if a.guidance is not None else (1.0 if a.task == 'denoise' else 3.0),
@@ -328,12 +358,17 @@ def minddpm_edit(argv=None): # command-line arguments as a list of strings; None
             else:
                 start = torch.nn.functional.interpolate(x, scale_factor=factor, mode='nearest')
                 result = upsample(m.model, m.diffusion, x, factor, **kw)
-        except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e: p.exit(2, f"minddpm_edit: error: {e}\n")
+        except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+            _drop_empty(made)
+            p.exit(2, f"minddpm_edit: error: {e}\n")
     import matplotlib.pyplot as plt
     cols = [start.clamp(-1, 1), result] if a.task != 'img2img' else [x, result]
-    heads = {'denoise': ['noisy', 'denoised'], 'img2img': ['input', 'edited'], 'inpaint': ['to fill', 'inpainted'],
-             'upsample': [f'{W // factor}×{H // factor}', f'{W}×{H}']}[a.task]
-    show_images(torch.stack(cols, 1).flatten(0, 1), torch.tensor([0, 1]).repeat(len(files)), heads, ncols=2 * min(len(files), 4))
+    done = {'denoise': 'denoised', 'img2img': 'edited', 'inpaint': 'inpainted', 'upsample': f'{W}×{H}'}[a.task]
+    names = [n for f in files for n in (f.stem[:14], done)]   # each input titled with its file name, each result with the task
+    what = {'denoise': lambda: f'denoised, σ = {a.sigma:g}', 'img2img': lambda: f'SDEdit, strength {a.strength or 0.6:g}',
+            'inpaint': lambda: f'{a.mask} filled', 'upsample': lambda: f'upsampled ×{factor} (ILVR)'}[a.task]()
+    if a.label is not None: what += f', class {m.classes[int(labels[0])]}'
+    show_images(torch.stack(cols, 1).flatten(0, 1), torch.arange(len(names)), names, ncols=2 * min(len(files), 4), title=what)
     plt.savefig(out, dpi=80); plt.close('all')
     print(f"edited {len(files)} image{'s' if len(files) > 1 else ''} ({a.task}); grid: {out}")
     if folder:

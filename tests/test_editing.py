@@ -4,6 +4,8 @@ RGB models, and `minddpm_edit` refusing bad input by name before any work."""
 import math
 from importlib import resources
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,7 +45,7 @@ def test_strength_0_returns_the_input_and_other_strengths_are_checked(digits):
     for s in (0, 0.0004):                                 # below half a step: t0 = round(s·T) − 1 < 0
         assert torch.equal(img2img(net(), Diffusion(), x, y, strength=s), x)
     for bad in (-0.1, 1.5, math.nan):
-        with pytest.raises(ValueError, match=r'strength must be in \[0, 1\]'): img2img(net(), Diffusion(), x, y, strength=bad)
+        with pytest.raises(ValueError, match=r'strength must be a number in \[0, 1\]'): img2img(net(), Diffusion(), x, y, strength=bad)
 
 def test_strength_sets_how_many_calls_the_walk_back_takes(digits):
     seen = []
@@ -113,6 +115,7 @@ def images(tmp_path_factory):
     Image.new('L', (16, 16), 128).save(root/'grey_mask.png')
     m = Image.new('L', (16, 16), 255); m.paste(0, (0, 0, 16, 8)); m.save(root/'mask.png')
     (root/'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
+    Image.fromarray(np.full((16, 16), 30000, np.uint16)).save(root/'mask16.png')   # 16-bit, mid-grey: Pillow's 'L' would clip it to white
     return root
 
 @pytest.mark.parametrize('args', [['digits', '--task', 'img2img', '--label', '8', '--strength', '0.5'],
@@ -149,6 +152,12 @@ def test_each_task_writes_a_grid_and_the_images(images, tmp_path, capsys, monkey
     (['digits', '--task', 'img2img', '--guidance', '2'], "--guidance needs --label"),
     (['missing.png', '--task', 'img2img'], "no such image file or folder: missing.png"),
     (['--task', 'warp', 'digits'], "argument --task: invalid choice: 'warp'"),
+    (['digits', '--task', 'inpaint', '--mask', 'left', '--resample', '1000'], "argument --resample: must be at most 100, got 1000"),
+    (['digits', '--task', 'inpaint', '--mask', 'mask16.png'], "--mask mask16.png must be black (fill) and white (keep) only"),
+    (['digits', '--task', 'img2img', '--strength', '0.0004'], "--strength 0.0004 is less than one step of this model's T=1000"),
+    (['digits', '--task', 'img2img', '--seed', str(2**64)], "argument --seed: must be at most 2147483647"),
+    (['low.png', 'broken.png', '--task', 'upsample'], "broken.png cannot be read as an image"),
+    (['low.png', 'digits', '--task', 'upsample'], "0.png is 16×16 pixels; this needs 4×4 (the size of low.png, the first image"),
 ])
 def test_bad_input_is_refused_by_name_and_writes_nothing(images, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(images)
@@ -177,3 +186,25 @@ def test_an_rgb_model_trained_on_a_folder_edits_images_of_it(tmp_path, capsys, m
     assert {Image.open(f).mode for f in (tmp_path/'out').glob('*.png')} == {'RGB'}
     code, out, err = run(minddpm_edit, 'rgb.pt', 'data/a', '--task', 'img2img', '--label', '2', '--out', 'grid.png', capsys=capsys)
     assert code == 2 and '--label 2 is unknown to this model; it knows a, b (or 0 … 1)' in err, err
+
+def test_a_refused_command_leaves_no_folder_behind_and_a_swapped_model_file_is_named(images, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(images)
+    code, out, err = run(minddpm_edit, SHIPPED, 'digits', '--task', 'img2img', '--label', '40', '--out', tmp_path/'new'/'sub'/'g.png',
+                         '--each', tmp_path/'each'/'deep', capsys=capsys)
+    assert code == 2 and '--label 40 is unknown' in err and not (tmp_path/'new').exists() and not (tmp_path/'each').exists(), err
+    code, out, err = run(minddpm_edit, 'low.png', 'digits', '--task', 'denoise', '--sigma', '0.1', '--out', tmp_path/'g.png', capsys=capsys)
+    assert code == 2 and "low.png is not a readable minddpm checkpoint or model file: torch.save did not write it (it starts with b'\\x89PNG')" in err, err
+
+def test_the_api_refuses_what_it_cannot_edit_by_name(digits):
+    x, y = digits[0][:2], digits[1][:2]
+    with pytest.raises(ValueError, match='images must be a float tensor .* convert them with to_unit_range'):
+        img2img(net(), Diffusion(), (x * 127.5 + 127.5).to(torch.uint8), y)
+    with pytest.raises(ValueError, match="Unknown precision 'fp16'"): denoise(net(), Diffusion(), x, 0.2, precision='fp16')
+    with pytest.raises(ValueError, match=r'labels must be one class, or one per image \(2 whole numbers\); got torch.int64 of shape \(3,\)'):
+        inpaint(net(), Diffusion(), x, torch.ones(16, 16), torch.arange(3), steps=2)
+    with pytest.raises(ValueError, match='steps must be a whole number of at least 1'): denoise(net(), Diffusion(), x, 0.2, steps=0)
+    with pytest.raises(ValueError, match=r'eta must be in \[0, 1\]'): img2img(net(), Diffusion(), x, y, eta=5)
+    with pytest.raises(ValueError, match='resample must be a whole number from 1 to 100'): inpaint(net(), Diffusion(), x, torch.ones(16, 16), resample=10**9)
+    bad = x.clone(); bad[0, 0, 3, 4] = float('nan')
+    with pytest.raises(ValueError, match='images hold 1 non-finite values'): denoise(net(), Diffusion(), bad, 0.2)
+    assert img2img(net(), Diffusion(), x, 3, strength=0.1, steps=5).shape == x.shape       # one class for every image
