@@ -6,7 +6,7 @@
 __all__ = []
 
 # %% ../nbs/index.ipynb #c5309636
-from . import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training, distributed, cli, metrics, bench, editing
+from . import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training, distributed, cli, metrics, bench, editing, demo
 from .data import *
 from .schedule import *
 from .forward import *
@@ -21,5 +21,6 @@ from .cli import *
 from .metrics import *
 from .bench import *
 from .editing import *
+from .demo import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__ + distributed.__all__ + cli.__all__ + metrics.__all__ + bench.__all__ + editing.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__ + distributed.__all__ + cli.__all__ + metrics.__all__ + bench.__all__ + editing.__all__ + demo.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly

@@ -63,7 +63,8 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     p.add_argument('--precision', choices=('auto', 'bf16', 'fp16', 'fp32'),
                    help='autocast precision; auto: bf16 or fp16 on CUDA, fp32 elsewhere (bf16 also pays on CPUs with AMX: see minddpm_bench)')
     p.add_argument('--seed', type=int_arg(0, 2**31 - 1), help='seeds the split, the data order, the noise and the initial weights (default: 0)')
-    p.add_argument('--export', help='also write the model alone (EMA and raw weights, half precision) to this file at the end')
+    p.add_argument('--export', help='also write the model alone to this file at the end: EMA and raw weights in half precision, or, for a '
+                        'path ending in .pt2 or .onnx, the EMA network as a float32 graph (torch.export or ONNX)')
     rank = int(os.environ.get('RANK', 0)) if launched() else 0
     with contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
         a = p.parse_args(argv)   # under torchrun every rank parses alike, and rank 0 alone says what is wrong

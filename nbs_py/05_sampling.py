@@ -292,12 +292,13 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            variance: str = 'beta',        # DDPM σ²: 'beta' or 'beta_tilde'
            clip: bool = True,             # clip x̂0 to [-1, 1]
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw
+           x_T: torch.Tensor | None = None,  # (B, C, H, W) starting noise; None: drawn from `generator`
            uint8: bool = False,           # return uint8 images (rounded) instead of floats in [-1, 1]
-           trajectory: list | None = None,  # if a list, (t, x_t, x̂0) of every step is appended to it
+           trajectory: list | None = None,  # if a list (or anything with `append`, to stream), (t, x_t, x̂0) of every step is appended
            precision: str = 'fp32'):      # the network's: 'fp32', 'bf16' (a bf16 copy of its weights), or 'auto': bf16 on a CPU with bf16 instructions
     """Sample images with DDPM, DDIM or DPM-Solver++(2M) and classifier-free guidance; the sampler's own arithmetic is
     float32 at any `precision`. Raises `ValueError` for an unknown sampler, spacing or precision, a non-finite `w` or `eta`
-    outside [0, 1], `FloatingPointError` if the images come out non-finite."""
+    outside [0, 1] or an `x_T` of the wrong shape, `FloatingPointError` if the images come out non-finite."""
     if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
     if spacing is None: spacing = DEFAULT_SPACING.get(sampler, 'linspace')
     if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
@@ -314,7 +315,9 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
     was_training = getattr(model, 'training', False)
     if isinstance(model, nn.Module): model.eval()
     net = _network(model, precision, device)
-    x = randn()
+    if x_T is not None and tuple(x_T.shape) != (b, *shape):
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)}; this call samples {(b, *shape)}")
+    x = randn() if x_T is None else x_T.to(device, torch.float32)
     ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps, spacing)
     prev = None   # DPM-Solver++'s previous data prediction and step
     for i, t in enumerate(ts):

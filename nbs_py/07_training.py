@@ -451,7 +451,8 @@ class Trained:
     config: TrainConfig    # the config of the run that trained it
     step: int              # optimiser steps it was trained for
 
-EXPORT_FORMATS = ('minddpm', 'torch.export')
+EXPORT_FORMATS = ('minddpm', 'torch.export', 'onnx')
+GRAPH_SUFFIXES = {'.pt2': 'torch.export', '.onnx': 'onnx'}   # the graph formats `export_model` picks by a path's ending
 
 class _Arithmetic(nn.Module):
     "What `torch.export` traces: the network's arithmetic alone, with labels arriving as embedding rows already checked."
@@ -482,22 +483,34 @@ class ExportedUNet(nn.Module):
         self.training = mode
         return self
 
+class OnnxUNet(ExportedUNet):
+    "A network read from an ONNX file (.onnx), run by ONNX Runtime on the CPU in float32: checked as `ExportedUNet`, then the session runs."
+    def __init__(self, session,            # an `onnxruntime.InferenceSession` of `_Arithmetic`'s graph, batch size dynamic
+                 num_classes: int,         # labels are 0 … num_classes − 1, or `NULL_LABEL`
+                 shape: tuple):            # (C, H, W) of the images it takes
+        nn.Module.__init__(self)
+        self.session, self.num_classes, self.shape = session, num_classes, tuple(shape)
+        self.graph = lambda x, t, rows: torch.from_numpy(self.session.run(None, {
+            'x': x.detach().float().cpu().numpy(), 't': t.cpu().numpy(), 'rows': rows.cpu().numpy()})[0]).to(x.device)
+
 def export_model(source,               # a `Run`, a checkpoint file, or a file from `export_model` (to re-export it as .pt2)
                  path,                 # the file to write (replaced if it exists); missing folders are made
                  dtype=torch.float16,  # 'minddpm' format: floating-point weights are cast to it; integer buffers are kept
-                 format: str | None = None,  # 'minddpm' (weights), 'torch.export' (the EMA network's graph); None: by path's ending, .pt2 → torch.export
+                 format: str | None = None,  # 'minddpm' (weights), 'torch.export' or 'onnx' (the EMA network's graph); None: by path's ending, .pt2 → torch.export, .onnx → onnx
                  ) -> Path:
     """Write a model to `path`, atomically. 'minddpm': the EMA and raw weights (in `dtype`), config and classes, for
     `load_model`. 'torch.export': the EMA network as an exported float32 graph with a dynamic batch size (PyTorch's
     `.pt2` archive), with the config and classes beside it; `load_model` samples from it as from the weights, and it
     runs without minddpm's model code (`torch.export.load(path).module()`, called with labels as embedding rows).
-    Raises `ValueError` for an unknown format."""
+    'onnx': the same graph through PyTorch's dynamo ONNX exporter (the `onnx` extra), with the config and classes in
+    the model's metadata, for ONNX Runtime and other runtimes; inputs x, t, rows, output prediction.
+    Raises `ValueError` for an unknown format, `ImportError` naming the extra when ONNX's packages are missing."""
     path = Path(path)
-    format = format or ('torch.export' if path.suffix == '.pt2' else 'minddpm')
+    format = format or GRAPH_SUFFIXES.get(path.suffix, 'minddpm')
     if format not in EXPORT_FORMATS: raise ValueError(f"Unknown format {format!r}; use {' or '.join(map(repr, EXPORT_FORMATS))}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
-    if format == 'torch.export':
+    if format in ('torch.export', 'onnx'):
         if isinstance(source, Run):
             net, cfg, classes, step, shape = copy.deepcopy(source.ema.model), source.cfg, source.classes, source.step, source.shape
         else:
@@ -506,10 +519,22 @@ def export_model(source,               # a `Run`, a checkpoint file, or a file f
         net = net.float().cpu().eval()
         example = (torch.zeros(2, *shape), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
         batch = torch.export.Dim('batch', min=1)
-        program = torch.export.export(_Arithmetic(net), example, dynamic_shapes=({0: batch}, {0: batch}, {0: batch}))
         meta = dict(config=asdict(cfg), classes=list(classes), step=step, shape=list(shape), version=minddpm.__version__)
-        tmp = path.with_name(path.stem + '.tmp.pt2')   # torch.export wants its archives to end in .pt2
-        torch.export.save(program, tmp, extra_files={'minddpm.json': json.dumps(meta)})
+        if format == 'onnx':
+            try: import onnxscript  # noqa: F401  (the dynamo exporter's translator)
+            except ImportError: raise ImportError('exporting to ONNX needs onnx and onnxscript: pip install "minddpm[onnx]"') from None
+            with warnings.catch_warnings():   # it names the batch axis by its own rule, and says so
+                warnings.filterwarnings('ignore', message='# The axis name')
+                onnx_program = torch.onnx.export(_Arithmetic(net).eval(), example, dynamo=True, verbose=False,
+                                                 dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
+                                                 input_names=['x', 't', 'rows'], output_names=['prediction'])
+            onnx_program.model.metadata_props['minddpm.json'] = json.dumps(meta)
+            tmp = path.with_name(path.stem + '.tmp.onnx')
+            onnx_program.save(tmp)
+        else:
+            program = torch.export.export(_Arithmetic(net).eval(), example, dynamic_shapes=({0: batch}, {0: batch}, {0: batch}))
+            tmp = path.with_name(path.stem + '.tmp.pt2')   # torch.export wants its archives to end in .pt2
+            torch.export.save(program, tmp, extra_files={'minddpm.json': json.dumps(meta)})
         os.replace(tmp, path)
         return path
     if isinstance(source, Run):
@@ -535,16 +560,31 @@ def _load_exported(path, device) -> Trained:
     diffusion = Diffusion(cfg.schedule, cfg.T, objective=cfg.objective).to(device)
     return Trained(model.eval(), diffusion, list(meta['classes']), tuple(meta['shape']), cfg, meta['step'])
 
-def load_model(path=None,            # a checkpoint, a file from `export_model` (weights, or a .pt2 graph); None: the shipped tiny digits model
+def _load_onnx(path, device) -> Trained:
+    "An `.onnx` file from `export_model` as a `Trained` model, run by ONNX Runtime on the CPU."
+    try: import onnxruntime
+    except ImportError: raise ImportError(f'reading {path} needs ONNX Runtime: pip install "minddpm[onnx]"') from None
+    try: session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable ONNX file ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
+    meta = session.get_modelmeta().custom_metadata_map.get('minddpm.json')
+    if not meta: raise ValueError(f"{path} is an ONNX file, but not one from minddpm's export_model: it has no config")
+    meta = json.loads(meta)
+    cfg = saved_config(meta)
+    model = OnnxUNet(session, len(meta['classes']), meta['shape'])
+    diffusion = Diffusion(cfg.schedule, cfg.T, objective=cfg.objective).to(device)
+    return Trained(model.eval(), diffusion, list(meta['classes']), tuple(meta['shape']), cfg, meta['step'])
+
+def load_model(path=None,            # a checkpoint, a file from `export_model` (weights, a .pt2 or an .onnx graph); None: the shipped tiny digits model
                device='cpu',         # where the model and its diffusion go
-               weights: str = 'ema', # 'ema': the EMA weights; 'raw': the trained weights, not averaged (not in a .pt2 file)
+               weights: str = 'ema', # 'ema': the EMA weights; 'raw': the trained weights, not averaged (not in a graph file)
                ) -> Trained:
     "The model of a checkpoint or of a file from `export_model` (`weights`: 'ema' or 'raw'); no path: the tiny digits model shipped with minddpm."
     if weights not in ('ema', 'raw'): raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     if path is None: path = resources.files('minddpm.assets') / 'digits_tiny.pt'
-    if Path(path).suffix == '.pt2' and Path(path).is_file():
+    if Path(path).suffix in GRAPH_SUFFIXES and Path(path).is_file():
         if weights == 'raw': raise ValueError(f"{path} holds the EMA network only; weights='raw' needs a checkpoint or a weights export")
-        return _load_exported(path, device)
+        return (_load_exported if Path(path).suffix == '.pt2' else _load_onnx)(path, device)
     state = _read(path, {'config', 'classes', 'step'})
     key = ('weights', 'ema') if weights == 'ema' else ('raw_weights', 'model')
     if key[0] in state: weights = state[key[0]]
@@ -583,6 +623,22 @@ test_close(sample(graph.model, graph.diffusion, torch.arange(10), shape=graph.sh
 test_fail(lambda: graph.model(torch.zeros(2, 1, 32, 32), torch.zeros(2)), contains='takes images of shape (B, 1, 16, 16)')
 print(f"{exported.name}: {exported.stat().st_size / 1e6:.1f} MB, float32; the weights file: "
       f"{shipped.stat().st_size / 1e6:.1f} MB, two sets of weights in float16")
+
+# %% [markdown]
+# The same graph also goes to ONNX, the format most other runtimes read (ONNX Runtime, TensorRT, browsers through
+# ONNX Runtime Web): a path ending in `.onnx` runs PyTorch's dynamo exporter (`torch.onnx.export(…, dynamo=True)`,
+# which starts from `torch.export`'s graph; the `onnx` extra installs it and ONNX Runtime). `load_model` runs the file
+# with ONNX Runtime on the CPU, and the same sampling loop draws the same images:
+
+# %%
+onnx_file = export_model(shipped, Path(tempfile.mkdtemp())/'tiny.onnx')   # also: minddpm_train … --export tiny.onnx
+in_onnx = load_model(onnx_file)
+for b in (1, 7, 300):
+    xb, tb, yb = torch.randn(b, *in_onnx.shape), torch.randint(0, 1000, (b,)), torch.randint(-1, 10, (b,))
+    with torch.no_grad(): test_close(in_onnx.model(xb, tb, yb), tiny.model(xb, tb, yb), eps=1e-5)
+test_close(sample(in_onnx.model, in_onnx.diffusion, torch.arange(10), shape=in_onnx.shape, generator=g0()),
+           sample(tiny.model, tiny.diffusion, torch.arange(10), shape=tiny.shape, generator=g0()), eps=1e-5)
+print(f"{onnx_file.name}: {onnx_file.stat().st_size / 1e6:.1f} MB, float32, inputs x, t, rows")
 
 # %% [markdown]
 # ## The loop

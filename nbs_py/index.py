@@ -31,7 +31,7 @@
 # On the way you write every piece yourself and test it: the noise schedule, the forward process, the
 # UNet, label conditioning with classifier-free guidance, DDPM, DDIM and DPM-Solver++ samplers, EMA, the training
 # loop, training on many processes, the metrics and the speed-ups, then editing images with the trained model
-# (denoising, image-to-image, inpainting, super-resolution). The capstone, lesson 12, trains the same package on CIFAR-10 on a
+# (denoising, image-to-image, inpainting, super-resolution). The capstone, lesson 13, trains the same package on CIFAR-10 on a
 # free Colab GPU, with checkpoints that survive a disconnect.
 #
 # ## Lessons
@@ -96,7 +96,7 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training, distributed, cli, metrics, bench, editing
+from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training, distributed, cli, metrics, bench, editing, demo
 from minddpm.data import *
 from minddpm.schedule import *
 from minddpm.forward import *
@@ -111,5 +111,6 @@ from minddpm.cli import *
 from minddpm.metrics import *
 from minddpm.bench import *
 from minddpm.editing import *
+from minddpm.demo import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__ + distributed.__all__ + cli.__all__ + metrics.__all__ + bench.__all__ + editing.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__ + distributed.__all__ + cli.__all__ + metrics.__all__ + bench.__all__ + editing.__all__ + demo.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, in one command, for a machine with one CUDA GPU and no internet (8 minutes wall in all):
 #   1. python -m pytest tests/test_cuda.py                  the CUDA tests
-#   2. the lessons nbs/07_training.ipynb and nbs/12_cifar10.ipynb top to bottom, their `#| cuda` cells included,
+#   2. the lessons nbs/07_training.ipynb and nbs/13_cifar10.ipynb top to bottom, their `#| cuda` cells included,
 #      offline (bundled digits, a synthetic CIFAR-10) and capped (tests/gpu_check.py lists every change)
 #   3. python tests/bench_ddp.py --one cuda                  `torchrun --nproc-per-node 1` against the plain process:
 #                                                           the same losses, and the images/s of both
@@ -11,14 +11,14 @@
 #   tests/gpu_check.sh [OUTDIR]      results in OUTDIR, else in $OUT when set, else in ./gpu_check_out:
 #                                    gpu_check.json, summary.md, gpu_check.log, bench.json, lesson_*.png
 #   GPU_CHECK_ALLOW_CPU=1 tests/gpu_check.sh    without a GPU: a rehearsal of the plumbing with tiny caps
-#   GPU_CHECK_PARTS="lesson_12 bench" ...       only these parts (of: tests lesson_07 lesson_12 ddp bench)
+#   GPU_CHECK_PARTS="lesson_13 bench" ...       only these parts (of: tests lesson_07 lesson_13 ddp bench)
 #   GPU_CHECK_TRAIN_STEPS=500 ...               the lessons' training cap (default 300 on a GPU)
 #
 # Budget on the GPU: 440 s of parts + preflight, report and the timeouts' kill grace (~25 s) < 8 minutes. A part's
 # timeout is the sum of the budgets so far minus the time already spent: what a part leaves goes to the next ones.
 #   tests/test_cuda.py  70 s   (CUDA tests; compiling the tiny UNet is the long one)
 #   lesson 07          120 s   (its CPU cells on the GPU, compiling the colab UNet, then its capped run)
-#   lesson 12           90 s   (capped CIFAR-10 run, classifier, sampling, Inception features)
+#   lesson 13           90 s   (capped CIFAR-10 run, classifier, sampling, Inception features)
 #   torchrun 1 GPU      60 s   (two process starts, 33 steps of the colab preset's UNet each)
 #   minddpm_bench      100 s   (last: its largest-batch search takes whatever the others left)
 # The CPU rehearsal runs the lessons' CPU cells as CI does (a minute or two each on 2 idle cores, several on
@@ -27,7 +27,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUTDIR=${1:-${OUT:-gpu_check_out}}
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd) || exit 1
-rm -f "$OUTDIR"/{gpu_check.json,summary.md,gpu_check.log,bench.json,lesson_07.png,lesson_12.png}
+rm -f "$OUTDIR"/{gpu_check.json,summary.md,gpu_check.log,bench.json,lesson_07.png,lesson_13.png}
 PY=${PYTHON:-python3}; command -v "$PY" >/dev/null || PY=python
 
 # Temporary files (data, runs, compile caches, pytest's tmp_path) go to $WORK, removed at the end; parts run from
@@ -72,7 +72,7 @@ part() {  # part NAME BUDGET_S COMMAND...: run COMMAND under its timeout; output
 part tests "${B[0]}" "$PY" -m pytest "$ROOT/tests/test_cuda.py" -v -rs -p no:cacheprovider --noconftest \
      --rootdir "$ROOT" --junitxml "$WORK/test_cuda.xml"
 part lesson_07 "${B[1]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/07_training.ipynb" "$WORK/lesson_07.json"
-part lesson_12 "${B[2]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/12_cifar10.ipynb" "$WORK/lesson_12.json"
+part lesson_13 "${B[2]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/13_cifar10.ipynb" "$WORK/lesson_13.json"
 part ddp "${B[3]}" "$PY" "$ROOT/tests/bench_ddp.py" --one "$MODE"
 if command -v minddpm_bench >/dev/null && [ -z "$SHIM" ]; then BENCH=(minddpm_bench)
 else BENCH=("$PY" -c 'import sys; from minddpm.bench import minddpm_bench; minddpm_bench(sys.argv[1:])'); fi

@@ -1,6 +1,6 @@
-"""The exported network (`export_model(…, format='torch.export')`, a .pt2 file): it equals the eager EMA network for any
-batch size, samples the same images through `load_model` and the commands, runs with PyTorch alone, and refuses what it
-cannot be."""
+"""The exported network (`export_model(…, format='torch.export')`, a .pt2 file, or 'onnx', an .onnx file): it equals the
+eager EMA network for any batch size, samples the same images through `load_model` and the commands, runs with PyTorch
+alone (or ONNX Runtime alone), and refuses what it cannot be."""
 import json, subprocess, sys, zipfile
 from importlib import resources
 
@@ -62,7 +62,8 @@ def test_the_graph_checks_its_input_in_python(trained):
 
 def test_what_cannot_be_exported_or_loaded_is_refused_by_name(trained, tmp_path):
     r, path, _ = trained
-    with pytest.raises(ValueError, match="Unknown format 'onnx'; use 'minddpm' or 'torch.export'"): export_model(r, tmp_path/'x.onnx', format='onnx')
+    with pytest.raises(ValueError, match="Unknown format 'tflite'; use 'minddpm' or 'torch.export' or 'onnx'"):
+        export_model(r, tmp_path/'x.tflite', format='tflite')
     with pytest.raises(ValueError, match="holds the EMA network only"): load_model(path, weights='raw')
     (tmp_path/'broken.pt2').write_bytes(path.read_bytes()[:5000])
     with pytest.raises(ValueError, match='broken.pt2 is not a readable torch.export file'): load_model(tmp_path/'broken.pt2')
@@ -80,3 +81,27 @@ def test_the_commands_export_and_use_a_pt2_file(tmp_path, monkeypatch, capsys):
     assert code == 0 and (tmp_path/'edit.png').is_file(), err[-2000:]
     code, out, err = run(minddpm_sample, 'tiny.pt2', '--img-size', '32', '--out', 'big.png', capsys=capsys)
     assert code == 2 and 'takes images of shape (B, 1, 16, 16)' in err, err
+
+def test_the_onnx_file_equals_the_eager_network_and_samples_the_same_images(trained, tmp_path):
+    r = trained[0]
+    path = export_model(r, tmp_path/'run.onnx')
+    m, eager = load_model(path), load_model(r.checkpoint[0])
+    assert type(m.model).__name__ == 'OnnxUNet' and m.classes == r.classes and m.step == 3 and m.diffusion.objective == 'v'
+    for b in (1, 5, 64):
+        x, t, y = torch.randn(b, *r.shape), torch.randint(0, 1000, (b,)), torch.randint(-1, 10, (b,))
+        with torch.no_grad(): torch.testing.assert_close(m.model(x, t, y), r.ema.model(x, t, y), rtol=0, atol=1e-5)
+    for kw in (dict(sampler='ddim'), dict(sampler='dpm++', steps=10)):
+        a = sample(m.model, m.diffusion, torch.arange(10), shape=m.shape, generator=torch.Generator().manual_seed(1), **kw)
+        b = sample(eager.model, eager.diffusion, torch.arange(10), shape=eager.shape, generator=torch.Generator().manual_seed(1), **kw)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r'takes images of shape \(B, 1, 16, 16\)'): m.model(torch.zeros(2, 1, 8, 8), torch.zeros(2))
+    # ONNX Runtime alone, no minddpm: the labels arrive as embedding rows, the null label as row 10
+    code = (f"import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession({str(path)!r}); "
+            f"out = s.run(None, dict(x=np.zeros((3, 1, 16, 16), np.float32), t=np.array([0, 500, 999]), rows=np.array([1, 7, 10])))[0]; "
+            f"assert out.shape == (3, 1, 16, 16) and 'minddpm' not in sys.modules; "
+            f"print(s.get_modelmeta().custom_metadata_map['minddpm.json'][:9])")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.stdout.strip() == '{"config"', out.stderr[-2000:]
+    with pytest.raises(ValueError, match="holds the EMA network only"): load_model(path, weights='raw')
+    (tmp_path/'broken.onnx').write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ValueError, match='broken.onnx is not a readable ONNX file'): load_model(tmp_path/'broken.onnx')

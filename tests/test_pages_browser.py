@@ -20,7 +20,7 @@ from test_player_browser import chromium
 from test_project import ROOT
 
 SCREENSHOTS = ROOT/'screenshots'
-SHOOT = {'02_forward.ipynb', '12_cifar10.ipynb'}
+SHOOT = {'02_forward.ipynb', '13_cifar10.ipynb'}
 COLAB_BADGE = 'https://colab.research.google.com/assets/colab-badge.svg'
 
 PROBE = """<script>

@@ -1,5 +1,6 @@
 """Samplers at full length: DDIM with every one of the T = 1000 steps and η = 1 is DDPM with σ² = β̃,
-given the same noise; DDIM with η = 0 is deterministic."""
+given the same noise; DDIM with η = 0 is deterministic; a given x_T is the noise the generator would draw."""
+import pytest
 import torch
 
 from minddpm.conditioning import ConditionalUNet
@@ -68,3 +69,14 @@ def test_dpm_solver_defaults_to_trailing_steps_and_ddim_to_linspace():
     assert not torch.equal(draw(sampler='dpm++'), draw(sampler='dpm++', spacing='linspace'))
     assert torch.equal(draw(sampler='ddim'), draw(sampler='ddim', spacing='linspace'))
     assert not torch.equal(draw(sampler='ddim'), draw(sampler='ddim', spacing='trailing'))
+
+def test_a_given_x_T_is_the_noise_the_generator_would_have_drawn():
+    torch.manual_seed(0)
+    d, net = Diffusion(T=100), ConditionalUNet(3, **unet_preset('tiny', in_channels=1)).eval()
+    y = torch.tensor([0, 2, 1])
+    for kw in (dict(sampler='dpm++', steps=5), dict(sampler='ddim', steps=5, eta=0.0)):
+        drawn = sample(net, d, y, shape=(1, 8, 8), generator=torch.Generator().manual_seed(4), **kw)
+        given = sample(net, d, y, shape=(1, 8, 8), x_T=torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(4)), **kw)
+        assert torch.equal(drawn, given)
+    with pytest.raises(ValueError, match=r"x_T has shape \(2, 1, 8, 8\); this call samples \(3, 1, 8, 8\)"):
+        sample(net, d, y, shape=(1, 8, 8), x_T=torch.randn(2, 1, 8, 8))

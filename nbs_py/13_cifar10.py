@@ -3,7 +3,7 @@
 # > The capstone: conditional CIFAR-10 at 32×32 with nothing but the package, checkpoints that outlive a Colab disconnect, optional W&B, a grid per class, guided-sample accuracy from a classifier trained here, and Inception FID
 
 # %% [markdown]
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/12_cifar10.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/13_cifar10.ipynb)
 # On a free Colab T4 its GPU cells take about 55 minutes: an estimate from their floating-point work at a quarter of the T4's fp16 peak (40 minutes of training, as lesson 07 estimates it, then 7 minutes of sampling and 4 of Inception features; see "How long, and how much memory"). Without a GPU its dress rehearsal ran top to bottom in about a minute on a 2-core CPU (measured).
 
 # %%

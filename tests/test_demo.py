@@ -1,0 +1,178 @@
+"""The demo (`minddpm.demo`, `minddpm_demo`): the batcher samples concurrent requests together and gives each the images
+it gets alone; the real command, started on a loopback port, answers `gradio_client` with one image per class equal to
+`sample`'s, byte-identical PNGs for a repeated request, and a message for each bad input, without a traceback in its
+log; in headless Chromium the page draws the images after the button is pressed and asks nothing of another host (a
+screenshot goes to `screenshots/demo.png`)."""
+import dataclasses, io, os, re, socket, subprocess, sys, threading, time
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+
+from minddpm.demo import Batcher, DEMO_SAMPLERS, grid_png, minddpm_demo, parse_request, _gradio
+from minddpm.sampling import sample
+from minddpm.training import load_model
+from test_project import ROOT
+
+SHIPPED = resources.files('minddpm.assets') / 'digits_tiny.pt'
+
+@pytest.fixture(scope='module')
+def m(): return load_model()
+
+def alone(m, r, precision='auto'):
+    "What `sample` draws for request `r` by itself, as uint8."
+    return sample(m.model, m.diffusion, torch.full((r.n,), r.label), shape=m.shape, sampler=r.sampler, steps=r.steps, w=r.w,
+                  eta=0.0, generator=torch.Generator().manual_seed(r.seed), uint8=True, precision=precision)
+
+def test_waiting_requests_that_share_a_loop_are_sampled_together_with_the_images_they_get_alone(m):
+    b = Batcher(m, max_rows=32, precision='fp32')
+    reqs = [parse_request(m.classes, d, n=2, w=3, steps=5, seed=d) for d in range(6)]   # 4 rows each: 8 fit in 32
+    reqs += [parse_request(m.classes, 1, n=2, w=1, steps=5, seed=9),                      # another w: another loop
+             parse_request(m.classes, 2, n=3, w=3, sampler='ddim', steps=5, seed=9)]      # another sampler: another loop
+    with b._cv: queues = [b.submit(r) for r in reqs]   # all waiting before the batcher's thread sees any
+    results = []
+    for q in queues:
+        while (event := q.get(timeout=60))[0] == 'step': steps_seen = event[1]
+        assert event[0] == 'done', event
+        results.append(event)
+    b.close()
+    assert b.batches == [6, 1, 1]
+    assert [info['requests'] for _, _, info in results] == [6] * 6 + [1, 1] and results[0][2]['rows'] == 24
+    for r, (_, images, _) in zip(reqs, results):
+        assert images.dtype == torch.uint8 and images.shape == (r.n, *m.shape)
+        assert torch.equal(images, alone(m, r, 'fp32')), r
+
+def test_max_rows_splits_a_crowd_and_a_sampling_error_reaches_each_request_and_not_the_next(m):
+    b = Batcher(m, max_rows=32, precision='fp32')
+    reqs = [parse_request(m.classes, d % 10, n=4, steps=2, seed=d) for d in range(9)]    # 8 rows each: 4 per loop
+    with b._cv: queues = [b.submit(r) for r in reqs]
+    for q in queues:
+        while q.get(timeout=60)[0] == 'step': pass
+    assert b.batches == [4, 4, 1]
+    b.close()
+    with pytest.raises(RuntimeError, match='closed'): b.submit(reqs[0])
+
+    calls = []
+    def flaky(x, t, y):   # a network that fails once, in the middle of a loop
+        calls.append(len(x))
+        if len(calls) == 2: raise RuntimeError('the network failed')
+        return m.model(x, t, y)
+    b = Batcher(dataclasses.replace(m, model=flaky), precision='fp32')
+    with b._cv: queues = [b.submit(r) for r in reqs[:2]]
+    for q in queues:
+        while (event := q.get(timeout=60))[0] == 'step': pass
+        assert event[0] == 'error' and 'the network failed' in str(event[1])
+    images, info = b(reqs[2])                     # and the next request is served
+    assert torch.equal(images, alone(m, reqs[2], 'fp32')) and info['requests'] == 1
+    b.close()
+
+def test_the_batcher_checks_its_settings(m):
+    with pytest.raises(ValueError, match='max_rows must be at least 32'): Batcher(m, max_rows=31)
+    with pytest.raises(ValueError, match="Unknown precision 'fp16'"): Batcher(m, precision='fp16')
+    assert DEMO_SAMPLERS == ('dpm++', 'ddim')
+
+def test_without_gradio_the_demo_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'gradio', None)
+    with pytest.raises(ImportError, match=r'pip install "minddpm\[demo\]"'): _gradio()
+    with pytest.raises(SystemExit) as e: minddpm_demo([])
+    assert e.value.code == 2 and 'pip install "minddpm[demo]"' in capsys.readouterr().err
+
+def test_the_command_refuses_bad_options_before_serving(tmp_path, capsys):
+    for argv, says in [(['--port', '70000'], 'must be at most 65535'), (['--port', 'x'], "must be a whole number, got 'x'"),
+                       (['--max-rows', '8'], 'must be at least 32'), ([str(tmp_path/'missing.pt')], 'missing.pt')]:
+        with pytest.raises(SystemExit) as e: minddpm_demo(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and 'Traceback' not in err, (argv, err)
+
+# ---- the real command on a loopback port ----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    "`minddpm_demo` (the shipped model) on a free loopback port: (url, log file); stopped after the module's tests."
+    port, log = free_port(), tmp_path_factory.mktemp('demo')/'server.log'
+    with open(log, 'w') as out:
+        p = subprocess.Popen([sys.executable, '-c', 'from minddpm.demo import minddpm_demo; minddpm_demo()', '--port', str(port),
+                              '--precision', 'fp32'], stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
+                             env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    url = f'http://127.0.0.1:{port}/'
+    import httpx
+    for _ in range(240):
+        try:
+            if httpx.get(url, timeout=2).status_code == 200: break
+        except httpx.HTTPError: pass
+        assert p.poll() is None, f"minddpm_demo exited:\n{log.read_text()[-3000:]}"
+        time.sleep(0.5)
+    else: pytest.fail(f"minddpm_demo did not answer within 2 minutes:\n{log.read_text()[-3000:]}")
+    yield url, log
+    p.terminate(); p.wait(timeout=30)
+
+@pytest.fixture(scope='module')
+def client(server):
+    from gradio_client import Client
+    return Client(server[0], verbose=False)
+
+def test_the_api_draws_each_class_as_sample_does_and_repeats_byte_for_byte(server, client, m):
+    for label in range(10):
+        r = parse_request(m.classes, label, n=2, w=3, steps=8, seed=label)
+        png = Path(client.predict(str(label), 2, 3.0, 8, label, api_name='/png')).read_bytes()
+        assert png == grid_png(alone(m, r, 'fp32')), label          # the server's images are sample()'s
+    first = Path(client.predict('7', 3, 2.5, 10, 123, 'ddim', api_name='/png')).read_bytes()
+    with __import__('concurrent.futures').futures.ThreadPoolExecutor(4) as pool:   # alone, or batched with others
+        again = list(pool.map(lambda s: Path(client.predict('7', 3, 2.5, 10, s, 'ddim', api_name='/png')).read_bytes(),
+                              [123, 1, 2, 123]))
+    assert again[0] == first and again[3] == first and again[1] != first
+    from PIL import Image
+    assert Image.open(io.BytesIO(first)).size == (3 * 17 + 1, 18)    # three 16×16 images, 1-pixel borders
+
+def test_bad_requests_get_a_message_and_the_server_serves_on(server, client):
+    from gradio_client.exceptions import AppError
+    bad = [(('12', 1, 3.0, 10, 0), "unknown class '12'"), (('seven', 1, 3.0, 10, 0), "unknown class 'seven'"),
+           (('1', 0, 3.0, 10, 0), 'n must be a whole number from 1 to 16'), (('1', 17, 3.0, 10, 0), 'n must be'),
+           (('1', 1, 3.0, 0, 0), 'steps must be a whole number from 1 to 100'), (('1', 1, 3.0, 101, 0), 'steps must be'),
+           (('1', 1, 'strong', 10, 0), "w must be a number from 0 to 20, got 'strong'"), (('1', 1, 'nan', 10, 0), 'w must be'),
+           (('1', 1, 3.0, 10, -1), 'seed must be'), (('1', 1, 3.0, 10, 0, 'ddpm'), "unknown sampler 'ddpm'")]
+    for args, says in bad:
+        with pytest.raises(AppError, match=re.escape(says)): client.predict(*args, api_name='/png')
+    with pytest.raises(AppError, match='n must be a whole number from 1 to 16, got 99'):
+        client.predict('3', 99, 3.0, 'dpm++', 10, 0, api_name='/sample')
+    with pytest.raises(AppError, match='steps must be a whole number from 1 to 100, got 2.5'):
+        client.predict('3', 2, 3.0, 'dpm++', 2.5, 0, api_name='/sample')
+    with pytest.raises(AppError, match='seed must be'): client.predict('3', 2, 3.0, 'dpm++', 10, -3, api_name='/sample')
+    with pytest.raises(AppError, match="unknown class 'twelve'"): client.predict('twelve', 2, 3.0, 'dpm++', 10, 0, api_name='/sample')
+    with pytest.raises(AppError, match="unknown sampler 'euler'"): client.predict('3', 2, 3.0, 'euler', 10, 0, api_name='/sample')
+    job = client.submit('3', 2, 3.0, 'dpm++', 10, 4, api_name='/sample')   # serves on, streaming each network call
+    grid, trajectory, caption = job.result()
+    assert [o[2] for o in job.outputs()[:-1]] == [f'network call {i} of 10 …' for i in range(1, 11)]
+    assert re.fullmatch(r"2 × class '3': dpm\+\+, 10 steps, w = 3, seed 4; [\d.]+ s", caption), caption
+    from PIL import Image
+    assert Image.open(grid).size == (8 * (2 * 17 + 1), 8 * 18) and Image.open(trajectory).size == (4 * (8 * 17 + 1), 4 * 35)
+    log = server[1].read_text()
+    assert 'Traceback' not in log and 'Error' not in log, log[-3000:]
+
+def test_the_page_draws_the_images_after_the_button_and_loads_nothing_from_other_hosts(server, browser):
+    from playwright.sync_api import sync_playwright
+    url = server[0]
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=browser, args=['--no-sandbox', '--disable-gpu'])
+        page = b.new_page(viewport={'width': 1200, 'height': 900})
+        seen = []
+        page.on('request', lambda r: seen.append(r.url))
+        page.goto(url, wait_until='networkidle')
+        drawn = """([w, h]) => [...document.images].some(i => i.complete && i.naturalWidth === w && i.naturalHeight === h)"""
+        assert not page.evaluate(drawn, [8 * (4 * 17 + 1), 8 * 18])                          # no grid before the button
+        page.get_by_role('button', name='Sample').click()
+        page.get_by_text(re.compile(r"4 × class '0': dpm\+\+, 20 steps, w = 3, seed 0; [\d.]+ s")).wait_for(timeout=60_000)
+        page.wait_for_function(drawn, arg=[8 * (4 * 17 + 1), 8 * 18], timeout=30_000)      # the grid of four, enlarged 8×
+        page.wait_for_function(drawn, arg=[4 * (8 * 17 + 1), 4 * (2 * 17 + 1)], timeout=30_000)  # the trajectory
+        (ROOT/'screenshots').mkdir(exist_ok=True)
+        page.screenshot(path=str(ROOT/'screenshots'/'demo.png'), full_page=True)
+        page.get_by_label('seed').fill('-5')                          # a bad value typed in the page
+        page.get_by_role('button', name='Sample').click()
+        page.get_by_text(re.compile('seed must be a whole number from 0')).first.wait_for(timeout=30_000)
+        b.close()
+    remote = [u for u in seen if not u.startswith(url) and not u.startswith('data:') and not u.startswith('blob:')]
+    assert not remote, remote
