@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_deploy.ipynb #7c69543b
 from __future__ import annotations
-import argparse, hashlib, io, math, os, queue, tempfile, threading, time
+import argparse, hashlib, io, math, os, queue, socket, tempfile, threading, time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +47,7 @@ class Request:
 
 def _number(name: str, value, lo, hi, whole: bool):
     "`value` as a form or an HTTP call gives it (a number or a string) → a number in [lo, hi]; `ValueError` saying why not."
-    allowed = f"{'a whole number' if whole else 'a number'} from {lo:g} to {hi:g}"
+    allowed = f"a whole number from {lo} to {hi}" if whole else f"a number from {lo:g} to {hi:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float, str)): raise ValueError(f"{name} must be {allowed}, got {value!r}")
     try: x = float(value)
     except ValueError: raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
@@ -68,7 +68,7 @@ def parse_request(classes: list,       # the model's class names; label i is cla
     key = label.strip() if isinstance(label, str) else label
     if isinstance(key, str) and key in names: i = names.index(key)
     elif isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(names): i = key
-    elif isinstance(key, str) and key.isdigit() and int(key) < len(names): i = int(key)
+    elif isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < len(names): i = int(key)
     else: raise ValueError(f"unknown class {label!r}: this model knows {', '.join(names)} "
                            f"(by name, or by index 0 … {len(names) - 1})")
     if sampler not in DEMO_SAMPLERS:
@@ -288,10 +288,16 @@ def minddpm_demo(argv=None): # command-line arguments as a list of strings; None
     p.add_argument('--precision', default='auto', choices=PRECISIONS,
                    help="the network's: fp32, bf16, or auto (the default): bf16 on a CPU with bf16 instructions")
     a = p.parse_args(argv)
-    try:
-        gr = _gradio()
-        app = demo_app(a.checkpoint, a.max_rows, a.precision, not a.no_batching)
+    try: app = demo_app(a.checkpoint, a.max_rows, a.precision, not a.no_batching)
     except (ImportError, ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_demo: error: {e}\n")
+    try:   # a taken port or an unknown host, said here in the command's terms before Gradio tries
+        family, kind, _, _, address = socket.getaddrinfo(a.host, a.port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server will
+            s.bind(address)
+    except OSError as e:
+        app.batcher.close()
+        p.exit(2, f"minddpm_demo: error: cannot serve on {a.host}:{a.port} ({e.strerror or e}): give another --port, "
+                  f"or a --host this machine has\n")
     try: app.launch(server_name=a.host, server_port=a.port, share=a.share)
-    except OSError as e: p.exit(2, f"minddpm_demo: error: {e}\n")   # e.g. the port is taken
     finally: app.batcher.close()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_training.ipynb #3e838b83
 from __future__ import annotations
-import contextlib, copy, dataclasses, json, math, os, re, time, warnings
+import contextlib, copy, dataclasses, json, math, os, re, time, warnings, zipfile
 from importlib import resources
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -406,6 +406,8 @@ def export_model(source,               # a `Run`, a checkpoint file, or a file f
 def _load_exported(path, device) -> Trained:
     "A `.pt2` file from `export_model` as a `Trained` model."
     extra = {'minddpm.json': ''}
+    if not zipfile.is_zipfile(path):   # checked here: torch.export.load would log a traceback before failing
+        raise ValueError(f"{path} is not a readable torch.export file: it is not a zip archive (a .pt2 file is one)")
     try: program = torch.export.load(path, extra_files=extra)
     except Exception as e:
         raise ValueError(f"{path} is not a readable torch.export file ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e

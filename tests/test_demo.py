@@ -85,6 +85,16 @@ def test_the_command_refuses_bad_options_before_serving(tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and says in err and 'Traceback' not in err, (argv, err)
 
+def test_a_taken_port_or_an_unknown_host_is_refused_in_the_commands_terms(capsys):
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0)); taken.listen()
+        port = taken.getsockname()[1]
+        for argv, says in [(['--port', str(port)], f'cannot serve on 127.0.0.1:{port} (Address already in use): give another --port'),
+                           (['--host', 'no-such-host.invalid', '--port', str(port)], 'cannot serve on no-such-host.invalid')]:
+            with pytest.raises(SystemExit) as e: minddpm_demo(argv)
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and says in err and 'GRADIO_SERVER_PORT' not in err and 'Traceback' not in err, err
+
 # ---- the real command on a loopback port ----------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -134,7 +144,7 @@ def test_bad_requests_get_a_message_and_the_server_serves_on(server, client):
            (('1', 0, 3.0, 10, 0), 'n must be a whole number from 1 to 16'), (('1', 17, 3.0, 10, 0), 'n must be'),
            (('1', 1, 3.0, 0, 0), 'steps must be a whole number from 1 to 100'), (('1', 1, 3.0, 101, 0), 'steps must be'),
            (('1', 1, 'strong', 10, 0), "w must be a number from 0 to 20, got 'strong'"), (('1', 1, 'nan', 10, 0), 'w must be'),
-           (('1', 1, 3.0, 10, -1), 'seed must be'), (('1', 1, 3.0, 10, 0, 'ddpm'), "unknown sampler 'ddpm'")]
+           (('1', 1, 3.0, 10, -1), 'seed must be a whole number from 0 to 2147483647, got -1'), (('²', 1, 3.0, 10, 0), "unknown class '²'"), (('1', 1, 3.0, 10, 0, 'ddpm'), "unknown sampler 'ddpm'")]
     for args, says in bad:
         with pytest.raises(AppError, match=re.escape(says)): client.predict(*args, api_name='/png')
     with pytest.raises(AppError, match='n must be a whole number from 1 to 16, got 99'):
@@ -176,3 +186,13 @@ def test_the_page_draws_the_images_after_the_button_and_loads_nothing_from_other
         b.close()
     remote = [u for u in seen if not u.startswith(url) and not u.startswith('data:') and not u.startswith('blob:')]
     assert not remote, remote
+
+def test_the_two_step_http_call_of_the_lesson_returns_the_same_png(server, client):
+    "Lesson 12's curl example, over plain HTTP: post all six values, read the answer, fetch the PNG it names."
+    import httpx, json
+    url = server[0]
+    event = httpx.post(url + 'gradio_api/call/png', json={'data': ['7', 4, 3.0, 20, 0, 'dpm++']}, timeout=60).json()['event_id']
+    answer = httpx.get(url + f'gradio_api/call/png/{event}', timeout=120).text
+    data = json.loads(next(line[6:] for line in answer.splitlines() if line.startswith('data: ')))
+    png = httpx.get(data[0]['url'], timeout=60).content
+    assert png == Path(client.predict('7', 4, 3.0, 20, 0, api_name='/png')).read_bytes() and png[:8] == b'\x89PNG\r\n\x1a\n'
