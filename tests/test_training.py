@@ -105,7 +105,7 @@ def test_a_time_budget_on_the_real_clock(tmp_path):
     assert 0.9 * 12 <= time.monotonic() - t0 <= 12 + 3, time.monotonic() - t0     # 3 s: loading the data and model
     lrs = [h[2] for h in run.history]
     assert run.step == run.cfg.steps != TrainConfig().steps and run.step > 20       # fitted after 20 steps, and finished
-    assert lrs.index(max(lrs)) > 20 and lrs[-1] < 0.05 * max(lrs)                  # a whole OneCycle in the budget
+    assert lrs.index(max(lrs)) >= 20 and lrs[-1] < 0.05 * max(lrs)   # a whole OneCycle in the budget, peaking after the refit (at 20 on a slow machine)
 
 def test_wandb_runs_offline_without_credentials_and_never_prompts(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith('WANDB_')} | {'HOME': str(tmp_path), 'NETRC': str(tmp_path/'none')}
