@@ -350,7 +350,7 @@ def measure_training(variant='minddpm',       # 'minddpm', or the baseline: a `S
     if settings is None:
         run = Run(TrainConfig(img_size=size, unet='seed', batch_size=batch, steps=steps + warmup, device=str(device),
                               precision=precision, compile=compile, ema_start=0, seed=seed, sample_every=0,
-                              objective='eps'))   # the baseline's target; v costs the same
+                              objective='eps', weighting='uniform'))   # the baseline's loss; v and min-SNR cost the same
         step = lambda x, y: train_step(run, x, y)
     else:
         trainer = SeedTrainer(settings, size, steps + warmup, device=device, step_start_ema=0)

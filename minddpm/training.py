@@ -26,8 +26,9 @@ from .unet import unet_preset
 
 # %% auto #0
 __all__ = ['TRAIN_PRESETS', 'RESUME_CHANGES', 'EXPORT_FORMATS', 'GRAPH_SUFFIXES', 'TrainConfig', 'resolve_precision', 'autocast',
-           'Run', 'train_step', 'validate', 'save_checkpoint', 'load_checkpoint', 'saved_config', 'set_steps', 'resume',
-           'Trained', 'ExportedUNet', 'OnnxUNet', 'export_model', 'load_model', 'save_samples', 'train']
+           'small_batch', 'Run', 'train_step', 'validate', 'save_checkpoint', 'load_checkpoint', 'saved_config',
+           'set_steps', 'resume', 'Trained', 'ExportedUNet', 'OnnxUNet', 'export_model', 'load_model', 'save_samples',
+           'train']
 
 # %% ../nbs/07_training.ipynb #0ad19ec4
 @dataclass
@@ -40,12 +41,12 @@ class TrainConfig:
     schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
     T: int = 1000                # diffusion steps
     objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best
-    weighting: str = 'uniform'   # loss weighting over t: 'uniform' or 'min_snr' (min-SNR-γ, Hang et al. 2023)
+    weighting: str = 'min_snr'   # loss weighting over t: 'uniform' or 'min_snr' (min-SNR-γ, Hang et al. 2023); lesson 08 measured min-SNR far faster
     snr_gamma: float = 5.0       # min-SNR's γ
     batch_size: int = 64         # the global batch: images per optimiser step, over all processes and micro-batches
     grad_accum: int = 1          # micro-batches per optimiser step on each process (gradients all-reduced on the last)
     steps: int = 4000            # optimiser steps in all
-    lr: float = 2e-3             # peak learning rate of OneCycleLR
+    lr: float = 1e-3             # peak learning rate of OneCycleLR (lesson 08: 4e-3 and 2e-3 learned slower on the tiny preset)
     weight_decay: float = 0.01   # AdamW weight decay
     grad_clip: float = 1.0       # largest gradient norm
     p_uncond: float = 0.1        # share of labels dropped, per sample
@@ -88,10 +89,10 @@ TRAIN_PRESETS = {
     'tiny': TrainConfig(),                                                                       # CPU: the bundled digits
     'colab': TrainConfig(dataset='cifar10', img_size=32, unet='seed', batch_size=128, steps=30_000, lr=1e-3,
                          hflip=True, ema_start=2000, val_every=2000, ckpt_every=2000,
-                         objective='eps'),                                                        # one T4
+                         objective='eps', weighting='uniform'),                                   # one T4
     'full': TrainConfig(dataset='cifar10', img_size=64, unet='seed', batch_size=64, steps=150_000, lr=5e-4,
                         hflip=True, ema_start=2000, val_every=5000, ckpt_every=5000,
-                        objective='eps'),                                                         # the originals' 64×64
+                        objective='eps', weighting='uniform'),                                    # the originals' 64×64
 }
 
 # %% ../nbs/07_training.ipynb #82721268
@@ -116,6 +117,27 @@ def autocast(device: torch.device,      # where the forward pass runs; its type 
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 # %% ../nbs/07_training.ipynb #b4272f36
+def small_batch(n: int,          # images in the training split, fewer than `batch_size`
+                batch_size: int, # the global batch asked for
+                world_size: int, # processes in the run
+                grad_accum: int, # micro-batches per optimiser step on each process
+                say: bool = True, # warn, in one line, which batch the run takes instead (rank 0 alone says it)
+                ) -> int:
+    """The global batch of a training split of `n < batch_size` images: all of them on one process, else the largest
+    multiple of `world_size × grad_accum` not above `n`. Raises `ValueError` naming the least split that can train."""
+    parts = world_size * grad_accum
+    if n < parts:
+        raise ValueError(f"the training split holds {n} image{'s' * (n != 1)}, too few to train on {world_size} process"
+                         f"{'es' * (world_size != 1)} × {grad_accum} micro-batch{'es' * (grad_accum != 1)}: it needs at least "
+                         f"{parts} (one image for each), so add images, or use fewer processes or micro-batches")
+    b = n // parts * parts
+    if say:
+        how = ('the whole split' if b == n and parts == 1 else
+               f"the largest that {n} images split into {world_size} process{'es' * (world_size != 1)} × {grad_accum} "
+               f"micro-batch{'es' * (grad_accum != 1)} allow")
+        warnings.warn(f"the training split holds {n} images, fewer than a batch of {batch_size}: each step takes {b}, {how}")
+    return b
+
 class Run:
     """Model, EMA, optimiser, LR schedule, grad scaler, data and step of one training run. Under `torchrun` it is this
     process's share of the run (lesson 10): its rank's slice of every global batch, and the model wrapped for DDP."""
@@ -128,11 +150,10 @@ class Run:
         self.micro_batch = local_batch_size(cfg.batch_size, W, cfg.grad_accum)   # before any data is read
         # the first process of each node downloads and decodes first; flips are drawn in `train_step`
         train_set, val_set = self.place.first(get_datasets, cfg.dataset, cfg.img_size, cfg.val_frac, seed=cfg.seed)
-        if len(train_set) < cfg.batch_size:
-            parts = W * cfg.grad_accum
-            fits = (f"use batch_size {len(train_set) // parts * parts} or less (--batch-size), or more images" if len(train_set) >= parts
-                    else f"{W} process(es) × {cfg.grad_accum} micro-batch(es) need at least {parts}")
-            raise ValueError(f"the training split holds {len(train_set)} images, fewer than one global batch of {cfg.batch_size}: {fits}")
+        if len(train_set) < cfg.batch_size:   # a small folder: the largest batch it and the processes allow
+            cfg = self.cfg = dataclasses.replace(cfg, batch_size=small_batch(len(train_set), cfg.batch_size, W, cfg.grad_accum,
+                                                                             self.place.main))
+            self.micro_batch = local_batch_size(cfg.batch_size, W, cfg.grad_accum)
         sampler = DistributedSampler(train_set, W, self.place.rank, shuffle=True, seed=cfg.seed, drop_last=True)
         pin = self.device.type == 'cuda'   # one seeded order per epoch, every W-th image to each rank
         self.train_dl = DataLoader(train_set, cfg.batch_size // W, sampler=sampler, drop_last=True, pin_memory=pin)

@@ -418,7 +418,8 @@ test_eq(two['step'], 60); test_close(l1, l2, eps=1e-5 * l1.min())
 #
 # How far do such differences carry? Early in the tiny preset's schedule they stay near $10^{-7}$. In a
 # schedule squeezed into 80 steps, whose learning rate peaks at step 24, they grow: $10^{-5}$ by step 15,
-# $10^{-3}$ by step 20 and 10 % of a step's loss by step 30 (measured on this CPU, batch 32). One process
+# $10^{-3}$ by step 20 and 10 % of a step's loss by step 30 (measured on this CPU, batch 32, with the
+# preset's earlier recipe: uniform weights at a peak learning rate of 2e-3). One process
 # with 2 micro-batches against one without drifts apart exactly as fast, while the same process run twice
 # agrees to the last bit. That is training at a high learning rate amplifying any rounding, not data
 # parallelism: the runs stay statistically the same, and no two GPU models would agree bit for bit either.

@@ -74,7 +74,7 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     p.add_argument('--objective', choices=OBJECTIVES, help="what the network predicts: the noise ε (eps), v, or the clean image x0 "
                                                            "(default: the preset's: v for tiny, eps for colab and full)")
     p.add_argument('--weighting', choices=WEIGHTINGS, help="loss weighting over timesteps: uniform, or min_snr (min-SNR-γ) "
-                                                           "(default: uniform)")
+                                                           "(default: the preset's: min_snr for tiny, uniform for colab and full)")
     p.add_argument('--snr-gamma', type=float_arg(0, open_low=True), help="min-SNR's γ, with --weighting min_snr only (default: 5)")
     p.add_argument('--val-frac', type=float_arg(0, 1, open_low=True, open_high=True),
                    help='share of the digits or an image folder held out for validation (default: 0.1; at least one image)')

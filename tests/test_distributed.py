@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from minddpm.distributed import Place, local_batch_size, rank_positions, step_draws
-from minddpm.training import TRAIN_PRESETS, Run, load_checkpoint, resume, train, train_step
+from minddpm.training import TRAIN_PRESETS, Run, load_checkpoint, resume, small_batch, train, train_step
 
 HERE = Path(__file__).parent
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2']
@@ -140,11 +140,19 @@ def test_the_draws_of_a_sample_depend_on_its_position_alone():
     other = step_draws(3, 8, 8, torch.arange(8), **kw, generator=g)
     assert not torch.equal(other.eps, whole.eps) and not torch.equal(step_draws(4, 7, 8, torch.arange(8), **kw, generator=g).eps, whole.eps)
 
-def test_a_training_split_smaller_than_the_batch_is_refused(tmp_path):
+def test_a_training_split_smaller_than_the_batch_trains_on_the_largest_batch_it_allows(tmp_path):
     cfg = dataclasses.replace(TRAIN_PRESETS['tiny'], batch_size=4096, out=str(tmp_path))
-    with pytest.raises(ValueError, match=r'the training split holds 1617 images, fewer than one global batch of 4096: '
-                                         r'use batch_size 1617 or less'):
-        Run(cfg)
+    with pytest.warns(UserWarning, match=r'^the training split holds 1617 images, fewer than a batch of 4096: each step takes '
+                                         r'1617, the whole split$'):
+        run = Run(cfg)
+    assert run.cfg.batch_size == run.micro_batch == 1617 and len(run.train_dl) == 1
+    with pytest.warns(UserWarning, match='each step takes 12, the largest that 14 images split into 4 processes × 1 '
+                                         'micro-batch allow'):
+        assert small_batch(14, 64, 4, 1) == 12
+    assert small_batch(14, 64, 2, 3, say=False) == 12 and small_batch(6, 8, 2, 3, say=False) == 6
+    with pytest.raises(ValueError, match=r'the training split holds 3 images, too few to train on 2 processes × 2 '
+                                         r'micro-batches: it needs at least 4 \(one image for each\)'):
+        small_batch(3, 64, 2, 2)
 
 # --- a rank that dies ---------------------------------------------------------------------------
 

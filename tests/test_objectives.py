@@ -115,13 +115,13 @@ def test_the_commands_take_a_target_and_a_weighting(tmp_path, monkeypatch, capsy
 
 def test_min_snr_gamma_is_refused_where_it_does_nothing_and_compared_on_resume_only_where_it_counts(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(minddpm_train, '--snr-gamma', '3', '--out', 'uniform', capsys=capsys)     # the preset weights uniformly
+    code, out, err = run(minddpm_train, '--preset', 'colab', '--snr-gamma', '3', '--out', 'uniform', capsys=capsys)  # colab weighs uniformly
     assert code == 2 and "--snr-gamma does nothing with uniform weighting" in err and not (tmp_path/'uniform').exists(), err
-    train(small(tmp_path/'u', steps=2), progress=False)                                              # uniform: γ is not part of the run
+    train(small(tmp_path/'u', steps=2, weighting='uniform'), progress=False)                         # uniform: γ is not part of the run
     assert resume(tmp_path/'u'/'checkpoint.pt', snr_gamma=2.0).cfg.weighting == 'uniform'
     code, out, err = run(minddpm_train, '--resume', 'u/checkpoint.pt', '--steps', '3', '--snr-gamma', '2', capsys=capsys)
     assert code == 2 and "--snr-gamma does nothing with uniform weighting" in err, err
-    train(small(tmp_path/'m', steps=2, weighting='min_snr'), progress=False)                         # min-SNR: γ defines the run
+    train(small(tmp_path/'m', steps=2), progress=False)                                              # tiny's min-SNR: γ defines the run
     with pytest.raises(ValueError, match=r"cannot change snr_gamma \(5.0 → 2.0\)"): resume(tmp_path/'m'/'checkpoint.pt', snr_gamma=2.0)
 
 @pytest.mark.parametrize('args,message', [(['--sampler', 'dpm++', '--eta', '0'], "--eta does nothing with --sampler dpm++: dpm++ is deterministic"),
