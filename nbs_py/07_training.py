@@ -111,7 +111,7 @@ class TrainConfig:
     precision: str = 'auto'      # 'auto', 'bf16', 'fp16' or 'fp32'
     out: str = 'runs/minddpm'    # run directory: checkpoint.pt and samples/
     minutes: float | None = None # time budget: a fresh run fits its step count to it as it goes, and every run stops by it
-    sample_every: int = 40       # epochs between per-class sample grids drawn with the EMA (one more at the end); 0: none
+    sample_every: int = 40       # epochs between per-class sample grids drawn with the EMA, at least `GRID_MIN_STEPS` steps apart (one more at the end); 0: none
     wandb: bool = False          # log to Weights & Biases; offline when there are no credentials
     compile: bool = False        # train through `torch.compile(model)`
 
@@ -674,7 +674,7 @@ print(f"{onnx_file.name}: {onnx_file.stat().st_size / 1e6:.1f} MB, float32, inpu
 # (the same measure for every target), in a terminal or a notebook. Each epoch's data order comes from
 # a generator seeded with `seed + epoch`, which is what lets a resumed run pick up mid-epoch.
 #
-# Every `sample_every` epochs, and at the end, it draws a grid with one row per class from the EMA weights
+# Every `sample_every` epochs (at least 500 steps apart), and at the end, it draws a grid with one row per class from the EMA weights
 # (DDIM, 50 steps, w = 3, always the same seed, so the grids of one run are comparable) into
 # `out/samples/`. With a time budget (`minutes`), it times the first steps of a fresh run, fits the step
 # count (and so the OneCycle schedule) to the budget, and stops at the budget whatever happens.
@@ -730,6 +730,14 @@ class _Wandb:
 
 _clock = time.monotonic   # seconds; the loop's only clock, so a test can run it on simulated time
 
+GRID_MIN_STEPS = 500   # a small folder's epoch is a step or two: its grids would cost more than its training
+
+def grid_every(cfg: TrainConfig, # its `sample_every`, in epochs; 0: no grids but the last
+               per_epoch: int,   # optimiser steps in one epoch
+               ) -> int:
+    "Steps between two sample grids: `sample_every` epochs, but at least `GRID_MIN_STEPS`; 0 when `sample_every` is 0."
+    return max(cfg.sample_every * per_epoch, GRID_MIN_STEPS) if cfg.sample_every else 0
+
 class _Budget:
     """Fits a run's length to a time budget as it goes. It times every step, validation, sample grid and checkpoint, and
     chooses the step count whose remaining steps and events (the final ones included) end at `fill` of the budget."""
@@ -758,7 +766,7 @@ class _Budget:
         step_s, left = sum(recent) / len(recent), self.fill * self.seconds - self.elapsed()
         def cost(end):
             return ((end - self.run.step) * step_s + self._events(cfg.val_every, end) * self.cost['val']
-                    + self._events(cfg.sample_every * per_epoch, end) * self.cost['grid']
+                    + self._events(grid_every(cfg, per_epoch), end) * self.cost['grid']
                     + self._events(cfg.ckpt_every, end) * self.cost['ckpt'])
         lo, hi = self.run.step + 1, self.run.step + 2
         while cost(hi) <= left: lo, hi = hi, 2 * hi           # then bisect: cost grows with the end
@@ -812,7 +820,7 @@ def train(cfg: TrainConfig | None = None, # config of a fresh run; None: `TrainC
             if log: log.log(run.step, loss=loss, lr=lr, val_loss=val)
             bar.update(1); bar.set_postfix(loss=f'{loss:.4f}', lr=f'{lr:.2e}', **({'val_eps': f'{val:.4f}'} if val else {}))
             out_of_time = budget is not None and bool(place.from_main(budget.elapsed() > budget.seconds, device=run.device)[0])
-            if cfg.sample_every and (run.step % (cfg.sample_every * per_epoch) == 0 or last) and not out_of_time and place.main:
+            if cfg.sample_every and (run.step % grid_every(cfg, per_epoch) == 0 or last) and not out_of_time and place.main:
                 grid = timed('grid', save_samples, run, out/'samples'/f'step_{run.step:06d}.png')
                 if log: log.image(run.step, 'samples', grid)
             if run.step % cfg.ckpt_every == 0 or run.step == until or last or out_of_time or first_fit: timed('ckpt', save)

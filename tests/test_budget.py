@@ -57,8 +57,12 @@ def test_a_slower_machine_later_still_ends_in_time(tmp_path, clock):
     run = train(budgeted(tmp_path, 200 / 60, sample_every=0), progress=False)
     check_kept(run, clock, 200)
 
-def test_sample_grids_are_counted(tmp_path, clock):
-    "16 images make a one-batch epoch, so a grid every 40 steps: 0.75 minutes were once fitted to 460 steps, stopped at 272."
+def test_sample_grids_are_counted(tmp_path, clock, monkeypatch):
+    """16 images make a one-batch epoch, so 40 epochs are 40 steps: grids are drawn at least `GRID_MIN_STEPS` apart. With
+    a grid every 40 steps (the floor lowered), 0.75 minutes were once fitted to 460 steps, stopped at 272."""
+    assert training.grid_every(TRAIN_PRESETS['tiny'], 1) == training.GRID_MIN_STEPS == 500
+    assert training.grid_every(TRAIN_PRESETS['tiny'], 25) == 1000 and training.grid_every(budgeted(tmp_path, None, sample_every=0), 1) == 0
+    monkeypatch.setattr(training, 'GRID_MIN_STEPS', 40)
     root = tmp_path/'sixteen'
     from PIL import Image
     for i in range(16):

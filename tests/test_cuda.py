@@ -33,7 +33,7 @@ def test_bf16_autocast_is_on_and_weights_are_channels_last(tmp_path):
 def test_the_loss_falls_in_mixed_precision(tmp_path, precision):
     if precision == 'bf16' and not torch.cuda.is_bf16_supported(): pytest.skip('no bf16 on this GPU')
     run = train(dataclasses.replace(tiny(tmp_path, steps=300, precision=precision, val_every=300, ckpt_every=300),
-                                    sample_every=5), progress=False)   # a sample grid every 5 epochs, drawn on the GPU
+                                    sample_every=5), progress=False)   # a sample grid at the end, drawn on the GPU
     losses = [h[1] for h in run.history]
     assert run.scaler.is_enabled() == (precision == 'fp16')
     if precision == 'fp16': assert run.scaler.get_scale() > 1   # the scaler is scaling
