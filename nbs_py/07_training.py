@@ -732,7 +732,7 @@ _clock = time.monotonic   # seconds; the loop's only clock, so a test can run it
 
 GRID_MIN_STEPS = 500   # a small folder's epoch is a step or two: its grids would cost more than its training
 
-def grid_every(cfg: TrainConfig, # its `sample_every`, in epochs; 0: no grids but the last
+def grid_every(cfg: TrainConfig, # its `sample_every`, in epochs; 0: no grids at all
                per_epoch: int,   # optimiser steps in one epoch
                ) -> int:
     "Steps between two sample grids: `sample_every` epochs, but at least `GRID_MIN_STEPS`; 0 when `sample_every` is 0."

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 def dataset(name: str, out: Path, role: str = 'train') -> str:
     "The `--dataset` of a data name: 'digits' as it is, a shape set written once into OUT/data (role 'judge': its judge's set)."
     if name not in SETS: return name
-    root = out/'data'/f'{name}_{role}'
+    root = (out/'data'/f'{name}_{role}').resolve()   # absolute: a commit's run starts in its own tree
     if not root.exists():
         tmp = root.with_name(root.name + '.tmp')
         make_shapes(tmp, SETS[name], 400 if role == 'train' else 1000, 16, seed=0 if role == 'train' else 1000)
@@ -95,7 +95,7 @@ def code_at(rev: str | None, out: Path) -> Path:
 def train_one(recipe: str, data: str, seed: int, length: list[str], out: Path, threads: int | None) -> dict:
     "One `minddpm_train` process: its run folder, wall seconds, steps and what its log says of the budget."
     name, rev, flags = parse_recipe(recipe)
-    run = out/'runs'/f"{name}_{data}_s{seed}_{'_'.join(length).replace('--', '')}"
+    run = (out/'runs'/f"{name}_{data}_s{seed}_{'_'.join(length).replace('--', '')}").resolve()
     ckpt = run/'checkpoint.pt'
     if not ckpt.exists():
         code = code_at(rev, out)
@@ -164,7 +164,8 @@ def plot(results: list[dict], png, recipes=None, labels=None):
             for r in rs: by.setdefault(r['length'], []).append(r)
             pts = sorted((sum(r['steps'] for r in v) / len(v), 100 * sum(r['accuracy'] for r in v) / len(v)) for v in by.values())
             ax.plot(*zip(*pts), '-', color=f'C{i}', label=labels[name])
-        ax.set(title=d, xlabel='steps trained', ylabel='judged their class (%)'); ax.grid(alpha=.3); ax.legend(fontsize=8)
+        ax.set(title=d, xlabel='steps trained', ylabel='judged their class (%)', ylim=(40, 102)); ax.grid(alpha=.3)
+    axs[0][0].legend(fontsize=8, loc='lower right')
     fig.tight_layout(); fig.savefig(png, dpi=100); plt.close(fig)
 
 if __name__ == '__main__':
