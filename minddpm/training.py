@@ -541,17 +541,25 @@ class _Budget:
     def __init__(self, run: Run, seconds: float, fill: float = 0.97):
         self.run, self.seconds, self.fill, self.start = run, seconds, fill, _clock()
         self.step_s, self.cost = [], {'val': 0.0, 'grid': 0.0, 'ckpt': 0.0}   # seconds per step; per event, measured
+        self.pace = {'val': None, 'grid': None, 'ckpt': None}   # seconds per step when each event cost was measured
     def elapsed(self) -> float: return _clock() - self.start
+    def pace_now(self) -> float | None:
+        "Mean seconds of the last 50 steps: the machine now, not at the start of the run."
+        recent = self.step_s[-50:]
+        return sum(recent) / len(recent) if recent else None
+    def measured(self, kind: str, seconds: float):
+        "Keep `seconds` as the cost of one event of `kind`, with the steps' pace then: a busy machine slows both alike."
+        self.cost[kind], self.pace[kind] = seconds, self.pace_now()
     def timed(self, kind: str, fn, *args, **kwargs):
         "Call `fn`, keeping its duration as the cost of one event of `kind`."
-        t0 = _clock(); out = fn(*args, **kwargs); self.cost[kind] = _clock() - t0
+        t0 = _clock(); out = fn(*args, **kwargs); self.measured(kind, _clock() - t0)
         return out
     def probe_grid(self, steps: int = 50, n: int = 8):
         "Estimate a sample grid's cost before the first one: one guided sampling step on its batch, times `steps`."
         from minddpm.sampling import sample
         y, t0 = torch.arange(len(self.run.classes)).repeat_interleave(n), _clock()
         sample(self.run.ema.model, self.run.diffusion, y, shape=self.run.shape, steps=1, generator=torch.Generator(self.run.device))
-        self.cost['grid'] = steps * (_clock() - t0)
+        self.measured('grid', steps * (_clock() - t0))
     def _events(self, every: int, end: int) -> int:
         "Events due after the current step, up to `end`: one every `every` steps (0: none), plus the final one."
         step = self.run.step
@@ -559,12 +567,13 @@ class _Budget:
     def fit(self) -> int:
         "The largest step count whose remaining time fits the budget (at least one more step)."
         cfg, per_epoch = self.run.cfg, len(self.run.train_dl)
-        recent = self.step_s[-50:]                            # the machine now, not at the start of the run
-        step_s, left = sum(recent) / len(recent), self.fill * self.seconds - self.elapsed()
+        step_s, left = self.pace_now(), self.fill * self.seconds - self.elapsed()
+        # an event timed while the machine was busier (or idler) costs what it cost then, scaled by the steps' pace since
+        each = {k: c * (step_s / self.pace[k] if self.pace[k] else 1.0) for k, c in self.cost.items()}
         def cost(end):
-            return ((end - self.run.step) * step_s + self._events(cfg.val_every, end) * self.cost['val']
-                    + self._events(grid_every(cfg, per_epoch), end) * self.cost['grid']
-                    + self._events(cfg.ckpt_every, end) * self.cost['ckpt'])
+            return ((end - self.run.step) * step_s + self._events(cfg.val_every, end) * each['val']
+                    + self._events(grid_every(cfg, per_epoch), end) * each['grid']
+                    + self._events(cfg.ckpt_every, end) * each['ckpt'])
         lo, hi = self.run.step + 1, self.run.step + 2
         while cost(hi) <= left: lo, hi = hi, 2 * hi           # then bisect: cost grows with the end
         while hi - lo > 1:

@@ -397,7 +397,7 @@ blocker = Path(tempfile.mkdtemp())/'notes.txt'
 blocker.write_text('a file, not a folder')
 for command, args in [(minddpm_sample, [shipped, '--guidance', 'nan']), (minddpm_sample, [shipped, '--img-size', '-4']),
                       (minddpm_sample, [shipped, '--out', str(blocker.parent/'grid')]),
-                      (minddpm_sample, [shipped, '--sampler', 'dpm++', '--eta', '0']), (minddpm_train, ['--snr-gamma', '3']),
+                      (minddpm_sample, [shipped, '--sampler', 'dpm++', '--eta', '0']), (minddpm_train, ['--weighting', 'uniform', '--snr-gamma', '3']),
                       (minddpm_edit, [shipped, str(blocker.parent), '--task', 'img2img', '--strength', '0']),
                       (minddpm_edit, [shipped, str(blocker.parent), '--task', 'upsample', '--mask', 'left']),
                       (minddpm_train, ['--lr', 'inf']), (minddpm_train, ['--out', str(blocker/'run')]),

@@ -6,7 +6,7 @@
     python tests/bench_learning.py compare --data shapes shapes2 --minutes 5 --seeds 0 1 \\
         --recipe before=@e32c649 --recipe now=                       # two commits, one after another, same budget
     python tests/bench_learning.py compare --steps 1000 --recipe a= --recipe b="--lr 3e-3 --batch-size 32"
-    python tests/bench_learning.py plot runs/bench/results.json nbs/images/learning.png
+    python tests/bench_learning.py plot runs/bench_curve/results.json nbs/images/learning.png --recipes a b
 
 Data: `digits` (bundled), `shapes` and `shapes2` (tests/shapes.py: 1,600 RGB images of 16×16 in four classes of
 coloured shapes, 400 a class, made by this script in OUT/data; the two sets share no class), or any folder.
@@ -18,8 +18,9 @@ Judge: the small CNN of lesson 08 (`train_judge`), trained on real images only: 
 the digits the training split. Score: `per_class` guided samples of every class drawn as `minddpm_sample` draws
 them (EMA weights, DDIM 50 steps, η = 1, w = 3, its default precision, seed 1), read back as 8-bit PNGs would be;
 the share the judge labels as the class they were drawn for; and the FID in the judge's feature space of as many
-samples drawn with w = 1 against 1,000 real images (lower is better; comparable only at one sample count). Runs with `--steps` may go two at a
-time (`--jobs 2`, one thread each); budgeted runs always go one at a time, since they race the clock.
+samples drawn with w = 1 against 1,000 real images (lower is better; comparable only at one sample count). Runs
+with `--steps` may go two at a time (`--jobs 2`, one thread each); budgeted runs always go one at a time, since
+they race the clock, and want a machine doing nothing else.
 Writes OUT/results.json (every run's figures) and prints a table. Not a test: it prints figures."""
 from __future__ import annotations
 import argparse, json, os, shlex, subprocess, sys, time

@@ -57,6 +57,15 @@ def test_a_slower_machine_later_still_ends_in_time(tmp_path, clock):
     run = train(budgeted(tmp_path, 200 / 60, sample_every=0), progress=False)
     check_kept(run, clock, 200)
 
+def test_an_event_timed_on_a_busy_machine_is_rescaled_when_it_calms_down(tmp_path, clock, monkeypatch):
+    """The first 20 steps ran three times slower, and the grid's cost was probed then (60 s for a grid that takes 20 s):
+    kept as it was, it held 40 s of a 200 s budget back for nothing, and the run ended after 154 s."""
+    clock.step_s, clock.grid_s = (lambda step: 3.0 if step <= 20 else 1.0), 20.0
+    monkeypatch.setattr(training._Budget, 'probe_grid', lambda budget, *a, **k: budget.measured('grid', 60.0))
+    run = train(budgeted(tmp_path, 200 / 60), progress=False)
+    assert clock.grids == [run.step]                               # the one grid, at the end
+    check_kept(run, clock, 200)
+
 def test_sample_grids_are_counted(tmp_path, clock, monkeypatch):
     """16 images make a one-batch epoch, so 40 epochs are 40 steps: grids are drawn at least `GRID_MIN_STEPS` apart. With
     a grid every 40 steps (the floor lowered), 0.75 minutes were once fitted to 460 steps, stopped at 272."""
