@@ -6,8 +6,10 @@
 __all__ = []
 
 # %% ../nbs/index.ipynb #c5309636
-from . import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training, distributed, cli, metrics, bench, editing, demo
+from . import device, data, folders, schedule, forward, scrubber, unet, conditioning, sampling, ema, run, checkpoint, trained, budget, training, distributed, args, parsers, cli, metrics, original, measure, bench, editing, demo
+from .device import *
 from .data import *
+from .folders import *
 from .schedule import *
 from .forward import *
 from .scrubber import *
@@ -15,12 +17,20 @@ from .unet import *
 from .conditioning import *
 from .sampling import *
 from .ema import *
+from .run import *
+from .checkpoint import *
+from .trained import *
+from .budget import *
 from .training import *
 from .distributed import *
+from .args import *
+from .parsers import *
 from .cli import *
 from .metrics import *
+from .original import *
+from .measure import *
 from .bench import *
 from .editing import *
 from .demo import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__ + distributed.__all__ + cli.__all__ + metrics.__all__ + bench.__all__ + editing.__all__ + demo.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = (device.__all__ + data.__all__ + folders.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + run.__all__ + checkpoint.__all__ + trained.__all__ + budget.__all__ + training.__all__ + distributed.__all__ + args.__all__ + parsers.__all__ + cli.__all__ + metrics.__all__ + original.__all__ + measure.__all__ + bench.__all__ + editing.__all__ + demo.__all__)  # nbdev lists only names defined here, so the star-imported ones are named explicitly

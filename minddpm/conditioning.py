@@ -13,9 +13,23 @@ from .unet import UNet
 __all__ = ['NULL_LABEL', 'ConditionalUNet', 'drop_labels', 'guided_eps']
 
 # %% ../nbs/04_conditioning.ipynb #70001550
+class _LabelChecks:
+    "The label check of `ConditionalUNet` (and of the networks read from exported files, which hold `num_classes` too)."
+    def check_labels(self, y, batch: int, device) -> torch.Tensor:
+        "Labels as embedding rows: class indices pass through, `NULL_LABEL` (or `y=None`) becomes the null row; else a `ValueError`."
+        if y is None: return torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
+        y = torch.as_tensor(y, device=device)
+        if y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (batch,):
+            raise ValueError(f"labels must be an integer tensor of shape ({batch},), got {y.dtype} of shape {tuple(y.shape)}")
+        bad = (y != NULL_LABEL) & ((y < 0) | (y >= self.num_classes))
+        if bad.any():
+            raise ValueError(f"labels must be in [0, {self.num_classes}) or NULL_LABEL ({NULL_LABEL}); got {sorted(set(y[bad].tolist()))[:5]}")
+        return torch.where(y == NULL_LABEL, self.num_classes, y).long()
+
+# %% ../nbs/04_conditioning.ipynb #cd746ebb
 NULL_LABEL = -1  # "no class": the unconditional branch of classifier-free guidance
 
-class ConditionalUNet(UNet):
+class ConditionalUNet(_LabelChecks, UNet):
     "A `UNet` that also takes class labels: their embedding is added to the time embedding; `NULL_LABEL` means none."
     def __init__(self, num_classes: int, # number of classes; labels are 0 … num_classes − 1
                  **unet_kwargs):         # everything `UNet` takes
@@ -28,20 +42,6 @@ class ConditionalUNet(UNet):
         self.check_input(x)
         y = self.check_labels(y, len(x), x.device)
         return self.body(x, self.time_emb(t) + self.label_emb(y))
-
-# %% ../nbs/04_conditioning.ipynb #cd746ebb
-def _check_labels(self: ConditionalUNet, y, batch: int, device) -> torch.Tensor:
-    "Labels as embedding rows: class indices pass through, `NULL_LABEL` (or `y=None`) becomes the null row."
-    if y is None: return torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
-    y = torch.as_tensor(y, device=device)
-    if y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (batch,):
-        raise ValueError(f"labels must be an integer tensor of shape ({batch},), got {y.dtype} of shape {tuple(y.shape)}")
-    bad = (y != NULL_LABEL) & ((y < 0) | (y >= self.num_classes))
-    if bad.any():
-        raise ValueError(f"labels must be in [0, {self.num_classes}) or NULL_LABEL ({NULL_LABEL}); got {sorted(set(y[bad].tolist()))[:5]}")
-    return torch.where(y == NULL_LABEL, self.num_classes, y).long()
-
-ConditionalUNet.check_labels = _check_labels
 
 # %% ../nbs/04_conditioning.ipynb #4fb41a3c
 def drop_labels(y: torch.Tensor,                           # integer class labels of any shape, usually (B,)

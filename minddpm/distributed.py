@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_distributed.ipynb #1ba3cb1e
 from __future__ import annotations
-import atexit, datetime, os
+import atexit, datetime, os, re
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +14,26 @@ import torch.distributed as dist
 from .data import pick_device
 
 # %% auto #0
-__all__ = ['TIMEOUT', 'Place', 'launched', 'join', 'leave', 'local_batch_size', 'Draws', 'step_draws', 'rank_positions']
+__all__ = ['TIMEOUT', 'Place', 'launched', 'join', 'leave', 'local_batch_size', 'Draws', 'step_draws', 'rank_positions',
+           'rank_failure']
 
 # %% ../nbs/10_distributed.ipynb #9daa78d0
+def _first_then_rest(place, fn, args, kwargs):
+    """`fn(*args, **kwargs)` on the first process of each node, then on the others. If it raises anywhere, every rank raises:
+    its own error, or `ValueError` quoting the first failed rank's."""
+    out = None
+    for turn in (True, False):
+        error = None
+        if (place.local_rank == 0) == turn:
+            try: out = fn(*args, **kwargs)
+            except (ValueError, OSError, RuntimeError) as e: error = e
+        said = place.gather(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None: raise error
+        failed = next(((r, m) for r, m in enumerate(said) if m), None)
+        if failed: raise ValueError(f"rank {failed[0]} stopped the run: {failed[1]}")
+    return out
+
+# %% ../nbs/10_distributed.ipynb #95c73df6
 TIMEOUT = datetime.timedelta(minutes=30)  # how long a collective waits for the slowest rank, e.g. while rank 0 draws a grid
 
 @dataclass(frozen=True)
@@ -58,18 +75,26 @@ class Place:
     def first(self, fn, *args, **kwargs):
         """`fn(*args, **kwargs)` on the first process of each node, then on the others (e.g. a download, which they then
         find done). If it raises anywhere, every rank raises: its own error, or `ValueError` quoting the first failed rank's."""
-        out = None
-        for turn in (True, False):
-            error = None
-            if (self.local_rank == 0) == turn:
-                try: out = fn(*args, **kwargs)
-                except (ValueError, OSError, RuntimeError) as e: error = e
-            said = self.gather(None if error is None else f"{type(error).__name__}: {error}")
-            if error is not None: raise error
-            failed = next(((r, m) for r, m in enumerate(said) if m), None)
-            if failed: raise ValueError(f"rank {failed[0]} stopped the run: {failed[1]}")
-        return out
+        return _first_then_rest(self, fn, args, kwargs)
 
+# %% ../nbs/10_distributed.ipynb #8dfbd49a
+def _rank_device(place: Place, device: str, d: torch.device) -> torch.device:
+    """The device of this rank: on CUDA the GPU of its local rank (made current). Raises `ValueError` for a GPU index given
+    under torchrun or Apple's MPS with several ranks, and `RuntimeError` on a rank beyond the node's GPUs."""
+    if d.type == 'cuda':
+        if device not in ('auto', 'cuda'):
+            raise ValueError(f"device {device!r} names one GPU, but under torchrun each process takes the GPU of its local rank; "
+                             f"use --device cuda (or auto)")
+        n = torch.cuda.device_count()
+        if place.local_rank >= n:
+            raise RuntimeError(f"local rank {place.local_rank} has no GPU of its own: torch sees {n} on this node; "
+                               f"start at most {n} processes per node (--nproc-per-node {n})")
+        d = torch.device('cuda', place.local_rank); torch.cuda.set_device(d)
+    elif d.type == 'mps' and place.world_size > 1:
+        raise ValueError("several processes cannot share Apple's MPS GPU; use --device cpu, or one process")
+    return d
+
+# %% ../nbs/10_distributed.ipynb #45fece9d
 def launched() -> bool:
     "Was this process started by `torchrun` (or `srun torchrun`): does its environment name a rank and a world size?"
     return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
@@ -88,17 +113,7 @@ def join(device: str = 'auto', # as `pick_device` takes it; under torchrun 'cuda
     if dist.is_initialized():   # a group started by the caller's own code
         place = Place(dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', 0)), True)
     else: place = Place(int(os.environ['RANK']), int(os.environ['WORLD_SIZE']), int(os.environ.get('LOCAL_RANK', 0)), True)
-    if d.type == 'cuda':
-        if device not in ('auto', 'cuda'):
-            raise ValueError(f"device {device!r} names one GPU, but under torchrun each process takes the GPU of its local rank; "
-                             f"use --device cuda (or auto)")
-        n = torch.cuda.device_count()
-        if place.local_rank >= n:
-            raise RuntimeError(f"local rank {place.local_rank} has no GPU of its own: torch sees {n} on this node; "
-                               f"start at most {n} processes per node (--nproc-per-node {n})")
-        d = torch.device('cuda', place.local_rank); torch.cuda.set_device(d)
-    elif d.type == 'mps' and place.world_size > 1:
-        raise ValueError("several processes cannot share Apple's MPS GPU; use --device cpu, or one process")
+    d = _rank_device(place, device, d)
     if not dist.is_initialized():
         dist.init_process_group('nccl' if d.type == 'cuda' else 'gloo', timeout=TIMEOUT,
                                 device_id=d if d.type == 'cuda' else None)
@@ -113,19 +128,23 @@ def leave():
     _joined = False
 
 # %% ../nbs/10_distributed.ipynb #cc3442b6
+def _refuse_uneven(batch_size: int, world_size: int, grad_accum: int):
+    "`ValueError` for a global batch that does not split into `world_size × grad_accum` equal parts, naming sizes that do."
+    parts = world_size * grad_accum
+    lo, hi = batch_size // parts * parts, (batch_size // parts + 1) * parts
+    fits = f"{lo} or {hi}" if lo else f"{hi}"
+    raise ValueError(f"batch_size {batch_size} is the global batch and must split evenly into {world_size} process"
+                     f"{'es' * (world_size != 1)} × {grad_accum} micro-batch{'es' * (grad_accum != 1)} = {parts} equal parts; "
+                     f"use a multiple of {parts}, e.g. {fits}")
+
+# %% ../nbs/10_distributed.ipynb #c2aebfd0
 def local_batch_size(batch_size: int, # the global batch: images per optimiser step, over all ranks and micro-batches
                      world_size: int, # processes in the run
                      grad_accum: int, # micro-batches per optimiser step on each process
                      ) -> int:
     "Images per micro-batch on each rank: `batch_size / (world_size × grad_accum)`; `ValueError`, naming sizes that divide, if it does not."
-    parts = world_size * grad_accum
-    if batch_size % parts:
-        lo, hi = batch_size // parts * parts, (batch_size // parts + 1) * parts
-        fits = f"{lo} or {hi}" if lo else f"{hi}"
-        raise ValueError(f"batch_size {batch_size} is the global batch and must split evenly into {world_size} process"
-                         f"{'es' * (world_size != 1)} × {grad_accum} micro-batch{'es' * (grad_accum != 1)} = {parts} equal parts; "
-                         f"use a multiple of {parts}, e.g. {fits}")
-    return batch_size // parts
+    if batch_size % (world_size * grad_accum): _refuse_uneven(batch_size, world_size, grad_accum)
+    return batch_size // (world_size * grad_accum)
 
 # %% ../nbs/10_distributed.ipynb #5138b678
 def _key(seed: int, step: int) -> int:
@@ -165,3 +184,17 @@ def rank_positions(place: Place,    # this rank
                    ) -> torch.Tensor:
     "Positions in the global batch of this rank's samples, in the order its loader yields them: rank, rank + world_size, …"
     return torch.arange(place.rank, batch_size, place.world_size)
+
+# %% ../nbs/10_distributed.ipynb #13f597a3
+def rank_failure(place: Place,      # this rank
+                 step: int,         # the optimiser steps done when it failed
+                 error: Exception,  # what the backend raised
+                 kept: str,         # which checkpoint the run leaves, e.g. "the last checkpoint, … at step 300, is kept"
+                 ) -> RuntimeError: # to raise `from error`
+    "The error a rank stops with when the run fails under it: its rank, the step, why (a lost process named as such) and what is kept."
+    why = re.sub(r'^\[[^\]]*\]\s*', '', (str(error).strip() or type(error).__name__).splitlines()[0])   # gloo's source location
+    why = why.split('. This is typically')[0]                                                           # and its advice
+    lost = isinstance(error, dist.DistError) or re.search('gloo|nccl|connection|timed out', str(error), re.I)
+    return RuntimeError(f"rank {place.rank} of {place.world_size} stopped in step {step + 1}: "
+                        + ("it lost touch with the other processes, most likely because one of them stopped (torchrun's "
+                           f"report names it) ({why})" if lost else why) + f"; {kept}")

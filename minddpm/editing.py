@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .forward import Diffusion
-from .sampling import PRECISIONS, _eps, _network, ddim_step, ddim_timesteps
+from .sampling import _eps, _finite, _randn, _sampling, ddim_step, ddim_timesteps
 
 # %% auto #0
-__all__ = ['noise_level', 'noise_level_step', 'walk', 'renoise', 'reverse', 'network_calls', 'denoise', 'img2img', 'repaint_walk',
+__all__ = ['noise_level', 'noise_level_step', 'walk', 'network_calls', 'renoise', 'reverse', 'denoise', 'img2img', 'repaint_walk',
            'inpaint', 'upsample']
 
 # %% ../nbs/11_editing.ipynb #4c2025ae
@@ -55,15 +55,42 @@ def _labels(labels, batch: int, device) -> torch.Tensor | None:
         raise ValueError(f"labels must be one class, or one per image ({batch} whole numbers); got {labels.dtype} of shape {tuple(labels.shape)}")
     return labels.long()
 
+def _whole(name: str, v, lo: int = 1, hi: int | None = None) -> int:
+    "`v` if it is a whole number in [lo, hi], else a `ValueError` naming it and what is allowed."
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be a whole number {f'from {lo} to {hi}' if hi is not None else f'of at least {lo}'}, got {v!r}")
+    return v
+
+def _strength(strength) -> float:
+    "SDEdit's strength as a float in [0, 1] (a one-element tensor is read), else a `ValueError`."
+    if isinstance(strength, torch.Tensor) and strength.numel() == 1: strength = strength.item()
+    if isinstance(strength, bool) or not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
+        raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
+    return strength
+
+def _reverse_inputs(diffusion, x, path, labels, w, eta) -> tuple:
+    "`reverse`'s arguments checked, each refused by a `ValueError` saying what is allowed; returns (x, y) on the schedule's device."
+    if not path or path[-1] != -1: raise ValueError(f"a path ends at −1 (the clean image); got {path[-3:]!r}")
+    if not (isinstance(eta, (int, float)) and 0 <= eta <= 1): raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+    if not (isinstance(w, (int, float)) and math.isfinite(w)): raise ValueError(f"w must be a finite number, got {w!r}")
+    device = diffusion.betas.device
+    return _images(x).to(device), _labels(labels, len(x), device)
+
+# %% ../nbs/11_editing.ipynb #96393ffb
 def walk(t: int,          # the starting timestep, in {0, …, T−1}
          steps: int = 50, # network calls of a run over all T steps; this walk takes its share below t (at least 1)
          T: int = 1000,   # diffusion steps of the schedule
          ) -> list[int]:
     "Timesteps from t down to 0, evenly spaced, then −1 (the clean image): ⌈steps·(t+1)/T⌉ network calls."
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps must be a whole number of at least 1, got {steps!r}")
-    n = max(1, math.ceil(steps * (t + 1) / T))
+    n = max(1, math.ceil(_whole('steps', steps) * (t + 1) / T))
     return ddim_timesteps(t + 1, min(n, t + 1)) + [-1]
 
+def network_calls(path: list[int], # a walk, from `walk` or `repaint_walk`
+                  ) -> int:
+    "The network calls a walk costs: its steps down."
+    return sum(s < t for t, s in zip(path, path[1:]))
+
+# %% ../nbs/11_editing.ipynb #cb427cf5
 def renoise(diffusion: Diffusion, # the noise schedule (ᾱ_t)
             x: torch.Tensor,      # (B, C, H, W) images at step s
             s: int,               # their timestep; −1: clean images
@@ -88,34 +115,15 @@ def reverse(model: nn.Module,         # the network, as `sample` takes it (e.g. 
             trajectory: list | None = None,  # if a list, (t, x_t) of every timestep visited is appended
             ) -> torch.Tensor:        # (B, C, H, W) clean images in [-1, 1]
     "Walk `x` along `path` with DDIM steps and re-noisings, applying `constrain` after each step down; returns the clean images."
-    if not path or path[-1] != -1: raise ValueError(f"a path ends at −1 (the clean image); got {path[-3:]!r}")
-    if precision not in PRECISIONS: raise ValueError(f"Unknown precision {precision!r}; use {', '.join(map(repr, PRECISIONS))}")
-    if not (isinstance(eta, (int, float)) and 0 <= eta <= 1): raise ValueError(f"eta must be in [0, 1], got {eta!r}")
-    if not (isinstance(w, (int, float)) and math.isfinite(w)): raise ValueError(f"w must be a finite number, got {w!r}")
-    device = diffusion.betas.device
-    x, y = _images(x).to(device), _labels(labels, len(x), device)
-    randn = lambda: torch.randn(x.shape, generator=generator,
-                                device=generator.device if generator is not None else device).to(device)
-    was_training = getattr(model, 'training', False)
-    if isinstance(model, nn.Module): model.eval()
-    net = _network(model, precision, device)
-    for t, s in zip(path, path[1:]):
-        if trajectory is not None: trajectory.append((t, x.cpu()))
-        if s > t: x = renoise(diffusion, x, t, s, randn()); continue
-        tt = torch.full((len(x),), t, device=device, dtype=torch.long)
-        eps = _eps(net, diffusion, x, tt, y, w)
-        x, _ = ddim_step(diffusion, x, t, s if s >= 0 else None, eps, eta, noise=randn() if s >= 0 and eta > 0 else None)
-        if constrain is not None: x = constrain(x, s)
-    if isinstance(model, nn.Module): model.train(was_training)
-    if not torch.isfinite(x).all():
-        raise FloatingPointError(f"editing produced non-finite values: the model's output overflowed (is w={w:g} far too large?) "
-                                 f"or its weights are not finite")
-    return x.clamp(-1, 1)
-
-def network_calls(path: list[int], # a walk, from `walk` or `repaint_walk`
-                  ) -> int:
-    "The network calls a walk costs: its steps down."
-    return sum(s < t for t, s in zip(path, path[1:]))
+    x, y = _reverse_inputs(diffusion, x, path, labels, w, eta)
+    with _sampling(model, diffusion, precision, x.shape, generator) as (net, randn):   # lesson 05's set-up
+        for t, s in zip(path, path[1:]):
+            if trajectory is not None: trajectory.append((t, x.cpu()))
+            if s > t: x = renoise(diffusion, x, t, s, randn()); continue            # back up: one draw, no network call
+            eps = _eps(net, diffusion, x, torch.full((len(x),), t, device=x.device), y, w)
+            x, _ = ddim_step(diffusion, x, t, s if s >= 0 else None, eps, eta, noise=randn() if s >= 0 and eta > 0 else None)
+            if constrain is not None: x = constrain(x, s)
+    return _finite(x, 'editing', w).clamp(-1, 1)
 
 # %% ../nbs/11_editing.ipynb #d58bdd09
 def denoise(model: nn.Module,         # the network, as `sample` takes it
@@ -149,34 +157,14 @@ def img2img(model: nn.Module,         # the network, as `sample` takes it
             trajectory: list | None = None,  # if a list, (t, x_t) of every step is appended
             ) -> torch.Tensor:        # (B, C, H, W) edited images in [-1, 1]
     "SDEdit (Meng et al. 2021): noise `x` to t0 = strength·T and sample back towards `labels`. Raises `ValueError` for strength outside [0, 1]."
-    if isinstance(strength, torch.Tensor) and strength.numel() == 1: strength = strength.item()
-    if isinstance(strength, bool) or not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
-        raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
-    x = _images(x)
-    t0 = round(strength * diffusion.T) - 1
+    x, t0 = _images(x), round(_strength(strength) * diffusion.T) - 1
     if t0 < 0: return x.clone()
     device = diffusion.betas.device
-    z = torch.randn(x.shape, generator=generator, device=generator.device if generator is not None else device).to(device)
+    z = _randn(x.shape, generator, device)()
     return reverse(model, diffusion, renoise(diffusion, x.to(device), -1, t0, z), walk(t0, steps, diffusion.T), labels, w, eta,
                    generator=generator, precision=precision, trajectory=trajectory)
 
 # %% ../nbs/11_editing.ipynb #9940a738
-def repaint_walk(steps: int = 50,   # network calls of the plain walk down from T−1
-                 jump: int = 5,     # steps walked back up each time, and down again
-                 resample: int = 5, # how often each stretch is walked: 1 is the plain walk (replacement)
-                 T: int = 1000,     # diffusion steps of the schedule
-                 ) -> list[int]:
-    "RePaint's time walk (Lugmayr et al. 2022) over DDIM steps: down, and after every `jump` steps back up `jump`, `resample` − 1 times."
-    for name, v in dict(jump=jump, resample=resample).items():   # at most 100 passes: 100 × the calls of replacement
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100:
-            raise ValueError(f"{name} must be a whole number from 1 to 100, got {v!r}")
-    down, i = walk(T - 1, steps, T), 0
-    path, left = [down[0]], {k: resample - 1 for k in range(jump, len(down) - 1, jump)}
-    while i < len(down) - 1:
-        i += 1; path.append(down[i])
-        if left.get(i, 0) > 0: left[i] -= 1; i -= jump; path.append(down[i])
-    return path
-
 def _mask(mask, x: torch.Tensor) -> torch.Tensor:
     "`mask` as a float tensor that broadcasts to x: (H, W), (1 or C, H, W) or (B, 1 or C, H, W), values 0 or 1 only."
     mask = torch.as_tensor(mask)
@@ -191,6 +179,22 @@ def _mask(mask, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"mask must be binary (1 keeps a pixel, 0 fills it); it holds {mask.unique()[:5].tolist()}")
     return mask.to(x.device, torch.float32)
 
+# %% ../nbs/11_editing.ipynb #54ada074
+def repaint_walk(steps: int = 50,   # network calls of the plain walk down from T−1
+                 jump: int = 5,     # steps walked back up each time, and down again
+                 resample: int = 5, # how often each stretch is walked: 1 is the plain walk (replacement)
+                 T: int = 1000,     # diffusion steps of the schedule
+                 ) -> list[int]:
+    "RePaint's time walk (Lugmayr et al. 2022) over DDIM steps: down, and after every `jump` steps back up `jump`, `resample` − 1 times."
+    jump, resample = _whole('jump', jump, 1, 100), _whole('resample', resample, 1, 100)   # at most 100 × replacement's calls
+    down, i = walk(T - 1, steps, T), 0
+    path, left = [down[0]], {k: resample - 1 for k in range(jump, len(down) - 1, jump)}
+    while i < len(down) - 1:
+        i += 1; path.append(down[i])
+        if left.get(i, 0) > 0: left[i] -= 1; i -= jump; path.append(down[i])
+    return path
+
+# %% ../nbs/11_editing.ipynb #3a3ad21b
 def inpaint(model: nn.Module,         # the network, as `sample` takes it
             diffusion: Diffusion,     # its noise schedule and objective
             x: torch.Tensor,          # (B, C, H, W) images in [-1, 1]; their pixels under mask 0 are ignored
@@ -209,7 +213,7 @@ def inpaint(model: nn.Module,         # the network, as `sample` takes it
     device = diffusion.betas.device
     x = _images(x).to(device)
     m = _mask(mask, x)
-    randn = lambda: torch.randn(x.shape, generator=generator, device=generator.device if generator is not None else device).to(device)
+    randn = _randn(x.shape, generator, device)
     def paste(x_s, s):   # the known pixels, noised to s (exactly themselves at s = −1)
         known = renoise(diffusion, x, -1, s, randn()) if s >= 0 else x
         return torch.where(m.bool(), known, x_s) if s < 0 else m * known + (1 - m) * x_s
@@ -230,10 +234,9 @@ def upsample(model: nn.Module,         # the network, as `sample` takes it, for 
              precision: str = 'fp32',  # the network's, as in `sample`
              ) -> torch.Tensor:        # (B, C, h·factor, w·factor) images whose factor×factor block means match `low`
     "ILVR (Choi et al. 2021): sample at `factor` times the size with the low frequencies of x_s set to those of `low` noised to s."
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1: raise ValueError(f"factor must be a whole number of at least 1, got {factor!r}")
-    device = diffusion.betas.device
+    device, factor = diffusion.betas.device, _whole('factor', factor)
     up = F.interpolate(_images(low).to(device), scale_factor=factor, mode='nearest')   # block-constant: φ(up) = up
     phi = lambda x: F.interpolate(F.avg_pool2d(x, factor), scale_factor=factor, mode='nearest')
-    randn = lambda: torch.randn(up.shape, generator=generator, device=generator.device if generator is not None else device).to(device)
+    randn = _randn(up.shape, generator, device)
     def refine(x_s, s): return x_s - phi(x_s) + phi(renoise(diffusion, up, -1, s, randn()) if s >= 0 else up)
     return reverse(model, diffusion, randn(), walk(diffusion.T - 1, steps, diffusion.T), labels, w, eta, refine, generator, precision)

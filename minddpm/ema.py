@@ -28,16 +28,15 @@ class EMA:
         ema_p, p = list(self.model.parameters()), [q.detach() for q in model.parameters()]
         if self.step < self.start_step:
             for a, b in zip(ema_p, p): a.copy_(b)
-        else: torch._foreach_lerp_(ema_p, p, 1 - self.beta)    # θ_ema ← β·θ_ema + (1 − β)·θ
+        elif ema_p: torch._foreach_lerp_(ema_p, p, 1 - self.beta)  # θ_ema ← β·θ_ema + (1 − β)·θ; a module of buffers only has none
         for b_ema, b in zip(self.model.buffers(), model.buffers()): b_ema.copy_(b)
         self.step += 1
 
-# %% ../nbs/06_ema.ipynb #aab89a37
-def _state_dict(self: EMA) -> dict:
-    return {'model': self.model.state_dict(), 'step': self.step, 'beta': self.beta, 'start_step': self.start_step}
+    def state_dict(self) -> dict:
+        "What a checkpoint keeps: the averaged weights and the step count, so a resumed run continues the same average."
+        return {'model': self.model.state_dict(), 'step': self.step, 'beta': self.beta, 'start_step': self.start_step}
 
-def _load_state_dict(self: EMA, state: dict):
-    self.model.load_state_dict(state['model'])
-    self.step, self.beta, self.start_step = state['step'], state['beta'], state['start_step']
-
-EMA.state_dict, EMA.load_state_dict = _state_dict, _load_state_dict
+    def load_state_dict(self, state: dict):
+        "Restore what `state_dict` returned."
+        self.model.load_state_dict(state['model'])
+        self.step, self.beta, self.start_step = state['step'], state['beta'], state['start_step']

@@ -14,67 +14,76 @@ from .schedule import NoiseSchedule
 from .scrubber import Scrubber, fig_to_png
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'WEIGHTINGS', 'Diffusion', 'noise_step', 'forward_scrubber']
+__all__ = ['OBJECTIVES', 'WEIGHTINGS', 'ForwardProcess', 'noise_step', 'forward_scrubber', 'Diffusion']
 
 # %% ../nbs/02_forward.ipynb #705ba0cd
-OBJECTIVES = ('eps', 'v', 'x0')   # what a network may be trained to predict: see "Three targets" below
+class _ForwardChecks:
+    "Argument checks of `ForwardProcess` and `Diffusion`: each returns what it checked, or raises a `ValueError` saying what is allowed."
+    def check_timesteps(self, t, batch: int) -> torch.Tensor:
+        "`t` (an int, or `batch` of them) as a (batch,) int64 tensor on the schedule's device."
+        allowed = f"integer timesteps in [0, {self.T - 1}] (0-indexed)"
+        if isinstance(t, bool) or (not isinstance(t, (Integral, torch.Tensor))):
+            raise ValueError(f"t must be {allowed}, got {t!r}")
+        t = torch.as_tensor(t, device=self.betas.device)
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise ValueError(f"t must be {allowed}, got a {t.dtype} tensor")
+        if t.ndim == 0: t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"t has shape {tuple(t.shape)} for a batch of {batch} images; pass one timestep per image, shape ({batch},), or a single int")
+        if len(t) and (t.min() < 0 or t.max() >= self.T):
+            raise ValueError(f"t must be {allowed}, got values from {int(t.min())} to {int(t.max())}")
+        return t.long()
 
-class Diffusion(NoiseSchedule):
-    """A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go, and the
-    `objective` a network of it predicts ('eps', 'v' or 'x0'), which `target`, `predictions` and `loss_weights` follow."""
-    def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
-                 T: int = 1000,              # number of diffusion steps
-                 beta_start: float = 1e-4,   # linear: β at t = 0
-                 beta_end: float = 0.02,     # linear: β at t = T−1
-                 objective: str = 'eps'):    # what the network predicts: 'eps' (ε, DDPM), 'v' or 'x0'; in `OBJECTIVES`
-        super().__init__(kind, T, beta_start, beta_end)
-        if objective not in OBJECTIVES: raise ValueError(f"Unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
-        self.objective = objective
+    def check_noise(self, noise: torch.Tensor | None, x0: torch.Tensor) -> torch.Tensor:
+        "`noise` if it has x0's shape; fresh ε ~ N(0, I) when None."
+        if noise is None: return torch.randn_like(x0)
+        if noise.shape != x0.shape: raise ValueError(f"noise has shape {tuple(noise.shape)}; it must match x0's {tuple(x0.shape)}")
+        return noise
 
-    def extra_repr(self): return f"kind={self.kind!r}, T={self.T}, objective={self.objective!r}"
+    def scales(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "(√ᾱ_t, √(1−ᾱ_t)) at the checked timesteps `t`, each (B, 1, …, 1) to broadcast over `x`'s other dimensions."
+        t, per_image = self.check_timesteps(t, len(x)), (-1,) + (1,) * (x.ndim - 1)
+        return self.sqrt_alpha_bars[t].view(per_image), self.sqrt_one_minus_alpha_bars[t].view(per_image)
 
-    def add_noise(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
-                  t,                      # timesteps: an int, or B of them (int tensor)
-                  noise: torch.Tensor | None = None):  # ε with x0's shape; drawn when None
+    @staticmethod
+    def check_choice(what: str, value, allowed):
+        "`value` if it is one of `allowed`."
+        if value not in allowed: raise ValueError(f"Unknown {what} {value!r}; use one of {', '.join(allowed)}")
+        return value
+
+    @staticmethod
+    def check_weighting(weighting: str, gamma) -> str:
+        "`weighting` if it is known and, for 'min_snr', γ is a finite number above 0 (NaN is not)."
+        _ForwardChecks.check_choice('weighting', weighting, WEIGHTINGS)
+        if weighting == 'min_snr' and not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and 0 < gamma < float('inf')):
+            raise ValueError(f"min-SNR's gamma must be a finite number greater than 0, got {gamma!r}")
+        return weighting
+
+# %% ../nbs/02_forward.ipynb #82e7ac7f
+class ForwardProcess(_ForwardChecks, NoiseSchedule):
+    "A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go."
+    def add_noise(self, x0: torch.Tensor,               # clean images (B, C, H, W) in [-1, 1]
+                  t,                                    # timesteps: an int, or B of them (int tensor)
+                  noise: torch.Tensor | None = None):   # ε with x0's shape; drawn when None
         "x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (DDPM eq. 4); returns (x_t, ε)."
-        t = self.check_timesteps(t, len(x0))
-        if noise is None: noise = torch.randn_like(x0)
-        elif noise.shape != x0.shape: raise ValueError(f"noise has shape {tuple(noise.shape)}; it must match x0's {tuple(x0.shape)}")
-        per_image = (-1,) + (1,) * (x0.ndim - 1)  # (B, 1, 1, 1): broadcast over C, H, W, never repeated
-        return self.sqrt_alpha_bars[t].view(per_image) * x0 + self.sqrt_one_minus_alpha_bars[t].view(per_image) * noise, noise
+        a, s = self.scales(t, x0)          # √ᾱ_t and √(1−ᾱ_t), (B, 1, 1, 1): broadcast over C, H, W, never repeated
+        eps = self.check_noise(noise, x0)
+        return a * x0 + s * eps, eps
 
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         "`n` timesteps drawn uniformly from {0,…,T−1}, every step included (the originals never draw t = 0)."
         return torch.randint(0, self.T, (n,), device=self.betas.device, generator=generator)
 
-# %% ../nbs/02_forward.ipynb #53722b19
-def _check_timesteps(self, t, batch: int) -> torch.Tensor:
-    "`t` as a (batch,) int64 tensor on the schedule's device, or a ValueError saying what is allowed."
-    allowed = f"integer timesteps in [0, {self.T - 1}] (0-indexed)"
-    if isinstance(t, bool) or (not isinstance(t, (Integral, torch.Tensor))):
-        raise ValueError(f"t must be {allowed}, got {t!r}")
-    t = torch.as_tensor(t, device=self.betas.device)
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-        raise ValueError(f"t must be {allowed}, got a {t.dtype} tensor")
-    if t.ndim == 0: t = t.expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"t has shape {tuple(t.shape)} for a batch of {batch} images; pass one timestep per image, shape ({batch},), or a single int")
-    if len(t) and (t.min() < 0 or t.max() >= self.T):
-        raise ValueError(f"t must be {allowed}, got values from {int(t.min())} to {int(t.max())}")
-    return t.long()
-
-Diffusion.check_timesteps = _check_timesteps
-
 # %% ../nbs/02_forward.ipynb #779b0003
-def noise_step(diffusion: Diffusion,  # the schedule that gives α_t and β_t
-               x_prev: torch.Tensor,  # x_{t−1}: images of any shape
-               t: int,                # the step, an array index in {0,…,T−1}
+def noise_step(diffusion: NoiseSchedule,  # the schedule that gives α_t and β_t
+               x_prev: torch.Tensor,      # x_{t−1}: images of any shape
+               t: int,                    # the step, an array index in {0,…,T−1}
                ) -> torch.Tensor:
     "Step `t` of the chain, q(x_t | x_{t−1}): √α_t·x_prev + √β_t·ε, with α, β at array index `t`."
     return diffusion.alphas[t].sqrt() * x_prev + diffusion.betas[t].sqrt() * torch.randn_like(x_prev)
 
-# %% ../nbs/02_forward.ipynb #be6b3676
-def _forward_frames(diffusion: Diffusion, x0: torch.Tensor, eps: torch.Tensor, ts, dpi: int) -> list[bytes]:
+# %% ../nbs/02_forward.ipynb #f4f5218b
+def _forward_frames(diffusion: ForwardProcess, x0: torch.Tensor, eps: torch.Tensor, ts, dpi: int) -> list[bytes]:
     "PNG frames: the images noised to each t in `ts`, beside ᾱ_t and log SNR(t) with a marker at t."
     n = len(x0)
     fig = plt.figure(figsize=(1.0 * n + 3.2, 1.5))
@@ -98,7 +107,7 @@ def _forward_frames(diffusion: Diffusion, x0: torch.Tensor, eps: torch.Tensor, t
     plt.close(fig)
     return frames
 
-# %% ../nbs/02_forward.ipynb #0c35c7c0
+# %% ../nbs/02_forward.ipynb #68c8e216
 def forward_scrubber(images: torch.Tensor | None = None, # clean images (B, C, H, W) in [-1, 1]; default: 6 bundled digits
                      kinds=('linear', 'cosine'),         # schedules to switch between
                      steps: int = 30,                     # frames per schedule, evenly spaced over t
@@ -112,53 +121,51 @@ def forward_scrubber(images: torch.Tensor | None = None, # clean images (B, C, H
         images = to_unit_range(resize_uint8(d['images'][[0, 1, 2, 3, 4, 5]], 16))
     ts = torch.linspace(0, T - 1, steps).round().long().tolist()
     eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    frames = {kind: _forward_frames(Diffusion(kind, T), images, eps, ts, dpi) for kind in kinds}
+    frames = {kind: _forward_frames(ForwardProcess(kind, T), images, eps, ts, dpi) for kind in kinds}
     return Scrubber(frames, [f't = {t}' for t in ts], title='q(x_t | x_0): drag t, or press play')
 
-# %% ../nbs/02_forward.ipynb #e2b0a256
-def _per_image(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    "Per-image coefficients (B,) shaped to broadcast over x's other dimensions."
-    return c.view((-1,) + (1,) * (x.ndim - 1))
+# %% ../nbs/02_forward.ipynb #2aa4603b
+OBJECTIVES = ('eps', 'v', 'x0')       # what a network may be trained to predict
+WEIGHTINGS = ('uniform', 'min_snr')   # how `Diffusion.loss_weights` weighs the steps
 
-def _target(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
-            eps: torch.Tensor,      # the noise they were noised with, x0's shape
-            t,                      # their timesteps: an int, or B of them
-            ) -> torch.Tensor:
-    "What the network is trained to output: ε, x0, or v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 (Salimans & Ho 2022, §4), by `objective`."
-    if self.objective == 'eps': return eps
-    if self.objective == 'x0': return x0
-    t = self.check_timesteps(t, len(x0))
-    return _per_image(self.sqrt_alpha_bars[t], x0) * eps - _per_image(self.sqrt_one_minus_alpha_bars[t], x0) * x0
+class Diffusion(ForwardProcess):
+    "A `ForwardProcess` whose network predicts `objective` ('eps', 'v' or 'x0'), which `target`, `predictions` and `loss_weights` follow."
+    def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
+                 T: int = 1000,              # number of diffusion steps
+                 beta_start: float = 1e-4,   # linear: β at t = 0
+                 beta_end: float = 0.02,     # linear: β at t = T−1
+                 objective: str = 'eps'):    # what the network predicts: 'eps' (ε, DDPM), 'v' or 'x0'; in `OBJECTIVES`
+        super().__init__(kind, T, beta_start, beta_end)
+        self.objective = self.check_choice('objective', objective, OBJECTIVES)
 
-def _predictions(self, xt: torch.Tensor,  # noisy images x_t (B, C, H, W)
-                 t,                       # their timesteps: an int, or B of them
-                 out: torch.Tensor,       # the network's output for (x_t, t), xt's shape, in `objective`'s terms
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    "The network's output read as (ε̂, x̂0), whichever target it predicts (table above; nothing clipped)."
-    t = self.check_timesteps(t, len(xt))
-    a, s = _per_image(self.sqrt_alpha_bars[t], xt), _per_image(self.sqrt_one_minus_alpha_bars[t], xt)
-    if self.objective == 'eps': return out, (xt - s * out) / a
-    if self.objective == 'x0': return (xt - a * out) / s, out
-    return s * xt + a * out, a * xt - s * out
+    def extra_repr(self): return f"kind={self.kind!r}, T={self.T}, objective={self.objective!r}"
 
-Diffusion.target, Diffusion.predictions = _target, _predictions
+    def target(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
+               eps: torch.Tensor,      # the noise they were noised with, x0's shape
+               t,                      # their timesteps: an int, or B of them
+               ) -> torch.Tensor:
+        "What the network is trained to output: ε, x0, or v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 (Salimans & Ho 2022, §4), by `objective`."
+        if self.objective == 'eps': return eps
+        if self.objective == 'x0': return x0
+        a, s = self.scales(t, x0)
+        return a * eps - s * x0                    # v
 
-# %% ../nbs/02_forward.ipynb #9fab8fcc
-WEIGHTINGS = ('uniform', 'min_snr')
+    def predictions(self, xt: torch.Tensor, # noisy images x_t (B, C, H, W)
+                    t,                      # their timesteps: an int, or B of them
+                    out: torch.Tensor,      # the network's output for (x_t, t), xt's shape, in `objective`'s terms
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        "The network's output read as (ε̂, x̂0), whichever target it predicts (the table above; nothing clipped)."
+        a, s = self.scales(t, xt)
+        if self.objective == 'eps': return out, (xt - s * out) / a
+        if self.objective == 'x0': return (xt - a * out) / s, out
+        return s * xt + a * out, a * xt - s * out  # from v
 
-def _loss_weights(self, t: torch.Tensor,            # (B,) timesteps
-                  weighting: str = 'uniform',       # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
-                  gamma: float = 5.0,               # min-SNR's γ: the SNR above which steps stop gaining weight
-                  ) -> torch.Tensor:                # (B,) weights of each image's target MSE
-    """Per-image loss weights. Raises `ValueError` for an unknown weighting, or under 'min_snr' a γ that is not finite and
-    positive. 'min_snr' weighs the x0 error by min(SNR_t, γ) (Hang et al. 2023, eq. 12), written for the
-    target: min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v, min(SNR, γ) for x0."""
-    if weighting not in WEIGHTINGS: raise ValueError(f"Unknown weighting {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
-    if weighting == 'min_snr' and not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and 0 < gamma < float('inf')):
-        raise ValueError(f"min-SNR's gamma must be a finite number greater than 0, got {gamma!r}")   # NaN fails too
-    snr = self.snr[t]
-    if weighting == 'uniform': return torch.ones_like(snr)
-    capped = snr.clamp(max=gamma)
-    return {'eps': capped / snr, 'v': capped / (snr + 1), 'x0': capped}[self.objective]
-
-Diffusion.loss_weights = _loss_weights
+    def loss_weights(self, t: torch.Tensor,      # (B,) timesteps
+                     weighting: str = 'uniform', # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
+                     gamma: float = 5.0,         # min-SNR's γ: the SNR above which steps stop gaining weight
+                     ) -> torch.Tensor:          # (B,) weights of each image's target MSE
+        """Per-image weights of the target's MSE: 1 ('uniform'), or min(SNR_t, γ) on the x0 error ('min_snr', Hang et al. 2023,
+        eq. 12). Raises `ValueError` for an unknown weighting, or under 'min_snr' a γ that is not finite and positive."""
+        weighting, snr = self.check_weighting(weighting, gamma), self.snr[t]
+        if weighting == 'uniform': return torch.ones_like(snr)
+        return snr.clamp(max=gamma) / {'eps': snr, 'v': snr + 1, 'x0': torch.ones_like(snr)}[self.objective]

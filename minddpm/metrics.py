@@ -18,6 +18,12 @@ __all__ = ['Judge', 'train_judge', 'frechet_distance', 'kernel_distance', 'preci
            'inception_features']
 
 # %% ../nbs/08_evaluation.ipynb #178defd0
+def _stack(ds):
+    "All of a dataset's items as (images (N, C, H, W), labels (N,)); any dataset of (image, label) items, image folders included."
+    items = [ds[i] for i in range(len(ds))]
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+# %% ../nbs/08_evaluation.ipynb #d04d056f
 class Judge(nn.Module):
     "A small CNN classifier of real images; `features` (its penultimate layer) is the space the metrics work in."
     def __init__(self, in_channels: int = 1,  # image channels: 1 for digits, 3 for CIFAR-10
@@ -32,11 +38,6 @@ class Judge(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor: return self.body(x)
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.head(self.body(x))
-
-def _stack(ds):
-    "All of a dataset's items as (images (N, C, H, W), labels (N,)); any dataset of (image, label) items, image folders included."
-    items = [ds[i] for i in range(len(ds))]
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 def train_judge(dataset: str = 'digits', # a name in `DATASETS`, or a folder with one sub-folder of images per class
                 size: int = 16,          # image side in pixels: the size of the images it will judge
@@ -61,11 +62,13 @@ def train_judge(dataset: str = 'digits', # a name in `DATASETS`, or a folder wit
         right = sum((judge(xb.to(device)).argmax(1).cpu() == yb).sum().item() for xb, yb in zip(xv.split(1000), yv.split(1000)))
     return judge, right / len(xv)
 
-# %% ../nbs/08_evaluation.ipynb #84857dd0
+# %% ../nbs/08_evaluation.ipynb #87807972
 def _psd_sqrt(m: torch.Tensor) -> torch.Tensor:
+    "The symmetric square root of a symmetric positive semi-definite matrix (negative round-off eigenvalues read as 0)."
     e, v = torch.linalg.eigh(m)
     return (v * e.clamp(min=0).sqrt()) @ v.T
 
+# %% ../nbs/08_evaluation.ipynb #90d698c7
 def frechet_distance(real: torch.Tensor, # (N, D) features of real images
                      fake: torch.Tensor, # (M, D) features of generated images, the same D
                      ) -> float:
@@ -76,6 +79,7 @@ def frechet_distance(real: torch.Tensor, # (N, D) features of real images
     cross = torch.linalg.eigvalsh(r1 @ s2 @ r1).clamp(min=0).sqrt().sum()
     return ((a.mean(0) - b.mean(0)).square().sum() + s1.trace() + s2.trace() - 2 * cross).item()
 
+# %% ../nbs/08_evaluation.ipynb #781a0ca3
 def kernel_distance(real: torch.Tensor,      # (N, D) features of real images; their root mean square scales both sets
                     fake: torch.Tensor,      # (M, D) features of generated images, the same D
                     subsets: int = 50,       # random subsets the MMD² is averaged over
@@ -95,6 +99,7 @@ def kernel_distance(real: torch.Tensor,      # (N, D) features of real images; t
     vals = torch.stack(vals)
     return vals.mean().item(), vals.std().item()
 
+# %% ../nbs/08_evaluation.ipynb #fd92b28e
 def precision_recall(real: torch.Tensor, # (N, D) features of real images
                      fake: torch.Tensor, # (M, D) features of generated images, the same D
                      k: int = 3,         # each point's ball reaches its k-th nearest neighbour in its own set
@@ -134,6 +139,7 @@ def evaluate(model: nn.Module,        # the network to sample from (e.g. EMA wei
                 accuracy=(judge.head(feats).argmax(1) == y).double().mean().item(),
                 fid=frechet_distance(reference, feats), kid=kid, kid_std=kid_std, precision=precision, recall=recall)
 
+# %% ../nbs/08_evaluation.ipynb #f38cc50d
 def real_floor(judge: Judge,            # a trained `Judge`
                reference: torch.Tensor, # (N, D) judge features of the real images to compare with
                images: torch.Tensor,    # (M, C, H, W) real images in [-1, 1], e.g. the held-out split
@@ -147,14 +153,21 @@ def real_floor(judge: Judge,            # a trained `Judge`
     return dict(samples=len(f), accuracy=acc, fid=frechet_distance(reference, f), kid=kid, kid_std=kid_std,
                 precision=precision, recall=recall)
 
-# %% ../nbs/08_evaluation.ipynb #d2cb9eb4
+# %% ../nbs/08_evaluation.ipynb #88f49f77
 @functools.lru_cache(maxsize=2)
 def _inception(weights=None):
+    "torch-fidelity's Inception-v3 (its 2048 pool features), built once per `weights`; `RuntimeError` saying how to install it."
     try: from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError: raise RuntimeError('Inception features need torch-fidelity: pip install "minddpm[fid]"') from None
     return FeatureExtractorInceptionV3('inception-v3-compat', ['2048'],
                                        feature_extractor_weights_path=None if weights is None else str(weights))
 
+def _check_batch(images: torch.Tensor):
+    "`ValueError` unless `images` is a non-empty batch (N, 1 or 3, H, W)."
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or not len(images):
+        raise ValueError(f"images must be a batch of shape (N, 3, H, W) or (N, 1, H, W), got {tuple(images.shape)}")
+
+# %% ../nbs/08_evaluation.ipynb #2f8e4949
 @torch.no_grad()
 def inception_features(images: torch.Tensor,  # (N, C, H, W), uint8 or floats in [-1, 1], C = 3 (or 1, repeated)
                        batch_size: int = 200,  # images per forward pass
@@ -162,8 +175,7 @@ def inception_features(images: torch.Tensor,  # (N, C, H, W), uint8 or floats in
                        weights=None,           # a local copy of the weights (.pth); default: download once
                        ) -> torch.Tensor:      # (N, 2048) float32 features, on the CPU
     "The 2048 pool features of the Inception-v3 that FID is defined with (torch-fidelity's port of TensorFlow's 2015 graph)."
-    if images.ndim != 4 or images.shape[1] not in (1, 3) or not len(images):
-        raise ValueError(f"images must be a batch of shape (N, 3, H, W) or (N, 1, H, W), got {tuple(images.shape)}")
+    _check_batch(images)
     if images.dtype != torch.uint8: images = to_uint8(images)
     net = _inception(weights).to(device if device is not None else images.device)
     dev = next(net.parameters()).device

@@ -33,6 +33,16 @@ def cosine_betas(T: int,                  # number of diffusion steps
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)  # β_t = 1 − ᾱ_t / ᾱ_{t−1}, with ᾱ = f / f(0)
 
 # %% ../nbs/01_schedule.ipynb #fc4fffc9
+def _check_schedule(kind, T, beta_start, beta_end):
+    "Raise a `ValueError` that says what is allowed unless the arguments describe a schedule."
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"Unknown schedule kind {kind!r}; use one of {', '.join(SCHEDULE_KINDS)}")
+    if isinstance(T, bool) or not isinstance(T, Integral) or T < 2:
+        raise ValueError(f"T must be an integer number of steps ≥ 2, got {T!r}")
+    if kind == 'linear' and not 0 < beta_start < beta_end < 1:
+        raise ValueError(f"need 0 < beta_start < beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
+
+# %% ../nbs/01_schedule.ipynb #941e10c2
 class NoiseSchedule(nn.Module):
     "β schedule of a diffusion process and every coefficient derived from it, as float32 buffers indexed by t ∈ {0,…,T−1}."
     def __init__(self, kind: str = 'linear',    # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
@@ -40,12 +50,7 @@ class NoiseSchedule(nn.Module):
                  beta_start: float = 1e-4,      # linear: β at t = 0
                  beta_end: float = 0.02):       # linear: β at t = T−1
         super().__init__()
-        if kind not in SCHEDULE_KINDS:
-            raise ValueError(f"Unknown schedule kind {kind!r}; use one of {', '.join(SCHEDULE_KINDS)}")
-        if isinstance(T, bool) or not isinstance(T, Integral) or T < 2:
-            raise ValueError(f"T must be an integer number of steps ≥ 2, got {T!r}")
-        if kind == 'linear' and not 0 < beta_start < beta_end < 1:
-            raise ValueError(f"need 0 < beta_start < beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
+        _check_schedule(kind, T, beta_start, beta_end)
         self.kind, self.T = kind, int(T)
         betas = linear_betas(T, beta_start, beta_end) if kind == 'linear' else cosine_betas(T)
         alphas = 1 - betas

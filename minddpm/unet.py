@@ -107,7 +107,27 @@ class SelfAttention(nn.Module):
         return h.transpose(1, 2).reshape(B, C, H, W)
 
 # %% ../nbs/03_unet.ipynb #6d21760d
-class UNet(nn.Module):
+class _UNetChecks:
+    "Argument checks of `UNet`: each raises a `ValueError` that names what was wrong and what would work."
+    @staticmethod
+    def check_mults(mults) -> int:
+        "The number of halvings, len(mults) − 1, if it is at least one."
+        if len(mults) < 2: raise ValueError(f"mults needs at least two entries (one halving), got {mults}")
+        return len(mults) - 1
+
+    def check_input(self, x: torch.Tensor):
+        "Refuse inputs the UNet cannot take, naming what it can."
+        if x.ndim != 4: raise ValueError(f"expected images (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"this UNet takes {self.in_channels}-channel images, got {x.shape[1]} channels")
+        m = 2 ** self.levels
+        if x.shape[-2] % m or x.shape[-1] % m:
+            sizes = ', '.join(str(m * k) for k in range(1, 9))
+            raise ValueError(f"image size {x.shape[-2]}×{x.shape[-1]} does not fit: height and width must be multiples of {m} "
+                             f"(this UNet halves them {self.levels} times); valid sizes: {sizes}, …")
+
+# %% ../nbs/03_unet.ipynb #c76bb21a
+class UNet(_UNetChecks, nn.Module):
     "ε-prediction UNet: conv blocks, Down/Up with time embedding, self-attention at chosen downsampling factors."
     def __init__(self, in_channels: int = 3,     # image channels in
                  out_channels: int | None = None, # channels predicted; default `in_channels`
@@ -119,24 +139,19 @@ class UNet(nn.Module):
                  heads: int = 4,                  # attention heads
                  groups: int = 1):                # GroupNorm groups (the originals use 1)
         super().__init__()
-        self.in_channels, self.time_dim = in_channels, time_dim
-        self.levels = len(mults) - 1
-        if self.levels < 1: raise ValueError(f"mults needs at least two entries (one halving), got {mults}")
-        ch = [base * m for m in mults]
+        self.in_channels, self.time_dim, self.levels = in_channels, time_dim, self.check_mults(mults)
+        ch = [base * m for m in mults]                   # channels at each level
         attn = lambda factor, c: SelfAttention(c, heads) if factor in attn_factors else nn.Identity()
         self.time_emb = TimeEmbedding(time_dim, time_mlp)
         self.inc = ConvBlock(in_channels, ch[0], groups=groups)
         self.downs, self.down_attn = nn.ModuleList(), nn.ModuleList()
         for level in range(1, self.levels + 1):          # level k works at 1/2^k of the input size
-            self.downs.append(Down(ch[level - 1], ch[level], time_dim, groups))
-            self.down_attn.append(attn(2 ** level, ch[level]))
+            self.downs.append(Down(ch[level - 1], ch[level], time_dim, groups)); self.down_attn.append(attn(2 ** level, ch[level]))
         self.mid = nn.Sequential(ConvBlock(ch[-1], ch[-1], groups=groups), ConvBlock(ch[-1], ch[-1], groups=groups))
-        self.ups, self.up_attn = nn.ModuleList(), nn.ModuleList()
-        c = ch[-1]
+        self.ups, self.up_attn, c = nn.ModuleList(), nn.ModuleList(), ch[-1]
         for level in reversed(range(self.levels)):       # back up to 1/2^level, joining that level's skip
             c_out = ch[max(level - 1, 0)]                  # narrow to the width of the next skip (level 0's at the end)
-            self.ups.append(Up(c + ch[level], c_out, time_dim, groups))
-            self.up_attn.append(attn(2 ** level, c_out))
+            self.ups.append(Up(c + ch[level], c_out, time_dim, groups)); self.up_attn.append(attn(2 ** level, c_out))
             c = c_out
         self.outc = nn.Conv2d(ch[0], out_channels or in_channels, 1)
 
@@ -147,29 +162,13 @@ class UNet(nn.Module):
 
     def body(self, x, emb):
         "The network proper, given the (B, time_dim) embedding of whatever conditions it: t, and later labels."
-        emb = emb.to(x.dtype)   # a no-op unless the weights and x are bf16 (sampling, lesson 05) and the embedding is not
+        emb, skips = emb.to(x.dtype), []     # the cast: a no-op unless x is bf16 (sampling, lesson 05) and emb is not
         x = self.inc(x)
-        skips = [x]
         for down, attn in zip(self.downs, self.down_attn):
-            x = attn(down(x, emb)); skips.append(x)
-        skips.pop()                                    # the deepest features go through the bottleneck instead
-        x = self.mid(x)
+            skips.append(x); x = attn(down(x, emb))      # each level's input waits for the Up of its size
+        x = self.mid(x)                                  # the deepest features go through the bottleneck, not a skip
         for up, attn in zip(self.ups, self.up_attn): x = attn(up(x, skips.pop(), emb))
         return self.outc(x)
-
-# %% ../nbs/03_unet.ipynb #34d8759d
-def _check_input(self: UNet, x: torch.Tensor):
-    "Refuse inputs the UNet cannot take, naming what it can."
-    if x.ndim != 4: raise ValueError(f"expected images (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
-    if x.shape[1] != self.in_channels:
-        raise ValueError(f"this UNet takes {self.in_channels}-channel images, got {x.shape[1]} channels")
-    m = 2 ** self.levels
-    if x.shape[-2] % m or x.shape[-1] % m:
-        sizes = ', '.join(str(m * k) for k in range(1, 9))
-        raise ValueError(f"image size {x.shape[-2]}×{x.shape[-1]} does not fit: height and width must be multiples of {m} "
-                         f"(this UNet halves them {self.levels} times); valid sizes: {sizes}, …")
-
-UNet.check_input = _check_input
 
 # %% ../nbs/03_unet.ipynb #0bdbc067
 UNET_PRESETS = {

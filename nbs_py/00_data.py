@@ -3,11 +3,11 @@
 
 # %% [markdown]
 # # Data
-# > The bundled digits, CIFAR-10, MNIST, FashionMNIST or any folder of images: resized, scaled to [-1, 1], split, and shown
+# > The bundled digits, CIFAR-10, MNIST, FashionMNIST or any folder of images: resized, scaled to [-1, 1], split, and shown; and the data preset for your machine
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/00_data.ipynb)
-# This lesson has no GPU-only cells: it ran top to bottom in 6 seconds on a 2-core CPU (measured); a Colab runtime is no slower.
+# This lesson has no GPU-only cells: it ran top to bottom in 5 seconds on a 2-core CPU (measured); a Colab runtime is no slower.
 
 # %%
 #| hide
@@ -24,10 +24,7 @@ if importlib.util.find_spec('minddpm') is None:
 # %%
 #| export
 from __future__ import annotations
-import argparse, contextlib, math, os, re, sys, tempfile, warnings
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import os
 from importlib import resources
 from numbers import Integral, Real
 from pathlib import Path
@@ -36,21 +33,23 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+
+from minddpm.device import PRESETS, cpu_has_bf16, pick_device, pick_preset
+from minddpm.folders import IMAGE_EXTENSIONS, FolderScan, decode_images, is_hidden, load_rgb, read_folder, scan_folder
 
 # %%
 #| hide
 from fastcore.test import *
+from nbdev.showdoc import show_doc
 from torchvision.utils import save_image
-import shutil, tempfile
-import numpy as np
-from PIL import Image as PILImage
-from minddpm.data import pick_device, pick_preset
+import tempfile
 
 # %%
 #| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 torch.manual_seed(0)              # the same pictures on every run
+import warnings
+warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}")   # one line each, as the commands print them
 
 # %%
 print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
@@ -60,7 +59,8 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 # A diffusion model learns from nothing but images (and, for a conditional model, their labels).
 # This lesson builds the one function every later lesson calls to get them, `get_dataloaders`, and
 # settles three questions on the way: which data we can use offline, what numeric range the pixels
-# should live in, and how to hold out a validation set that the model never trains on.
+# should live in, and how to hold out a validation set that the model never trains on. It ends with
+# the device and the preset every later lesson runs with.
 #
 # ## The bundled digits
 #
@@ -96,6 +96,7 @@ ax.bar(digits['classes'], counts)
 ax.set(xlabel='class', ylabel='images', title=f"{len(digits['labels']):,} bundled digits");
 
 # %%
+#| hide
 test_eq(counts.sum(), 1797)
 test_eq(len(digits['classes']), 10)
 assert counts.min() >= 170, counts
@@ -130,12 +131,13 @@ def to_uint8(x: torch.Tensor, # float pixels in [-1, 1], any shape; values outsi
 
 # %%
 b = torch.arange(256, dtype=torch.uint8)
-test_eq(to_uint8(to_unit_range(b)), b)
+test_eq(to_uint8(to_unit_range(b)), b)                           # exact both ways
 x = torch.rand(100_000) * 2 - 1
-exact = (x + 1) * 127.5
-truncated = exact.to(torch.uint8).float()
-rounded = to_uint8(x).float()
+exact, truncated, rounded = (x + 1) * 127.5, ((x + 1) * 127.5).to(torch.uint8).float(), to_uint8(x).float()
 print(f"mean error, truncating: {(truncated - exact).mean():+.3f} levels; rounding: {(rounded - exact).mean():+.3f}")
+
+# %%
+#| hide
 test_close((truncated - exact).mean(), -0.5, eps=0.01)
 test_close((rounded - exact).mean(), 0.0, eps=0.01)
 
@@ -164,11 +166,16 @@ ax.legend(fontsize=8, loc='upper right');
 # times that as float32, and the per-item work in the data loader is then a single scale-and-shift.
 
 # %%
+#| hide
 #| export
 def _check_positive_int(value, name: str, what: str):
+    "Raise `ValueError` unless `value` is a positive int (not a bool, not a float such as 32.0), naming `name` and `what` it is."
     if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer ({what}), got {value!r}")
 
+
+# %%
+#| export
 def resize_uint8(images: torch.Tensor, # uint8 images (N, C, H, W)
                  size: int,            # side of the square output, in pixels; already `size`×`size` → returned as is
                  chunk: int = 4096,    # images interpolated at once, bounding the memory of their float32 copy
@@ -193,6 +200,7 @@ for ax, s in zip(axs, (8, 16, 32)):
     ax.set_title(f'{s}×{s}', fontsize=9); ax.axis('off')
 
 # %%
+#| hide
 test_eq(resize_uint8(digits['images'][:5], 16).shape, (5, 1, 16, 16))
 test_eq(resize_uint8(digits['images'][:5], 8), digits['images'][:5])
 test_fail(lambda: resize_uint8(digits['images'], 0), contains='positive integer')
@@ -229,26 +237,45 @@ class ImageTensorDataset(Dataset):
 # are split once by a seeded permutation, and the torchvision sets use their official test split.
 
 # %%
+#| hide
+#| export
+def _check_split(n: int, val_frac: float):
+    "Raise `ValueError` unless `val_frac` is a share strictly between 0 and 1 and `n` items can give one to each side."
+    if isinstance(val_frac, bool) or not isinstance(val_frac, Real) or not 0 < val_frac < 1:  # NaN fails `0 < val_frac`
+        raise ValueError(f"val_frac must be a share strictly between 0 and 1, got {val_frac!r}")
+    if n < 2:
+        raise ValueError(f"{n} image{'s' * (n != 1)} cannot be split: training and validation need at least one each, "
+                         f"so a dataset needs at least 2 images")
+
+
+# %%
 #| exports
 def split_indices(n: int,          # number of items, indexed `range(n)`; at least 2
                   val_frac: float,  # share held out, strictly between 0 and 1; rounded, and at least one item each side
                   seed: int = 0,    # seeds the random permutation
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     "Disjoint (train, val) index tensors: a seeded random `val_frac` of `range(n)` is held out, at least one item, never all."
-    if isinstance(val_frac, bool) or not isinstance(val_frac, Real) or not 0 < val_frac < 1:  # NaN fails `0 < val_frac`
-        raise ValueError(f"val_frac must be a share strictly between 0 and 1, got {val_frac!r}")
-    if n < 2:
-        raise ValueError(f"{n} image{'s' * (n != 1)} cannot be split: training and validation need at least one each, "
-                         f"so a dataset needs at least 2 images")
+    _check_split(n, val_frac)
     n_val = min(max(round(n * val_frac), 1), n - 1)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:], perm[:n_val]
 
 
+# %% [markdown]
+# Each class gives roughly a tenth of its images to the held-out split, give or take the luck of a random
+# draw, and no image is on both sides:
+
 # %%
-tr, va = split_indices(1797, 0.1)
+tr, va = split_indices(len(digits['labels']), 0.1)
+test_eq(set(tr.tolist()) & set(va.tolist()), set())             # held out means held out
+share = digits['labels'][va].bincount(minlength=10) / digits['labels'].bincount()
+fig, ax = plt.subplots(figsize=(5, 1.8))
+ax.bar(digits['classes'], share); ax.axhline(0.1, color='k', ls='--', lw=1)
+ax.set(xlabel='class', ylabel='share held out', title=f'{len(tr):,} train / {len(va)} held out');
+
+# %%
+#| hide
 test_eq(len(tr) + len(va), 1797)
-test_eq(len(set(tr.tolist()) & set(va.tolist())), 0)
 test_eq(split_indices(1797, 0.1)[1], va)  # the same seed gives the same split
 test_eq([len(i) for i in split_indices(4, 0.1)], [3, 1])   # a tiny set still holds one image out
 test_fail(lambda: split_indices(1, 0.1), contains='at least 2 images')
@@ -296,153 +323,28 @@ show_images(xb, [ds[i][1] for i in range(16)], ds.classes)
 # %% [markdown]
 # ## Any folder of images
 #
-# The originals trained on a folder of landscape photos, one sub-folder per class. Any such folder
-# works here. Folders from the wild hold more than images, though, and each of these can stop a
-# training run long after it started, or quietly train on the wrong pictures:
-#
-# - files the system wrote: macOS's `.DS_Store` and its AppleDouble twins (`._0001.png`, which are
-#   not PNGs at all), `__MACOSX/` in a zip made on a Mac, Windows' `Thumbs.db`, Jupyter's
-#   `.ipynb_checkpoints/`;
-# - a download that stopped half-way: the file starts like a PNG, so it is listed, and fails only
-#   when a batch first needs it;
-# - formats and modes the usual loader mishandles: GIFs (torchvision's `ImageFolder` ignores them),
-#   16-bit greyscale PNGs (converted to RGB by clipping, so they come out white), transparent PNGs
-#   (the alpha channel dropped, revealing whatever colour hid under it), phone photos whose rotation
-#   lives in their EXIF tag.
-#
-# So minddpm decides what counts by **one rule**, used by every check and by the loader alike: a
-# *class* is a visible sub-folder of the root; an *image* is a visible file under it whose extension is
-# in `IMAGE_EXTENSIONS`; anything hidden (a name starting with `.`, or inside a folder that does) or
-# written by an operating system is not there at all. Then it **decodes every image once, before
-# training**, at the training size, into the same uint8 tensor as the other datasets. A file that
-# cannot be decoded is named by its path and left out, with one warning that lists them all; a class
-# left with no images is refused. Nothing can fail mid-run, and each step reads bytes from memory
-# instead of decoding files (at 64 px, 10,000 colour images take 123 MB).
+# The originals trained on a folder of landscape photos, one sub-folder per class. Any such folder works
+# here. Folders from the wild hold more than images, though: files the operating system wrote
+# (`.DS_Store`, `Thumbs.db`, `.ipynb_checkpoints/`), downloads that stopped half-way, and modes the usual
+# loader gets wrong (16-bit greyscale comes out white, transparent PNGs lose their paper). `read_folder`
+# (page *Image folders*, `minddpm.folders`) handles them all before training starts: one rule decides what
+# a class and an image are, every image is decoded once with its true brightness into one uint8 tensor, and
+# each file it leaves out is named in a warning. What is left is the same as for the digits: split, and wrap
+# each side in an `ImageTensorDataset`.
 
 # %%
 #| export
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jfif', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.pgm', '.ppm', '.pbm', '.pnm')
-_SYSTEM_NAMES = ('__macosx', 'thumbs.db', 'desktop.ini')   # written by macOS's zip and Windows' Explorer
-
-def is_hidden(rel, # a path relative to the dataset's root
-              ) -> bool:
-    "Is any part of `rel` hidden (`.DS_Store`, AppleDouble `._0001.png`, `.ipynb_checkpoints/`) or an operating system's own file?"
-    return any(part.startswith('.') or part.lower() in _SYSTEM_NAMES for part in Path(rel).parts)
-
-@dataclass
-class FolderScan:
-    "What `scan_folder` found in a folder of class sub-folders."
-    root: Path     # the folder scanned
-    classes: list  # class names: its visible sub-folders, sorted
-    files: list    # every image file (Path), class after class, sorted
-    labels: list   # the class index of each file
-    others: list   # visible files that are not images by their extension: left out
-    loose: list    # images in the root itself, in no class: left out
-
-def scan_folder(root, # a folder with one sub-folder of images per class (nested folders belong to their class)
-                ) -> FolderScan:
-    "Classes and image files of `root`, by the one rule: visible sub-folders are classes, visible files with an image extension are images."
-    root = Path(root)
-    classes, files, labels, others, loose = [], [], [], [], []
-    for entry in sorted(root.iterdir()):
-        if is_hidden(entry.relative_to(root)): continue
-        if entry.is_file(): (loose if entry.suffix.lower() in IMAGE_EXTENSIONS else others).append(entry)
-        if not entry.is_dir(): continue
-        for f in sorted(entry.rglob('*')):
-            if not f.is_file() or is_hidden(f.relative_to(root)): continue
-            if f.suffix.lower() in IMAGE_EXTENSIONS: files.append(f); labels.append(len(classes))
-            else: others.append(f)
-        classes.append(entry.name)
-    return FolderScan(root, classes, files, labels, others, loose)
-
-
-# %% [markdown]
-# Decoding is where true brightness is kept or lost. Pillow's `convert('RGB')` clips 16-bit greyscale
-# (0…65535) at 255, and drops transparency; `load_rgb` scales the first and composites the second on
-# white, as a browser shows it. Every other mode (palette, 1-bit, CMYK, YCbCr, LAB, …) goes through
-# Pillow's own conversion, which is right for them.
-
-# %%
-#| export
-_DEEP_GREY = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')   # 16/32-bit integer and float greyscale
-_ALPHA = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
-
-def load_rgb(path, # an image file in any mode Pillow opens
-             ) -> 'PIL.Image.Image':
-    """Decode the whole of `path` into 8-bit RGB with its true brightness: EXIF rotation applied, 16-bit integer
-    greyscale scaled by 255/65535 (32-bit integer too; float greyscale taken as [0, 1] when it lies there, else
-    [0, 255]), transparency composited on white. Raises whatever Pillow raises for a file it cannot decode."""
-    import numpy as np
-    from PIL import Image, ImageOps
-    with Image.open(path) as im:
-        im.load()                                 # decode it all now: a truncated file fails here, not mid-run
-        im = ImageOps.exif_transpose(im)          # phone photos: stand the picture up as it was shot
-    if im.mode in _DEEP_GREY:                     # Pillow's convert would clip these at 255
-        a = np.asarray(im, dtype=np.float64)
-        a = a * 255 if im.mode == 'F' and a.max() <= 1 else a if im.mode == 'F' else a / 257
-        im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
-    if im.mode in _ALPHA or 'transparency' in im.info:
-        im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
-    return im.convert('RGB')
-
-def decode_images(files,            # image paths
-                  size: int,        # resize the short side to `size`, then crop the centre square
-                  workers: int = 0, # decoding threads; 0: one per CPU core, at most 8
-                  ) -> tuple[torch.Tensor, list, list]:
-    "Decode `files` into uint8 (N, 3, size, size): (images, indices of the files decoded, [(path, reason)] of those that failed)."
-    from torchvision.transforms import functional as TF
-    def one(path):
-        try: return TF.pil_to_tensor(TF.center_crop(TF.resize(load_rgb(path), size, antialias=True), size))
-        except Exception as e: return f"{type(e).__name__}: {e}"   # any failure to decode: reported with its path
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
-        out = list(tqdm(pool.map(one, files), total=len(files), desc='decoding images', disable=len(files) < 2000))
-    kept = [i for i, x in enumerate(out) if isinstance(x, torch.Tensor)]
-    images = torch.stack([out[i] for i in kept]) if kept else torch.empty(0, 3, size, size, dtype=torch.uint8)
-    return images, kept, [(files[i], x) for i, x in enumerate(out) if not isinstance(x, torch.Tensor)]
-
-
-# %% [markdown]
-# `_folder_datasets` puts the three together, and says what it left out. The checks that need no
-# decoding come first, so a wrong folder is refused in a moment:
-
-# %%
-#| export
-def _listing(paths, limit: int = 10) -> str:
-    "`paths` as one line, the first `limit` of them named."
-    shown = ', '.join(map(str, paths[:limit]))
-    return shown + (f", and {len(paths) - limit} more" if len(paths) > limit else '')
-
-def _count(n: int, noun: str) -> str: return f"{n:,} {noun}{'s' * (n != 1)}"
-
 def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
-    "Train and val `ImageTensorDataset`s of the folder at `path`, decoded once at `size`, split by `split_indices`."
-    scan, path = scan_folder(path), Path(path)
-    example = f"e.g. {path/'cats'/'0001.png'}; images are files ending in {', '.join(IMAGE_EXTENSIONS)}"
-    if not scan.files:
-        found = f"; it holds {len(scan.loose)} images outside any class folder" if scan.loose else ''
-        raise ValueError(f"No images found in {path}: expected one sub-folder per class holding image files{found} ({example})")
-    counts = Counter(scan.labels)
-    empty = [c for k, c in enumerate(scan.classes) if not counts[k]]
-    if empty: raise ValueError(f"Class folders without images in {path}: {', '.join(empty)}; remove them or add images ({example})")
-    if scan.loose: warnings.warn(f"left out {_count(len(scan.loose), 'image')} in {path} itself, outside any class folder: "
-                                 f"{_listing(scan.loose)}")
-    if scan.others: warnings.warn(f"left out {_count(len(scan.others), 'file')} of {path} not ending like an image "
-                                  f"({', '.join(IMAGE_EXTENSIONS)}): {_listing(scan.others)}")
-    images, kept, failed = decode_images(scan.files, size)
-    if failed: warnings.warn(f"left out {_count(len(failed), 'image file')} of {len(scan.files):,} in {path} that cannot be "
-                             f"decoded: {_listing([f'{p} ({why})' for p, why in failed])}")
-    labels = torch.tensor([scan.labels[i] for i in kept], dtype=torch.long)
-    gone = [c for k, c in enumerate(scan.classes) if not (labels == k).any()]
-    if gone: raise ValueError(f"Every image of class {', '.join(gone)} in {path} failed to decode (see the warning); fix or remove them")
-    files = [scan.files[i] for i in kept]
+    "Train and val `ImageTensorDataset`s of the folder at `path`, decoded once at `size` by `read_folder`, split by `split_indices`."
+    images, labels, classes, files = read_folder(path, size)
     tr, va = split_indices(len(files), val_frac, seed)
-    return tuple(ImageTensorDataset(images[i], labels[i], scan.classes, hflip=hflip and train, files=[files[j] for j in i.tolist()])
+    return tuple(ImageTensorDataset(images[i], labels[i], classes, hflip=hflip and train, files=[files[j] for j in i.tolist()])
                  for i, train in ((tr, True), (va, False)))
 
 
 # %% [markdown]
-# To see it work offline, write some of the digits out as PNG files, one folder per class, and load
-# the folder back at 16 px:
+# To see it work offline, write some of the digits out as PNG files, one folder per class, add a download
+# that stopped half-way and a note, and load the folder back at 16 px:
 
 # %%
 folder = Path(tempfile.mkdtemp())/'digits_png'
@@ -450,80 +352,35 @@ for i in range(200):
     lbl = int(digits['labels'][i])
     (folder/f'class_{lbl}').mkdir(parents=True, exist_ok=True)
     save_image(digits['images'][i].float() / 255, folder/f'class_{lbl}'/f'{i:04d}.png')
+(folder/'class_1'/'broken.png').write_bytes((folder/'class_1'/'0001.png').read_bytes()[:100])
+(folder/'class_1'/'notes.txt').write_text('scanned on Tuesday')
 ftrain, fval = _folder_datasets(folder, 16, 0.2, 0, False)
-len(ftrain), len(fval), ftrain.classes[:3]
+print(f"{len(ftrain)} train / {len(fval)} held out, classes {ftrain.classes[:3]} …")
+show_images(torch.stack([ftrain[i][0] for i in range(8)]), [ftrain[i][1] for i in range(8)], ftrain.classes)
 
 # %%
+#| hide
 x, y = ftrain[0]
 test_eq(x.shape, (3, 16, 16))  # PNGs come back as RGB
 assert -1 <= x.min() <= x.max() <= 1
-test_eq(len(ftrain) + len(fval), 200)
+test_eq(len(ftrain) + len(fval), 200)                 # every real image, and only those
 test_eq(set(ftrain.files) & set(fval.files), set())   # held out means held out
-show_images(torch.stack([ftrain[i][0] for i in range(8)]), [ftrain[i][1] for i in range(8)], ftrain.classes)
 
 # %% [markdown]
-# Now the same folder the way it arrives from the wild: every one of the troublemakers above added to
-# it, and the images of one class stored in modes that a plain `convert('RGB')` gets wrong. Loading it
-# warns once for each kind of file it leaves out, naming them, and loses nothing else:
-
-# %%
-wild = Path(tempfile.mkdtemp())/'wild'
-shutil.copytree(folder, wild)
-(wild/'.ipynb_checkpoints').mkdir()                                   # Jupyter's, empty
-(wild/'.DS_Store').write_bytes(b'\x00\x00\x00\x01Bud1')                # Finder's
-(wild/'class_0'/'._0000.png').write_bytes(b'\x00\x05\x16\x07 AppleDouble')   # macOS's twin of 0000.png
-good = (wild/'class_1'/'0001.png').read_bytes()
-(wild/'class_1'/'broken.png').write_bytes(good[:len(good) // 2])       # a download that stopped half-way
-(wild/'class_1'/'notes.txt').write_text('scanned on Tuesday')
-seven = resize_uint8(digits['images'][digits['labels'] == 7][:4], 32)[:, 0].numpy()
-(wild/'class_7b').mkdir()
-PILImage.fromarray(seven[0].astype('uint16') * 257).save(wild/'class_7b'/'deep.png')              # 16-bit greyscale
-PILImage.fromarray(seven[1]).convert('P').save(wild/'class_7b'/'anim.gif')                        # a GIF
-rgba = PILImage.new('RGBA', (32, 32), 'black')
-rgba.putalpha(PILImage.fromarray(seven[2]))                             # black ink on transparent paper
-rgba.save(wild/'class_7b'/'ink.png')
-PILImage.fromarray(seven[3]).convert('1').save(wild/'class_7b'/'bilevel.png')                      # 1-bit
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter('always')
-    wtrain, wval = _folder_datasets(wild, 16, 0.2, 0, False)
-for w in caught: print('warning:', w.message)
-test_eq(len(wtrain) + len(wval), 200 + 4)            # every real image, and only those
-test_eq(len(caught), 2)                              # notes.txt; broken.png, named
-assert 'broken.png' in str(caught[1].message) and 'notes.txt' in str(caught[0].message)
-
-# %% [markdown]
-# Here is what the careful decode buys, on the four odd files of `class_7b`: what Pillow's plain
-# `convert('RGB')` makes of them (as torchvision's loader does), and what `load_rgb` makes of them.
-
-# %%
-odd = sorted((wild/'class_7b').iterdir())
-fig, axs = plt.subplots(2, len(odd), figsize=(1.3 * len(odd), 3))
-for j, f in enumerate(odd):
-    with PILImage.open(f) as im: naive = im.convert('RGB')
-    for i, (img, how) in enumerate(((naive, "convert('RGB')"), (load_rgb(f), 'load_rgb'))):
-        axs[i, j].imshow(img, interpolation='nearest'); axs[i, j].set_xticks([]); axs[i, j].set_yticks([])
-        if j == 0: axs[i, j].set_ylabel(how, fontsize=8)
-    axs[0, j].set_title(f"{f.name}\n{PILImage.open(f).mode}", fontsize=8)
-fig.tight_layout()
-
-# %%
-with PILImage.open(wild/'class_7b'/'deep.png') as im: test_eq(im.mode, 'I;16')
-test_eq(torch.tensor(np.array(load_rgb(wild/'class_7b'/'deep.png')))[..., 0], torch.tensor(seven[0]))  # 16-bit: same brightness
-with PILImage.open(wild/'class_7b'/'ink.png') as im: test_eq(np.asarray(im.convert('RGB')).max(), 0)  # alpha dropped: black on black
-assert np.asarray(load_rgb(wild/'class_7b'/'ink.png')).min(-1).max() == 255     # composited on white paper
-test_fail(lambda: load_rgb(wild/'class_1'/'broken.png'), contains='truncated')
-test_eq(wtrain.classes, sorted(ftrain.classes + ['class_7b']))
-assert not [f for f in scan_folder(wild).files if is_hidden(f.relative_to(wild))]
-
-# %% [markdown]
-# ## CIFAR-10, MNIST and FashionMNIST
+# ## One function for every source
 #
-# These come from torchvision with `download=True` into `root` (`$MINDDPM_DATA`, else `./data`: on
-# Colab that is `/content/data`). Their images are read once into one uint8 tensor, so they go through
-# exactly the same in-memory path as the digits. Without internet the download fails, and the error
-# says how to carry on with the bundled set.
+# CIFAR-10, MNIST and FashionMNIST come from torchvision with `download=True` into `root`
+# (`$MINDDPM_DATA`, else `./data`: on Colab that is `/content/data`). Their images are read once into one
+# uint8 tensor, so they go through exactly the same in-memory path as the digits, and their official test
+# split is the held-out one. Without internet the download fails, and the error says how to carry on
+# with the bundled set.
+#
+# `get_datasets` picks the source by name, or treats the name as a folder path; `get_dataloaders`
+# wraps the two splits in `DataLoader`s. The training loader shuffles with a seeded generator, so a
+# run is reproducible.
 
 # %%
+#| hide
 #| export
 _TORCHVISION_SETS = {'cifar10': 'CIFAR10', 'mnist': 'MNIST', 'fashion_mnist': 'FashionMNIST'}
 DATASETS = ('digits',) + tuple(_TORCHVISION_SETS)
@@ -545,13 +402,17 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool):
     images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data[:, None]
     return images.contiguous(), torch.as_tensor(ds.targets), list(ds.classes)
 
+def _not_a_dataset(name) -> Exception:
+    "The error for a `name` that is neither a dataset's name nor a folder: what it is instead, and what would work."
+    if Path(name).exists(): return ValueError(f"{name} is a file; pass a folder with one sub-folder of images per class")
+    if os.sep in str(name) or '/' in str(name): return FileNotFoundError(f"no folder at {name}: pass a folder with one sub-folder "
+                                                                          f"of images per class, or one of {', '.join(DATASETS)}")
+    return ValueError(f"Unknown dataset {name!r}. Known names: {', '.join(DATASETS)}; "
+                      f"or pass the path of a folder with one sub-folder of images per class.")
 
-# %% [markdown]
-# ## One function for all of them
-#
-# `get_datasets` picks the source by name, or treats the name as a folder path; `get_dataloaders`
-# wraps the two splits in `DataLoader`s. The training loader shuffles with a seeded generator, so a
-# run is reproducible.
+
+# %%
+show_doc(default_root)
 
 # %%
 #| export
@@ -577,11 +438,7 @@ def get_datasets(name: str = 'digits', # one of `DATASETS`, or a folder with one
         return (ImageTensorDataset(x[tr], d['labels'][tr], d['classes'], hflip=hflip),
                 ImageTensorDataset(x[va], d['labels'][va], d['classes']))
     if Path(name).is_dir(): return _folder_datasets(name, size, val_frac, seed, hflip)
-    if Path(name).exists(): raise ValueError(f"{name} is a file; pass a folder with one sub-folder of images per class")
-    if os.sep in str(name) or '/' in str(name): raise FileNotFoundError(f"no folder at {name}: pass a folder with one sub-folder "
-                                                                         f"of images per class, or one of {', '.join(DATASETS)}")
-    raise ValueError(f"Unknown dataset {name!r}. Known names: {', '.join(DATASETS)}; "
-                     f"or pass the path of a folder with one sub-folder of images per class.")
+    raise _not_a_dataset(name)
 
 
 # %%
@@ -611,75 +468,27 @@ print(f"{len(train_dl.dataset)} train / {len(val_dl.dataset)} val images; batch 
 show_images(xb, yb, train_dl.dataset.classes, title='a training batch of bundled digits at 16 px')
 
 # %%
+#| hide
 test_eq(xb.shape, (32, 1, 16, 16))
 test_eq(yb.shape, (32,))
 assert xb.min() >= -1 and xb.max() <= 1 and xb.min() < -0.99 and xb.max() > 0.99
 test_eq(len(train_dl.dataset) + len(val_dl.dataset), 1797)
 
 # %% [markdown]
-# ## A setting for each machine
-#
-# Every lesson runs on a laptop CPU and in CI in seconds, and on a Colab GPU at full size. One call
-# picks the device (CUDA, then Apple's MPS, then the CPU) and one picks the preset: `tiny` off CUDA
-# (the bundled digits at 16 px), `colab` on a CUDA GPU such as Colab's free T4 (CIFAR-10 at 32 px,
-# as in the DDPM paper). `MINDDPM_PRESET=colab` (or `full`, the originals' 64×64 setting) overrides it.
+# Bad input stops early with a message that says what was wrong and what is allowed:
 
 # %%
-#| export
-PRESETS = ('tiny', 'colab', 'full')
-
-DATA_PRESETS = {  # keyword arguments of `get_dataloaders` for each preset
-    'tiny': dict(name='digits', size=16, batch_size=64),                # CPU and CI: seconds per epoch
-    'colab': dict(name='cifar10', size=32, batch_size=128, hflip=True), # one T4: CIFAR-10 as in the DDPM paper
-    'full': dict(name='cifar10', size=64, batch_size=64, hflip=True),   # the originals' 64×64 resolution
-}
-
-def pick_device(device: str = 'auto', # 'auto', or any name `torch.device` takes: 'cpu', 'cuda', 'cuda:1', 'mps'
-                ) -> torch.device:
-    "`'auto'` picks CUDA, then Apple's MPS, then the CPU. A named device must be usable here, else `ValueError` says what is."
-    if device == 'auto':
-        if torch.cuda.is_available(): return torch.device('cuda')
-        if torch.backends.mps.is_available(): return torch.device('mps')
-        return torch.device('cpu')
-    try: d = torch.device(device)
-    except (RuntimeError, TypeError): raise ValueError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if d.type == 'cuda' and (d.index or 0) >= n_cuda:
-        raise ValueError(f"device {device!r} is not available: torch sees {n_cuda or 'no'} CUDA GPU{'s' * (n_cuda != 1)} here; "
-                         f"use auto or cpu")
-    if d.type == 'mps' and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} is not available: torch sees no Apple GPU here; use auto or cpu")
-    return d
-
-def pick_preset(device: str = 'auto', # as for `pick_device`; CUDA gives 'colab'; unused if $MINDDPM_PRESET is set
-                ) -> str:
-    "`$MINDDPM_PRESET` if set, else `'colab'` on a CUDA GPU and `'tiny'` anywhere else (CPU, CI, MPS)."
-    preset = os.environ.get('MINDDPM_PRESET') or ('colab' if pick_device(device).type == 'cuda' else 'tiny')
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} in $MINDDPM_PRESET; use one of {', '.join(PRESETS)}")
-    return preset
-
-def cpu_has_bf16() -> bool:
-    "Does this CPU have bf16 matrix instructions (AMX-BF16 or AVX512-BF16)? Read from /proc/cpuinfo (Linux; False elsewhere)."
-    try: flags = Path('/proc/cpuinfo').read_text()
-    except OSError: return False
-    return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', flags))
-
+try: get_dataloaders('cifar100')
+except ValueError as e: print(e)
 
 # %%
-device, preset = pick_device(), pick_preset()
-print(f"device: {device}; preset: {preset}, data: {DATA_PRESETS[preset]}")
-train_dl, val_dl = get_dataloaders(**DATA_PRESETS[preset])
-xb, yb = next(iter(train_dl))
-show_images(xb[:16], yb[:16], train_dl.dataset.classes, title=f'{preset} preset')
-
-# %%
-os.environ['MINDDPM_PRESET'] = 'huge'
-test_fail(pick_preset, contains="use one of tiny, colab, full")
-del os.environ['MINDDPM_PRESET']
-test_eq(pick_device('cpu'), torch.device('cpu'))
-test_fail(lambda: pick_device('gpu'), contains="Unknown device 'gpu'")
-if not torch.cuda.is_available(): test_fail(lambda: pick_device('cuda'), contains="'cuda' is not available")
+#| hide
+test_fail(lambda: get_dataloaders('cifar100'), contains="Known names: digits, cifar10, mnist, fashion_mnist")
+test_fail(lambda: get_dataloaders(size=0), contains='size must be a positive integer')
+test_fail(lambda: get_dataloaders(size=31.5), contains='size must be a positive integer')
+test_fail(lambda: get_dataloaders(batch_size=-1), contains='batch_size must be a positive integer')
+empty = Path(tempfile.mkdtemp())
+test_fail(lambda: get_dataloaders(empty), contains='No images found')
 
 # %% [markdown]
 # On Colab (or anywhere with internet) this cell downloads CIFAR-10 (170 MB) and shows it; it is
@@ -691,157 +500,25 @@ train, val = get_datasets('cifar10', size=32)
 show_images(torch.stack([train[i][0] for i in range(16)]), [train[i][1] for i in range(16)], train.classes)
 
 # %% [markdown]
-# Bad input stops early with a message that says what was wrong and what is allowed:
-
-# %%
-test_fail(lambda: get_dataloaders('cifar100'), contains="Known names: digits, cifar10, mnist, fashion_mnist")
-test_fail(lambda: get_dataloaders(size=0), contains='size must be a positive integer')
-test_fail(lambda: get_dataloaders(size=31.5), contains='size must be a positive integer')
-test_fail(lambda: get_dataloaders(batch_size=-1), contains='batch_size must be a positive integer')
-empty = Path(tempfile.mkdtemp())
-test_fail(lambda: get_dataloaders(empty), contains='No images found')
-
-
-# %% [markdown]
-# ## Commands that check their input first
+# ## Your machine
 #
-# The commands of the course (`minddpm_data` here, `minddpm_train` and `minddpm_sample` in lesson 07)
-# take numbers and paths from a terminal, where typos and odd values are common: `nan` parses as a float,
-# `-4` as an int, and a path can point into a file or at a folder. Each value is checked as it is parsed,
-# and each output path is made writable before any work starts, so a mistake costs a second, not a run.
+# Every lesson runs on a laptop CPU and in CI in seconds, and on a Colab GPU at full size. `pick_device`
+# chooses the device once (CUDA, then Apple's MPS, then the CPU) and `pick_preset` the setting that fits it:
+# `tiny` off CUDA, `colab` on a CUDA GPU such as Colab's free T4; `MINDDPM_PRESET=colab` (or `full`, the
+# originals' 64×64 setting) overrides it. They, and the precision of the forward pass, are on the page
+# *Device and precision* (`minddpm.device`). Each preset names the data it trains on:
 
 # %%
 #| export
-def int_arg(minimum: int = 1,           # the smallest value allowed
-            maximum: int | None = None, # the largest value allowed; None: no bound
-            ):
-    "An argparse `type`: a whole number in [minimum, maximum], else an error that says so."
-    def parse(text):
-        try: value = int(text)
-        except ValueError: raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < minimum: raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        if maximum is not None and value > maximum: raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
-        return value
-    return parse
-
-def float_arg(low: float | None = None,  # the smallest value allowed; None: no bound
-              high: float | None = None, # the largest value allowed; None: no bound
-              open_low: bool = False,    # exclude `low` itself
-              open_high: bool = False,   # exclude `high` itself
-              ):
-    "An argparse `type`: a finite number (never nan or inf) within the bounds, else an error that says so."
-    wanted = (f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}" if low is not None and high is not None else
-              f"{'greater than' if open_low else 'at least'} {low:g}" if low is not None else
-              f"{'less than' if open_high else 'at most'} {high:g}" if high is not None else 'a finite number')
-    def parse(text):
-        try: value = float(text)
-        except ValueError: raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not math.isfinite(value): raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-        if (low is not None and (value <= low if open_low else value < low)) or \
-           (high is not None and (value >= high if open_high else value > high)):
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
-        return value
-    return parse
-
-def writable_dir(path, # the folder to write into; made with its parents if missing
-                 ) -> Path:
-    "Make the folder `path` now and check that a file can be written in it, else raise `ValueError` naming what is in the way."
-    path = Path(path)
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None: raise ValueError(f"cannot use {path} as a folder: {blocker} is a file")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError as e: raise ValueError(f"cannot write in the folder {path}: {e.strerror or e}") from None
-    return path
-
-def writable_file(path,          # the file to write later; its folder is made now
-                  suffixes=None, # the endings allowed (they choose the format), e.g. ('.png',); None: any
-                  ) -> Path:
-    "Check now that a file can be written at `path`, else raise `ValueError` saying why and what would work."
-    p = Path(path)
-    if p.is_dir() or str(path).endswith(('/', os.sep)):
-        raise ValueError(f"{path} is a folder; give a file name in it, e.g. {p/('out' + (suffixes[0] if suffixes else ''))}")
-    if suffixes and p.suffix.lower() not in suffixes:
-        raise ValueError(f"{path} must end in one of {', '.join(suffixes)}, which choose the format; e.g. {p.with_suffix(suffixes[0])}")
-    writable_dir(p.parent)
-    return p
-
-def image_suffixes() -> tuple:
-    "The endings matplotlib's `savefig` can write on its own, '.png' first (not .pgf, which needs a LaTeX install)."
-    from matplotlib.backend_bases import FigureCanvasBase
-    return ('.png',) + tuple(sorted(f'.{k}' for k in FigureCanvasBase.get_supported_filetypes() if k not in ('png', 'pgf')))
-
-@contextlib.contextmanager
-def cli_warnings(prog: str): # the command's name, which starts each warning's line
-    """Within this context, a warning prints as one line, `prog: warning: …`, on stderr (no source line, no code). Under
-    torchrun (lesson 10) only rank 0 prints them: every rank reads the same data and would say the same."""
-    quiet = os.environ.get('RANK', '0') != '0'
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore' if quiet else 'default')
-        warnings.showwarning = lambda message, *args, **kwargs: print(f"{prog}: warning: {message}", file=sys.stderr)
-        yield
-
+DATA_PRESETS = {  # keyword arguments of `get_dataloaders` for each preset
+    'tiny': dict(name='digits', size=16, batch_size=64),                # CPU and CI: seconds per epoch
+    'colab': dict(name='cifar10', size=32, batch_size=128, hflip=True), # one T4: CIFAR-10 as in the DDPM paper
+    'full': dict(name='cifar10', size=64, batch_size=64, hflip=True),   # the originals' 64×64 resolution
+}
 
 # %%
-p = argparse.ArgumentParser(prog='demo', exit_on_error=False)
-p.add_argument('--w', type=float_arg()); p.add_argument('--size', type=int_arg(1))
-for bad in (['--w', 'nan'], ['--w', 'inf'], ['--size', '-4'], ['--size', '2.5']):
-    try: p.parse_args(bad)
-    except argparse.ArgumentError as e: print(f"{' '.join(bad):14} → {e}")
-test_eq(float_arg(0, 1)('0.5'), 0.5)
-test_fail(lambda: float_arg(0, open_low=True)('0'), contains='must be greater than 0, got 0')
-blocker = Path(tempfile.mkdtemp())/'a_file'
-blocker.write_text('in the way')
-test_fail(lambda: writable_dir(blocker/'run'), contains='is a file')
-test_fail(lambda: writable_file(blocker.parent/'grid', ('.png',)), contains='must end in one of .png')
-test_fail(lambda: writable_file(blocker.parent, ('.png',)), contains='is a folder')
-test_eq(writable_file(blocker.parent/'new'/'grid.png', ('.png',)).parent.is_dir(), True)
-
-
-# %% [markdown]
-# ## The `minddpm_data` command
-#
-# `minddpm_data` loads a dataset exactly as training will, prints what it found (and, for an image
-# folder, names every file it leaves out), and saves a labelled grid: a quick check of a new image
-# folder before a long run.
-#
-# ```sh
-# minddpm_data --dataset digits --size 16 --out digits.png
-# minddpm_data --dataset ~/photos/landscapes --size 64
-# ```
-
-# %%
-#| export
-def minddpm_data(argv=None): # command-line arguments as a list of strings; None reads `sys.argv[1:]`
-    "Entry point of `minddpm_data`: load a dataset as training would, summarise it and save a labelled grid."
-    p = argparse.ArgumentParser(prog='minddpm_data', description=minddpm_data.__doc__)
-    p.add_argument('--dataset', default='digits',
-                   help=f"one of {', '.join(DATASETS)}, or a folder with one sub-folder of images per class (default: digits)")
-    p.add_argument('--size', type=int_arg(1), default=32, help='image side in pixels (default: 32)')
-    p.add_argument('--n', type=int_arg(1), default=32, help='images in the grid (default: 32)')
-    p.add_argument('--val-frac', type=float_arg(0, 1, open_low=True, open_high=True), default=0.1,
-                   help='share of an image folder held out for validation (default: 0.1; at least one image)')
-    p.add_argument('--root', default=None, help='download folder for torchvision sets (default: $MINDDPM_DATA or ./data)')
-    p.add_argument('--out', default='minddpm_data.png', help='where to save the grid, a .png (default: minddpm_data.png)')
-    args = p.parse_args(argv)
-    with cli_warnings('minddpm_data'):
-        try:
-            out = writable_file(args.out, image_suffixes())
-            train, val = get_datasets(args.dataset, args.size, val_frac=args.val_frac, root=args.root)
-        except (ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_data: error: {e}\n")
-    x, y = train[0]
-    print(f"{args.dataset}: {len(train):,} train / {len(val):,} validation images, {len(train.classes)} classes, "
-          f"image {tuple(x.shape)} in [-1, 1]")
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:args.n].tolist()
-    show_images(torch.stack([train[i][0] for i in idx]), [train[i][1] for i in idx], train.classes)
-    plt.savefig(out, dpi=80)
-    plt.close('all')
-    print(f"saved a grid of {len(idx)} training images to {out}")
-
-
-# %%
-out = Path('_minddpm_data_demo.png')
-minddpm_data(['--size', '16', '--n', '8', '--out', str(out)])
-assert out.stat().st_size > 1000
-out.unlink()
+device, preset = pick_device(), pick_preset()
+print(f"device: {device}; preset: {preset}, data: {DATA_PRESETS[preset]}")
+train_dl, val_dl = get_dataloaders(**DATA_PRESETS[preset])
+xb, yb = next(iter(train_dl))
+show_images(xb[:16], yb[:16], train_dl.dataset.classes, title=f'{preset} preset')

@@ -36,7 +36,6 @@ from minddpm.scrubber import Scrubber, fig_to_png
 # %%
 #| hide
 from fastcore.test import *
-from nbdev.showdoc import show_doc
 from minddpm.data import show_images
 from minddpm.training import load_model
 from minddpm.data import pick_device, pick_preset
@@ -69,88 +68,81 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 # $$q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big), \qquad
 #   x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon,\quad \varepsilon\sim\mathcal N(0, I).$$
 #
-# One multiply-add reaches any step. `Diffusion` is the schedule of the last lesson plus the two
+# One multiply-add reaches any step. `ForwardProcess` is the schedule of the last lesson plus the two
 # things training needs from it: `add_noise` and `sample_timesteps`. Its `t` is the 0-indexed array
-# index of the last lesson: `add_noise(x0, t)` is the paper's $x_{t+1}$, noised $t+1$ times.
+# index of the last lesson: `add_noise(x0, t)` is the paper's $x_{t+1}$, noised $t+1$ times. The checks
+# on its arguments (`check_timesteps`, `check_noise`) live in a hidden cell of this notebook
+# (`minddpm/forward.py` shows them): they turn the silent failures of the originals, a float timestep
+# indexing nothing or a 1-indexed 1000 running off the end, into messages that say what is allowed.
+
+# %%
+#| hide
+#| export
+class _ForwardChecks:
+    "Argument checks of `ForwardProcess` and `Diffusion`: each returns what it checked, or raises a `ValueError` saying what is allowed."
+    def check_timesteps(self, t, batch: int) -> torch.Tensor:
+        "`t` (an int, or `batch` of them) as a (batch,) int64 tensor on the schedule's device."
+        allowed = f"integer timesteps in [0, {self.T - 1}] (0-indexed)"
+        if isinstance(t, bool) or (not isinstance(t, (Integral, torch.Tensor))):
+            raise ValueError(f"t must be {allowed}, got {t!r}")
+        t = torch.as_tensor(t, device=self.betas.device)
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise ValueError(f"t must be {allowed}, got a {t.dtype} tensor")
+        if t.ndim == 0: t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"t has shape {tuple(t.shape)} for a batch of {batch} images; pass one timestep per image, shape ({batch},), or a single int")
+        if len(t) and (t.min() < 0 or t.max() >= self.T):
+            raise ValueError(f"t must be {allowed}, got values from {int(t.min())} to {int(t.max())}")
+        return t.long()
+
+    def check_noise(self, noise: torch.Tensor | None, x0: torch.Tensor) -> torch.Tensor:
+        "`noise` if it has x0's shape; fresh ε ~ N(0, I) when None."
+        if noise is None: return torch.randn_like(x0)
+        if noise.shape != x0.shape: raise ValueError(f"noise has shape {tuple(noise.shape)}; it must match x0's {tuple(x0.shape)}")
+        return noise
+
+    def scales(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "(√ᾱ_t, √(1−ᾱ_t)) at the checked timesteps `t`, each (B, 1, …, 1) to broadcast over `x`'s other dimensions."
+        t, per_image = self.check_timesteps(t, len(x)), (-1,) + (1,) * (x.ndim - 1)
+        return self.sqrt_alpha_bars[t].view(per_image), self.sqrt_one_minus_alpha_bars[t].view(per_image)
+
+    @staticmethod
+    def check_choice(what: str, value, allowed):
+        "`value` if it is one of `allowed`."
+        if value not in allowed: raise ValueError(f"Unknown {what} {value!r}; use one of {', '.join(allowed)}")
+        return value
+
+    @staticmethod
+    def check_weighting(weighting: str, gamma) -> str:
+        "`weighting` if it is known and, for 'min_snr', γ is a finite number above 0 (NaN is not)."
+        _ForwardChecks.check_choice('weighting', weighting, WEIGHTINGS)
+        if weighting == 'min_snr' and not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and 0 < gamma < float('inf')):
+            raise ValueError(f"min-SNR's gamma must be a finite number greater than 0, got {gamma!r}")
+        return weighting
 
 # %%
 #| exports
-OBJECTIVES = ('eps', 'v', 'x0')   # what a network may be trained to predict: see "Three targets" below
-
-class Diffusion(NoiseSchedule):
-    """A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go, and the
-    `objective` a network of it predicts ('eps', 'v' or 'x0'), which `target`, `predictions` and `loss_weights` follow."""
-    def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
-                 T: int = 1000,              # number of diffusion steps
-                 beta_start: float = 1e-4,   # linear: β at t = 0
-                 beta_end: float = 0.02,     # linear: β at t = T−1
-                 objective: str = 'eps'):    # what the network predicts: 'eps' (ε, DDPM), 'v' or 'x0'; in `OBJECTIVES`
-        super().__init__(kind, T, beta_start, beta_end)
-        if objective not in OBJECTIVES: raise ValueError(f"Unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
-        self.objective = objective
-
-    def extra_repr(self): return f"kind={self.kind!r}, T={self.T}, objective={self.objective!r}"
-
-    def add_noise(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
-                  t,                      # timesteps: an int, or B of them (int tensor)
-                  noise: torch.Tensor | None = None):  # ε with x0's shape; drawn when None
+class ForwardProcess(_ForwardChecks, NoiseSchedule):
+    "A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go."
+    def add_noise(self, x0: torch.Tensor,               # clean images (B, C, H, W) in [-1, 1]
+                  t,                                    # timesteps: an int, or B of them (int tensor)
+                  noise: torch.Tensor | None = None):   # ε with x0's shape; drawn when None
         "x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (DDPM eq. 4); returns (x_t, ε)."
-        t = self.check_timesteps(t, len(x0))
-        if noise is None: noise = torch.randn_like(x0)
-        elif noise.shape != x0.shape: raise ValueError(f"noise has shape {tuple(noise.shape)}; it must match x0's {tuple(x0.shape)}")
-        per_image = (-1,) + (1,) * (x0.ndim - 1)  # (B, 1, 1, 1): broadcast over C, H, W, never repeated
-        return self.sqrt_alpha_bars[t].view(per_image) * x0 + self.sqrt_one_minus_alpha_bars[t].view(per_image) * noise, noise
+        a, s = self.scales(t, x0)          # √ᾱ_t and √(1−ᾱ_t), (B, 1, 1, 1): broadcast over C, H, W, never repeated
+        eps = self.check_noise(noise, x0)
+        return a * x0 + s * eps, eps
 
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         "`n` timesteps drawn uniformly from {0,…,T−1}, every step included (the originals never draw t = 0)."
         return torch.randint(0, self.T, (n,), device=self.betas.device, generator=generator)
 
-
-# %% [markdown]
-# The checks on `t` are plumbing, but they turn the silent failures of the originals (a float
-# timestep indexing nothing, a 1-indexed 1000 running off the end) into messages:
-
 # %%
-#| export
-def _check_timesteps(self, t, batch: int) -> torch.Tensor:
-    "`t` as a (batch,) int64 tensor on the schedule's device, or a ValueError saying what is allowed."
-    allowed = f"integer timesteps in [0, {self.T - 1}] (0-indexed)"
-    if isinstance(t, bool) or (not isinstance(t, (Integral, torch.Tensor))):
-        raise ValueError(f"t must be {allowed}, got {t!r}")
-    t = torch.as_tensor(t, device=self.betas.device)
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-        raise ValueError(f"t must be {allowed}, got a {t.dtype} tensor")
-    if t.ndim == 0: t = t.expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"t has shape {tuple(t.shape)} for a batch of {batch} images; pass one timestep per image, shape ({batch},), or a single int")
-    if len(t) and (t.min() < 0 or t.max() >= self.T):
-        raise ValueError(f"t must be {allowed}, got values from {int(t.min())} to {int(t.max())}")
-    return t.long()
-
-Diffusion.check_timesteps = _check_timesteps
-
-# %%
-show_doc(Diffusion.add_noise)
-
-# %%
-show_doc(Diffusion.sample_timesteps)
-
-# %%
-diff = Diffusion('linear')
+q = ForwardProcess('linear')
 digits = load_bundled()
 x0 = to_unit_range(resize_uint8(digits['images'][:8], 16))
 ts = torch.tensor([0, 50, 100, 200, 300, 500, 700, 999])
-xt, eps = diff.add_noise(x0[:1].expand(8, -1, -1, -1), ts)
+xt, eps = q.add_noise(x0[:1].expand(8, -1, -1, -1), ts)
 show_images(xt, ts, [f't = {int(t)}' for t in range(1000)], ncols=8, title='one digit at eight timesteps (linear schedule)')
-
-# %%
-test_eq(xt.shape, (8, 1, 16, 16))
-xt0, _ = diff.add_noise(x0, 0, noise=torch.zeros_like(x0))
-test_close(xt0, x0 * diff.alpha_bars[0].sqrt())        # no noise: only the scaling
-t = diff.sample_timesteps(100_000, generator=torch.Generator().manual_seed(0))
-test_eq((t.min(), t.max()), (0, 999))                   # every step, t = 0 included
-assert (t.bincount(minlength=1000) > 0).all()
-
 
 # %% [markdown]
 # ## The closed form against the chain
@@ -162,9 +154,9 @@ assert (t.bincount(minlength=1000) > 0).all()
 
 # %%
 #| exports
-def noise_step(diffusion: Diffusion,  # the schedule that gives α_t and β_t
-               x_prev: torch.Tensor,  # x_{t−1}: images of any shape
-               t: int,                # the step, an array index in {0,…,T−1}
+def noise_step(diffusion: NoiseSchedule,  # the schedule that gives α_t and β_t
+               x_prev: torch.Tensor,      # x_{t−1}: images of any shape
+               t: int,                    # the step, an array index in {0,…,T−1}
                ) -> torch.Tensor:
     "Step `t` of the chain, q(x_t | x_{t−1}): √α_t·x_prev + √β_t·ε, with α, β at array index `t`."
     return diffusion.alphas[t].sqrt() * x_prev + diffusion.betas[t].sqrt() * torch.randn_like(x_prev)
@@ -177,7 +169,7 @@ clean = x0[:2]                                    # (2, 1, 16, 16)
 x = clean.expand(N, -1, -1, -1, -1).clone()       # (N, 2, 1, 16, 16): N chains per image
 chain = {}
 for t in range(1000):
-    x = noise_step(diff, x, t)
+    x = noise_step(q, x, t)
     if t in checkpoints: chain[t] = x.clone()
 
 # %% [markdown]
@@ -190,7 +182,7 @@ for t in range(1000):
 # %%
 worst = {}
 for t, xs in chain.items():
-    ab = diff.alpha_bars[t]
+    ab = q.alpha_bars[t]
     z_mean = (xs.mean(0) - ab.sqrt() * clean) / ((1 - ab) / N).sqrt()
     z_var = (xs.var(0) - (1 - ab)) / ((1 - ab) * (2 / (N - 1)) ** 0.5)
     worst[t] = (z_mean.abs().max().item(), z_var.abs().max().item())
@@ -205,22 +197,11 @@ for t, xs in chain.items():
 pix = (0, 0, 8, 8)
 fig, axs = plt.subplots(1, len(checkpoints), figsize=(12, 2))
 for ax, t in zip(axs, checkpoints):
-    closed, _ = diff.add_noise(clean[:1].expand(N, -1, -1, -1), t)
+    closed, _ = q.add_noise(clean[:1].expand(N, -1, -1, -1), t)
     ax.hist(chain[t][(slice(None), *pix)], bins=40, alpha=.6, density=True, label='chain, t+1 steps')
     ax.hist(closed[(slice(None), *pix[1:])], bins=40, alpha=.6, density=True, label='closed form')
     ax.set_title(f't = {t}', fontsize=9); ax.set_yticks([])
 axs[0].legend(fontsize=7); fig.tight_layout()
-
-# %% [markdown]
-# Bad timesteps and shapes are refused with what is allowed:
-
-# %%
-test_fail(lambda: diff.add_noise(x0, 1000), contains='integer timesteps in [0, 999]')
-test_fail(lambda: diff.add_noise(x0, -1), contains='got values from -1 to -1')
-test_fail(lambda: diff.add_noise(x0, torch.tensor([0.5] * 8)), contains='got a torch.float32 tensor')
-test_fail(lambda: diff.add_noise(x0, 2.0), contains='integer timesteps')
-test_fail(lambda: diff.add_noise(x0, torch.zeros(5, dtype=torch.long)), contains='pass one timestep per image, shape (8,)')
-test_fail(lambda: diff.add_noise(x0, 3, noise=torch.randn(8, 1, 8, 8)), contains="must match x0's")
 
 
 # %% [markdown]
@@ -231,11 +212,12 @@ test_fail(lambda: diff.add_noise(x0, 3, noise=torch.randn(8, 1, 8, 8)), contains
 # same $\varepsilon$ at every $t$, so the picture changes smoothly), next to ᾱ and the log-SNR with a
 # marker at $t$. The frames go to the `Scrubber` of `minddpm.scrubber`, which shows them as a live
 # widget inside a running kernel (Colab, Jupyter) and as a self-contained HTML player anywhere else,
-# like this page.
+# like this page. (The drawing of one frame, `_forward_frames`, is matplotlib plumbing in a hidden cell.)
 
 # %%
+#| hide
 #| export
-def _forward_frames(diffusion: Diffusion, x0: torch.Tensor, eps: torch.Tensor, ts, dpi: int) -> list[bytes]:
+def _forward_frames(diffusion: ForwardProcess, x0: torch.Tensor, eps: torch.Tensor, ts, dpi: int) -> list[bytes]:
     "PNG frames: the images noised to each t in `ts`, beside ᾱ_t and log SNR(t) with a marker at t."
     n = len(x0)
     fig = plt.figure(figsize=(1.0 * n + 3.2, 1.5))
@@ -275,7 +257,7 @@ def forward_scrubber(images: torch.Tensor | None = None, # clean images (B, C, H
         images = to_unit_range(resize_uint8(d['images'][[0, 1, 2, 3, 4, 5]], 16))
     ts = torch.linspace(0, T - 1, steps).round().long().tolist()
     eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    frames = {kind: _forward_frames(Diffusion(kind, T), images, eps, ts, dpi) for kind in kinds}
+    frames = {kind: _forward_frames(ForwardProcess(kind, T), images, eps, ts, dpi) for kind in kinds}
     return Scrubber(frames, [f't = {t}' for t in ts], title='q(x_t | x_0): drag t, or press play')
 
 
@@ -292,50 +274,14 @@ forward_scrubber()
 # Press play on both schedules and watch where the digits disappear: with the linear schedule they
 # are gone by about a third of the way; with the cosine one they survive into the second half.
 #
-# The live widget and the static player are two views of the same frames. The widget's controls
-# are ordinary ipywidgets, so they can be driven from code: setting the slider changes the image,
-# and `Play` moves the slider.
-
-# %%
-s = forward_scrubber(steps=5, kinds=('linear',))
-w = s.widget()
-first = s.image.value
-s.slider.value = 3
-assert s.image.value != first and s.image.value == s.frames['linear'][3]
-s.play.value = 1                                   # what pressing play does, one tick
-test_eq(s.slider.value, 1)
-test_eq(s.label.value, s.labels[1])
-html = s.html()
-test_eq(html.count('data:image/png;base64,'), 5 + 1)  # one frame per step, plus the first one shown
-
-# %% [markdown]
-# ## Running the formula backwards
-#
-# The closed form can be solved for the clean image: given $x_t$ and the noise in it,
-# $x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon)/\sqrt{\bar\alpha_t}$. A network that *predicts* the noise
-# therefore also predicts a clean image, $\hat x_0$. That is the whole idea of the next lessons. minddpm
-# ships a small network trained on these digits (lesson 07 trains it); here is what it makes of one digit
-# noised to more and more steps. The guess is sharp while some of the digit survives, and becomes a
-# blurry "some digit" once the noise has won:
-
-# %%
-tiny = load_model()                                   # the shipped model: EMA weights, its diffusion, class names
-ts = torch.tensor([50, 150, 300, 450, 600, 800, 999])
-clean = x0[3:4].expand(len(ts), -1, -1, -1)
-xt, _ = tiny.diffusion.add_noise(clean, ts, noise=torch.randn(clean.shape, generator=torch.Generator().manual_seed(1)))
-with torch.no_grad(): out = tiny.model(xt, ts)       # no label: the unconditional prediction
-eps_hat, x0_hat = tiny.diffusion.predictions(xt, ts, out)   # read as ε̂ and x̂0 (next section)
-show_images(torch.cat([xt, x0_hat.clamp(-1, 1)]), ts.tolist() * 2, ncols=len(ts), scale=.9,
-            title='x_t (top) and the x̂0 the trained network reads in it (bottom), titled by t')
-
-
-# %% [markdown]
 # ## Three targets: ε, x₀ and v
 #
-# Given $x_t$ and $t$, the noise $\varepsilon$ and the clean image $x_0$ determine each other, so a network
-# can be trained to output either; DDPM chose $\varepsilon$. Salimans & Ho (2022) proposed a third, the
-# *velocity* $v = \sqrt{\bar\alpha_t}\,\varepsilon - \sqrt{1-\bar\alpha_t}\,x_0$. Write $a = \sqrt{\bar\alpha_t}$ and
-# $s = \sqrt{1-\bar\alpha_t}$, so $a^2 + s^2 = 1$ and $x_t = a\,x_0 + s\,\varepsilon$. Then, from any of the three outputs,
+# The closed form can be solved for the clean image: given $x_t$ and the noise in it,
+# $x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon)/\sqrt{\bar\alpha_t}$. So the noise $\varepsilon$ and the clean
+# image $x_0$ determine each other, and a network can be trained to output either: DDPM chose $\varepsilon$.
+# Salimans & Ho (2022) proposed a third, the *velocity* $v = \sqrt{\bar\alpha_t}\,\varepsilon - \sqrt{1-\bar\alpha_t}\,x_0$.
+# Write $a = \sqrt{\bar\alpha_t}$ and $s = \sqrt{1-\bar\alpha_t}$, so $a^2 + s^2 = 1$ and $x_t = a\,x_0 + s\,\varepsilon$.
+# Then, from any of the three outputs,
 #
 # | the network predicts | $\hat\varepsilon$ | $\hat x_0$ |
 # |---|---|---|
@@ -343,8 +289,99 @@ show_images(torch.cat([xt, x0_hat.clamp(-1, 1)]), ts.tolist() * 2, ncols=len(ts)
 # | $x_0$ | $(x_t - a\,\hat x_0)/s$ | the output |
 # | $v$ | $s\,x_t + a\,\hat v$ | $a\,x_t - s\,\hat v$ |
 #
-# The three are the same function in three coordinates, but they are not equally easy to learn, because
-# an error in one becomes a scaled error in the others. With $\mathrm{SNR}_t = a^2/s^2$:
+# `Diffusion` is a `ForwardProcess` that keeps which of the three its network predicts (`objective`, as
+# diffusers' schedulers keep a `prediction_type`): `target` gives the training target, `predictions` reads
+# any output back as $(\hat\varepsilon, \hat x_0)$ by the table, so every sampler works with every target, and
+# `loss_weights` weighs the steps (the last section).
+
+# %%
+#| exports
+OBJECTIVES = ('eps', 'v', 'x0')       # what a network may be trained to predict
+WEIGHTINGS = ('uniform', 'min_snr')   # how `Diffusion.loss_weights` weighs the steps
+
+class Diffusion(ForwardProcess):
+    "A `ForwardProcess` whose network predicts `objective` ('eps', 'v' or 'x0'), which `target`, `predictions` and `loss_weights` follow."
+    def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
+                 T: int = 1000,              # number of diffusion steps
+                 beta_start: float = 1e-4,   # linear: β at t = 0
+                 beta_end: float = 0.02,     # linear: β at t = T−1
+                 objective: str = 'eps'):    # what the network predicts: 'eps' (ε, DDPM), 'v' or 'x0'; in `OBJECTIVES`
+        super().__init__(kind, T, beta_start, beta_end)
+        self.objective = self.check_choice('objective', objective, OBJECTIVES)
+
+    def extra_repr(self): return f"kind={self.kind!r}, T={self.T}, objective={self.objective!r}"
+
+    def target(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
+               eps: torch.Tensor,      # the noise they were noised with, x0's shape
+               t,                      # their timesteps: an int, or B of them
+               ) -> torch.Tensor:
+        "What the network is trained to output: ε, x0, or v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 (Salimans & Ho 2022, §4), by `objective`."
+        if self.objective == 'eps': return eps
+        if self.objective == 'x0': return x0
+        a, s = self.scales(t, x0)
+        return a * eps - s * x0                    # v
+
+    def predictions(self, xt: torch.Tensor, # noisy images x_t (B, C, H, W)
+                    t,                      # their timesteps: an int, or B of them
+                    out: torch.Tensor,      # the network's output for (x_t, t), xt's shape, in `objective`'s terms
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        "The network's output read as (ε̂, x̂0), whichever target it predicts (the table above; nothing clipped)."
+        a, s = self.scales(t, xt)
+        if self.objective == 'eps': return out, (xt - s * out) / a
+        if self.objective == 'x0': return (xt - a * out) / s, out
+        return s * xt + a * out, a * xt - s * out  # from v
+
+    def loss_weights(self, t: torch.Tensor,      # (B,) timesteps
+                     weighting: str = 'uniform', # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
+                     gamma: float = 5.0,         # min-SNR's γ: the SNR above which steps stop gaining weight
+                     ) -> torch.Tensor:          # (B,) weights of each image's target MSE
+        """Per-image weights of the target's MSE: 1 ('uniform'), or min(SNR_t, γ) on the x0 error ('min_snr', Hang et al. 2023,
+        eq. 12). Raises `ValueError` for an unknown weighting, or under 'min_snr' a γ that is not finite and positive."""
+        weighting, snr = self.check_weighting(weighting, gamma), self.snr[t]
+        if weighting == 'uniform': return torch.ones_like(snr)
+        return snr.clamp(max=gamma) / {'eps': snr, 'v': snr + 1, 'x0': torch.ones_like(snr)}[self.objective]
+
+# %% [markdown]
+# The three targets of one digit, at five steps. $v$ moves from the noise to the negated digit as $t$ grows:
+# $v = a\,\varepsilon - s\,x_0$, and $a$ falls from 1 to 0 while $s$ rises from 0 to 1 (right).
+
+# %%
+d, tt = Diffusion(objective='v'), torch.tensor([0, 150, 300, 500, 999])
+x0s, eps = x0[3:4].expand(5, -1, -1, -1), torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+cols = {'x_t': d.add_noise(x0s, tt, eps)[0], 'ε': eps, 'x₀': x0s, 'v': d.target(x0s, eps, tt)}
+fig = plt.figure(figsize=(7.5, 4.2)); grid = fig.add_gridspec(5, 7, wspace=.1, hspace=.15)
+for j, (name, ims) in enumerate(cols.items()):
+    for i, t in enumerate(tt.tolist()):
+        ax = fig.add_subplot(grid[i, j]); ax.imshow(ims[i, 0], cmap='gray', vmin=-2, vmax=2); ax.set_xticks([]); ax.set_yticks([])
+        if i == 0: ax.set_title(name, fontsize=10)
+        if j == 0: ax.set_ylabel(f't = {t}', fontsize=8)
+ax = fig.add_subplot(grid[1:4, 4:]); ax.plot(d.sqrt_alpha_bars, label='a = √ᾱ_t'); ax.plot(d.sqrt_one_minus_alpha_bars, label='s = √(1−ᾱ_t)')
+ax.plot(tt, d.sqrt_alpha_bars[tt], 'k.'); ax.set(xlabel='t'); ax.legend(fontsize=8); ax.yaxis.tick_right()
+
+# %% [markdown]
+# ## What a trained network reads in x_t
+#
+# A network that predicts any of the three therefore also predicts a clean image, $\hat x_0$. That is
+# the whole idea of the next lessons. minddpm ships a small network trained on these digits (lesson 07
+# trains it; it predicts $v$); here is what it makes of one digit noised to more and more steps. The guess is
+# sharp while some of the digit survives, and becomes a blurry "some digit" once the noise has won:
+
+# %%
+tiny = load_model()                                   # the shipped model: EMA weights, its diffusion, class names
+ts = torch.tensor([50, 150, 300, 450, 600, 800, 999])
+clean = x0[3:4].expand(len(ts), -1, -1, -1)
+xt, _ = tiny.diffusion.add_noise(clean, ts, noise=torch.randn(clean.shape, generator=torch.Generator().manual_seed(1)))
+with torch.no_grad(): out = tiny.model(xt, ts)       # no label: the unconditional prediction
+eps_hat, x0_hat = tiny.diffusion.predictions(xt, ts, out)
+show_images(torch.cat([xt, x0_hat.clamp(-1, 1)]), ts.tolist() * 2, ncols=len(ts), scale=.9,
+            title='x_t (top) and the x̂0 the trained network reads in it (bottom), titled by t')
+
+
+# %% [markdown]
+# ## Weighting the steps
+#
+# The three targets are the same function in three coordinates, but they are not equally easy to learn,
+# because an error in one becomes a scaled error in the others. With $\mathrm{SNR}_t = a^2/s^2$:
 #
 # $$\lVert\hat\varepsilon-\varepsilon\rVert^2 = \mathrm{SNR}_t\,\lVert\hat x_0-x_0\rVert^2, \qquad
 #   \lVert\hat v-v\rVert^2 = (1+\mathrm{SNR}_t)\,\lVert\hat x_0-x_0\rVert^2 .$$
@@ -355,113 +392,22 @@ show_images(torch.cat([xt, x0_hat.clamp(-1, 1)]), ts.tolist() * 2, ncols=len(ts)
 # - An $x_0$-network divides by $s$ to read $\hat\varepsilon$, so it fails the other way, at the cleanest steps.
 # - A $v$-network divides by nothing: both readings are sums with weights at most 1.
 #
-# `Diffusion` keeps which of the three its network predicts (`objective`, as diffusers' schedulers keep a
-# `prediction_type`), gives the training target, and reads any output back as $(\hat\varepsilon, \hat x_0)$, so every
-# sampler works with every target.
-
-# %%
-#| export
-def _per_image(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    "Per-image coefficients (B,) shaped to broadcast over x's other dimensions."
-    return c.view((-1,) + (1,) * (x.ndim - 1))
-
-def _target(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
-            eps: torch.Tensor,      # the noise they were noised with, x0's shape
-            t,                      # their timesteps: an int, or B of them
-            ) -> torch.Tensor:
-    "What the network is trained to output: ε, x0, or v = √ᾱ_t·ε − √(1−ᾱ_t)·x0 (Salimans & Ho 2022, §4), by `objective`."
-    if self.objective == 'eps': return eps
-    if self.objective == 'x0': return x0
-    t = self.check_timesteps(t, len(x0))
-    return _per_image(self.sqrt_alpha_bars[t], x0) * eps - _per_image(self.sqrt_one_minus_alpha_bars[t], x0) * x0
-
-def _predictions(self, xt: torch.Tensor,  # noisy images x_t (B, C, H, W)
-                 t,                       # their timesteps: an int, or B of them
-                 out: torch.Tensor,       # the network's output for (x_t, t), xt's shape, in `objective`'s terms
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    "The network's output read as (ε̂, x̂0), whichever target it predicts (table above; nothing clipped)."
-    t = self.check_timesteps(t, len(xt))
-    a, s = _per_image(self.sqrt_alpha_bars[t], xt), _per_image(self.sqrt_one_minus_alpha_bars[t], xt)
-    if self.objective == 'eps': return out, (xt - s * out) / a
-    if self.objective == 'x0': return (xt - a * out) / s, out
-    return s * xt + a * out, a * xt - s * out
-
-Diffusion.target, Diffusion.predictions = _target, _predictions
-
-# %%
-show_doc(Diffusion.target)
-
-# %%
-show_doc(Diffusion.predictions)
-
-# %% [markdown]
-# Each reading is checked by a round trip on random tensors at every tenth timestep: the target made from
-# $(x_0, \varepsilon)$, read back, gives $(\varepsilon, x_0)$ again. Only the ε- and $x_0$-readings divide, so their
-# tolerance is relative to the largest factor they divide by.
-
-# %%
-g = torch.Generator().manual_seed(0)
-x0r, epsr = torch.randn(100, 1, 16, 16, generator=g).clamp(-1, 1), torch.randn(100, 1, 16, 16, generator=g)
-tr = torch.arange(0, 1000, 10)
-for objective in OBJECTIVES:
-    d = Diffusion('linear', objective=objective)
-    xtr, _ = d.add_noise(x0r, tr, epsr)
-    e_back, x_back = d.predictions(xtr, tr, d.target(x0r, epsr, tr))
-    test_close(e_back, epsr, eps=1e-5 * (1 if objective != 'x0' else 100))      # x0-target: ε̂ divides by s ≥ 0.01
-    test_close(x_back, x0r, eps=1e-5 * (1 if objective != 'eps' else 160))      # ε-target: x̂0 divides by a ≥ 0.0063
-test_fail(lambda: Diffusion(objective='score'), contains="use one of eps, v, x0")
-
-# %% [markdown]
-# The scale factors, plotted: how much each target's squared error weighs an error in $\hat x_0$, over $t$.
-# A network trained with plain MSE on a target spends its capacity where that curve is high.
-
-# %%
-#| export
-WEIGHTINGS = ('uniform', 'min_snr')
-
-def _loss_weights(self, t: torch.Tensor,            # (B,) timesteps
-                  weighting: str = 'uniform',       # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
-                  gamma: float = 5.0,               # min-SNR's γ: the SNR above which steps stop gaining weight
-                  ) -> torch.Tensor:                # (B,) weights of each image's target MSE
-    """Per-image loss weights. Raises `ValueError` for an unknown weighting, or under 'min_snr' a γ that is not finite and
-    positive. 'min_snr' weighs the x0 error by min(SNR_t, γ) (Hang et al. 2023, eq. 12), written for the
-    target: min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v, min(SNR, γ) for x0."""
-    if weighting not in WEIGHTINGS: raise ValueError(f"Unknown weighting {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
-    if weighting == 'min_snr' and not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and 0 < gamma < float('inf')):
-        raise ValueError(f"min-SNR's gamma must be a finite number greater than 0, got {gamma!r}")   # NaN fails too
-    snr = self.snr[t]
-    if weighting == 'uniform': return torch.ones_like(snr)
-    capped = snr.clamp(max=gamma)
-    return {'eps': capped / snr, 'v': capped / (snr + 1), 'x0': capped}[self.objective]
-
-Diffusion.loss_weights = _loss_weights
-
-# %% [markdown]
 # Plain MSE on ε weighs the $x_0$ error by SNR, which runs from $10^4$ at $t = 0$ to $4\cdot10^{-5}$ at $t = 999$: eight
 # orders of magnitude, nearly all of it on the clean end where the image is already there to read. Hang et
 # al. (2023) treat the steps as competing tasks and cap the weight at $\gamma = 5$: *min-SNR-γ* weighs the $x_0$ error
 # by $\min(\mathrm{SNR}_t, \gamma)$, whatever the network predicts, and they report about 3.4× faster convergence.
-# `loss_weights` gives the factor that turns each target's MSE into that weighting:
+# `loss_weights` gives the factor that turns each target's MSE into that weighting. Each target's weight on
+# the $x_0$ error, plain and min-SNR; a network trained on a target spends its capacity where its curve is high:
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 2.8))
-t_all = torch.arange(1000)
-snr = diff.snr
+t_all, snr = torch.arange(1000), q.snr
 for objective, scale, style in (('eps', snr, 'C0'), ('v', snr + 1, 'C1'), ('x0', torch.ones_like(snr), 'C2')):
     ax.plot(t_all, scale, style, label=f'{objective}, uniform')
     ax.plot(t_all, scale * Diffusion(objective=objective).loss_weights(t_all, 'min_snr'), style, ls='--', lw=2.5, alpha=.6,
             label=f'{objective}, min-SNR-5')
 ax.set(yscale='log', xlabel='t', ylabel='weight on the x̂0 error', title='what each target and weighting optimises (linear schedule)')
 ax.legend(fontsize=7, ncol=3); fig.tight_layout()
-
-# %%
-for objective in OBJECTIVES:   # min-SNR is one weighting, whatever the target
-    d = Diffusion(objective=objective)
-    scale = {'eps': snr, 'v': snr + 1, 'x0': torch.ones_like(snr)}[objective]
-    test_close(d.loss_weights(t_all, 'min_snr') * scale, snr.clamp(max=5), eps=1e-4)
-    test_eq(d.loss_weights(t_all), torch.ones(1000))
-for gamma in (0, -5, float('nan'), float('inf')):
-    test_fail(lambda: Diffusion().loss_weights(t_all, 'min_snr', gamma), contains='a finite number greater than 0')
 
 # %% [markdown]
 # The three min-SNR curves lie on one another, as they should. Lesson 07 trains with each target and

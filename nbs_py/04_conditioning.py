@@ -33,6 +33,7 @@ from minddpm.unet import UNet
 #| hide
 from fastcore.test import *
 import matplotlib.pyplot as plt
+import torch.nn.functional as F
 from minddpm.unet import unet_preset
 from minddpm.data import show_images
 from minddpm.sampling import sample
@@ -66,13 +67,30 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 #
 # `ConditionalUNet` is the UNet of the last lesson with an `nn.Embedding` of `num_classes + 1` rows of
 # the time embedding's size. Labels are class indices in $[0, \text{num\_classes})$; `NULL_LABEL` (−1)
-# or `y=None` select the last row.
+# or `y=None` select the last row. `check_labels` turns labels into embedding rows and refuses anything else
+# with what is allowed; it lives in a hidden cell (`minddpm/conditioning.py` shows it).
+
+# %%
+#| hide
+#| export
+class _LabelChecks:
+    "The label check of `ConditionalUNet` (and of the networks read from exported files, which hold `num_classes` too)."
+    def check_labels(self, y, batch: int, device) -> torch.Tensor:
+        "Labels as embedding rows: class indices pass through, `NULL_LABEL` (or `y=None`) becomes the null row; else a `ValueError`."
+        if y is None: return torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
+        y = torch.as_tensor(y, device=device)
+        if y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (batch,):
+            raise ValueError(f"labels must be an integer tensor of shape ({batch},), got {y.dtype} of shape {tuple(y.shape)}")
+        bad = (y != NULL_LABEL) & ((y < 0) | (y >= self.num_classes))
+        if bad.any():
+            raise ValueError(f"labels must be in [0, {self.num_classes}) or NULL_LABEL ({NULL_LABEL}); got {sorted(set(y[bad].tolist()))[:5]}")
+        return torch.where(y == NULL_LABEL, self.num_classes, y).long()
 
 # %%
 #| exports
 NULL_LABEL = -1  # "no class": the unconditional branch of classifier-free guidance
 
-class ConditionalUNet(UNet):
+class ConditionalUNet(_LabelChecks, UNet):
     "A `UNet` that also takes class labels: their embedding is added to the time embedding; `NULL_LABEL` means none."
     def __init__(self, num_classes: int, # number of classes; labels are 0 … num_classes − 1
                  **unet_kwargs):         # everything `UNet` takes
@@ -88,21 +106,6 @@ class ConditionalUNet(UNet):
 
 
 # %%
-#| export
-def _check_labels(self: ConditionalUNet, y, batch: int, device) -> torch.Tensor:
-    "Labels as embedding rows: class indices pass through, `NULL_LABEL` (or `y=None`) becomes the null row."
-    if y is None: return torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
-    y = torch.as_tensor(y, device=device)
-    if y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (batch,):
-        raise ValueError(f"labels must be an integer tensor of shape ({batch},), got {y.dtype} of shape {tuple(y.shape)}")
-    bad = (y != NULL_LABEL) & ((y < 0) | (y >= self.num_classes))
-    if bad.any():
-        raise ValueError(f"labels must be in [0, {self.num_classes}) or NULL_LABEL ({NULL_LABEL}); got {sorted(set(y[bad].tolist()))[:5]}")
-    return torch.where(y == NULL_LABEL, self.num_classes, y).long()
-
-ConditionalUNet.check_labels = _check_labels
-
-# %%
 model = ConditionalUNet(10, **unet_preset('tiny', in_channels=1)).eval()
 x, t = torch.randn(4, 1, 16, 16), torch.tensor([10, 10, 500, 500])
 eps_c = model(x, t, torch.tensor([3, 7, 3, 7]))
@@ -112,11 +115,22 @@ test_close(eps_u, model(x, t, torch.full((4,), NULL_LABEL)))  # None and NULL_LA
 assert not torch.allclose(eps_c, eps_u)
 print(f"label embedding: {model.label_emb.weight.numel():,} of the model's {sum(p.numel() for p in model.parameters()):,} parameters")
 
+# %% [markdown]
+# What the rows hold once trained: minddpm ships a small `ConditionalUNet` trained on the bundled digits with
+# labels dropped 10 % of the time (lesson 07). Its eleven label vectors (left, the first 64 of 128 dimensions), and
+# how alike any two of them are (right): each class got a direction of its own, and the null row, which stands for
+# "any digit", is a vector like the others.
+
 # %%
-test_fail(lambda: model(x, t, torch.tensor([3, 7, 3, 10])), contains='labels must be in [0, 10) or NULL_LABEL (-1); got [10]')
-test_fail(lambda: model(x, t, torch.tensor([3, -2, 3, 1])), contains='got [-2]')
-test_fail(lambda: model(x, t, torch.tensor([3., 7., 3., 1.])), contains='integer tensor of shape (4,)')
-test_fail(lambda: model(x, t, torch.tensor([3, 7])), contains='integer tensor of shape (4,)')
+tiny = load_model()                              # the shipped model: EMA weights, its diffusion, class names
+rows = tiny.model.label_emb.weight.detach()      # (11, 128): the ten classes, then the null label
+names = [*tiny.classes, '∅']
+fig, axs = plt.subplots(1, 2, figsize=(8, 2.6), width_ratios=(1.7, 1))
+axs[0].imshow(rows[:, :64], cmap='RdBu_r', aspect='auto', vmin=-rows.abs().max(), vmax=rows.abs().max())
+axs[0].set(yticks=range(11), yticklabels=names, xlabel='dimension', title='label_emb.weight')
+sim = F.normalize(rows, dim=1) @ F.normalize(rows, dim=1).T
+axs[1].imshow(sim, cmap='viridis'); axs[1].set(xticks=range(11), xticklabels=names, yticks=range(11), yticklabels=names, title='cosine similarity')
+fig.tight_layout()
 
 
 # %% [markdown]
@@ -191,6 +205,17 @@ def guided_eps(model: ConditionalUNet,  # network called as model(x, t, y), `NUL
 
 
 # %% [markdown]
+# What the mix does, in one network call on the trained model: one pure-noise input at $t = 999$, asked for each
+# class, read as $\hat x_0$ (lesson 02). At $w = 0$ the label is ignored and every column gets the same average digit; at
+# $w = 1$ each gets the average of its class; $w = 3$ pushes past it, exaggerating what sets the class apart:
+
+# %%
+xT, tT, yy = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)).expand(10, -1, -1, -1), torch.full((10,), 999), torch.arange(10)
+with torch.no_grad():
+    guesses = [tiny.diffusion.predictions(xT, tT, guided_eps(tiny.model, xT, tT, yy, w))[1] for w in (0, 1, 3)]
+show_images(torch.cat(guesses).clamp(-1, 1), yy.repeat(3), tiny.classes, ncols=10, scale=.8, title='x̂0 at t = 999 for w = 0, 1 and 3 (rows)')
+
+# %% [markdown]
 # The batched pass equals two separate passes (GroupNorm, attention and every other layer treat each
 # image on its own, so batching changes nothing but rounding):
 
@@ -243,7 +268,5 @@ test_close(guided_eps(model, x, t, yb, 3.0), torch.lerp(eps_u, eps_c, 3.0), eps=
 # each image towards what is typical of its class, at some cost in variety.
 
 # %%
-tiny = load_model()
-yy = torch.arange(10)
 rows = [sample(tiny.model, tiny.diffusion, yy, shape=tiny.shape, w=w, generator=torch.Generator().manual_seed(0)) for w in (0, 1, 3)]
 show_images(torch.cat(rows), yy.repeat(3), tiny.classes, ncols=10, scale=.9, title='the same noises at w = 0, 1 and 3 (rows)')

@@ -3,11 +3,11 @@
 
 # %% [markdown]
 # # Sampling
-# > From noise to images: DDPM's ancestral sampler, DDIM in any number of steps, classifier-free guidance in both, and a reverse scrubber over the denoising trajectory
+# > From noise to images: DDPM's ancestral sampler, DDIM in any number of steps, DPM-Solver++ in a few, classifier-free guidance in all three, one loop that yields every step, and a reverse scrubber over the denoising trajectory
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/05_sampling.ipynb)
-# This lesson has no GPU-only cells: it ran top to bottom in 26 seconds on a 2-core CPU (measured); a Colab runtime is no slower.
+# This lesson has no GPU-only cells: on a 2-core CPU with nothing else to do it runs top to bottom in under a minute, and a Colab runtime is no slower; its last cell prints what this run took.
 
 # %%
 #| hide
@@ -25,6 +25,8 @@ if importlib.util.find_spec('minddpm') is None:
 #| export
 from __future__ import annotations
 import copy, math
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
@@ -38,17 +40,28 @@ from minddpm.scrubber import Scrubber, fig_to_png
 # %%
 #| hide
 from fastcore.test import *
-import copy
+import time
+from nbdev.showdoc import show_doc
 from minddpm.conditioning import ConditionalUNet
-from minddpm.data import get_datasets, show_images
+from minddpm.data import get_datasets, pick_device, pick_preset, show_images
 from minddpm.training import load_model
 from minddpm.unet import unet_preset
-from minddpm.data import pick_device, pick_preset
 
 # %%
 #| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 torch.manual_seed(0)              # the same pictures on every run
+started = time.perf_counter()
+
+def show_rows(rows, names, title=None, scale=0.6):
+    "Draw image batches (each (B, C, H, W) in [-1, 1]) as rows of a grid, each row named on its left."
+    fig, axs = plt.subplots(len(rows), len(rows[0]), figsize=(len(rows[0]) * scale + 1.2, len(rows) * scale), squeeze=False)
+    for r, (row, name) in enumerate(zip(rows, names)):
+        for ax, img in zip(axs[r], to_uint8(row.detach().cpu())):
+            ax.imshow(img[0], cmap='gray', vmin=0, vmax=255, interpolation='nearest'); ax.set_xticks([]); ax.set_yticks([])
+        axs[r, 0].set_ylabel(name, rotation=0, ha='right', va='center', fontsize=8)
+    if title: fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.2); plt.show()
 
 # %%
 print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
@@ -102,15 +115,30 @@ class IdealDenoiser(nn.Module):
         eps = (x - ab.sqrt().view(-1, 1, 1, 1) * x0) / (1 - ab).sqrt().view(-1, 1, 1, 1)
         return self.diffusion.target(x0, eps, t)                                           # ε, v or x0
 
+# %% [markdown]
+# Every sampler reads the prediction through the equation above:
+
+# %%
+#| exports
+def _x0(diffusion, x, t, eps, clip):
+    "The clean image implied by ε̂: x̂0 = (x_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t, optionally clipped to [-1, 1]."
+    x0 = (x - diffusion.sqrt_one_minus_alpha_bars[t] * eps) / diffusion.sqrt_alpha_bars[t]
+    return x0.clamp(-1, 1) if clip else x0
+
+# %% [markdown]
+# Three training digits noised to growing $t$, and what the ideal denoiser, told nothing of their class, makes of
+# them. At low noise it finds the very image; as the noise grows its $\hat x_0$ becomes an average of every digit
+# that could lie under it, and at $t = 900$ an average of nearly all of them:
 
 # %%
 diffusion = Diffusion('linear')
 train, _ = get_datasets('digits', size=16)
 ideal = IdealDenoiser(torch.stack([train[i][0] for i in range(len(train))]), train.labels, diffusion)
-x0 = torch.stack([train[i][0] for i in range(4)])
-xt, eps = diffusion.add_noise(x0, 50)
-test_close(ideal(xt, torch.full((4,), 50), train.labels[:4]), eps, eps=0.05)  # at low noise it finds the image ...
-print(f"ε error at t=50: {(ideal(xt, torch.full((4,), 50)) - eps).abs().max():.4f}")
+x0, ts = torch.stack([train[i][0] for i in range(3)]), [50, 300, 500, 700, 900]
+xts = torch.stack([diffusion.add_noise(x0, t)[0] for t in ts], 1)                                    # (3, 5, C, H, W)
+guesses = torch.stack([_x0(diffusion, xts[:, j], t, ideal(xts[:, j], torch.full((3,), t)), clip=True) for j, t in enumerate(ts)], 1)
+show_rows([row for i in range(3) for row in (xts[i], guesses[i])], ['x_t', 'x̂0'] * 3, title='t = ' + ', '.join(map(str, ts)))
+test_close(guesses[:, 0], x0, eps=0.05)   # at t = 50 it finds the very image
 
 
 # %% [markdown]
@@ -124,18 +152,6 @@ print(f"ε error at t=50: {(ideal(xt, torch.full((4,), 50)) - eps).abs().max():.
 
 # %%
 #| exports
-def _eps(model, diffusion, x, t, y, w):
-    """ε̂ at timesteps t: unconditional when `y` is None, else classifier-free guided with weight `w` (one batched pass).
-    Guidance mixes the network's outputs, whatever its target: ε, v and x0 are affine in one another at fixed (x_t, t),
-    and the mix's weights sum to 1, so mixing then converting equals converting then mixing."""
-    out = model(x, t) if y is None else guided_eps(model, x, t, y, w)
-    return diffusion.predictions(x, t, out)[0]
-
-def _x0(diffusion, x, t, eps, clip):
-    "The clean image implied by ε̂: x̂0 = (x_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t, optionally clipped to [-1, 1]."
-    x0 = (x - diffusion.sqrt_one_minus_alpha_bars[t] * eps) / diffusion.sqrt_alpha_bars[t]
-    return x0.clamp(-1, 1) if clip else x0
-
 def ddpm_step(diffusion: Diffusion,    # the noise schedule (β_t, β̃_t, ᾱ_t, posterior coefficients)
               x,                       # (B, C, H, W) images x_t
               t: int,                  # current timestep, the same for the whole batch
@@ -152,6 +168,19 @@ def ddpm_step(diffusion: Diffusion,    # the noise schedule (β_t, β̃_t, ᾱ_t
 
 
 # %% [markdown]
+# The whole sampler is a loop over that step. Ten digits, one per class, from the ideal denoiser told each
+# one's class, caught every 250 steps on the way down:
+
+# %%
+labels, g = torch.arange(10), lambda: torch.Generator().manual_seed(0)
+x, gen, caught = torch.randn(10, 1, 16, 16, generator=g()), g(), []
+for t in reversed(range(diffusion.T)):
+    eps = ideal(x, torch.full((10,), t), labels)                  # the class's ideal ε̂
+    x, x0 = ddpm_step(diffusion, x, t, eps, noise=torch.randn(x.shape, generator=gen))
+    if t % 250 == 0: caught.append(x)
+show_rows(caught, [f'x at t = {t - 1}' for t in (750, 500, 250)] + ['the sample'], title='DDPM, 1,000 steps')
+
+# %% [markdown]
 # ## DDIM: the same model, far fewer steps
 #
 # Song et al. (2020) noticed that a network trained for DDPM also defines a family of *non-Markovian*
@@ -162,30 +191,10 @@ def ddpm_step(diffusion: Diffusion,    # the noise schedule (β_t, β̃_t, ᾱ_t
 #   \sigma = \eta\,\sqrt{\tfrac{1-\bar\alpha_s}{1-\bar\alpha_t}}\sqrt{1-\tfrac{\bar\alpha_t}{\bar\alpha_s}},$$
 #
 # with $\bar\alpha_s = 1$ after the last step. $\eta = 0$ is deterministic (the same noise always gives the
-# same image); $\eta = 1$ with every step is exactly DDPM with $\sigma^2 = \tilde\beta$. With 50 steps the
-# paper's CIFAR-10 FID is 4.67 against DDPM-1000's 3.17, at 20× less compute; DDPM itself at 50 steps
-# scores 32.7.
-#
-# **Timestep spacing.** The `steps` timesteps are spread evenly from `T-1` down to 0 and rounded
-# (`torch.linspace(T-1, 0, steps)`), so sampling always starts from the noisiest step the model was
-# trained on and ends at the cleanest. (The DDIM paper's `range(0, T, T // steps)` starts at 980 for 50
-# steps, from an $x_t$ that is not quite pure noise.)
+# same image); $\eta = 1$ with every step is exactly DDPM with $\sigma^2 = \tilde\beta$ (checked below).
 
 # %%
 #| exports
-SPACINGS = ('linspace', 'trailing')
-
-def ddim_timesteps(T: int,                   # diffusion steps of the schedule
-                   steps: int,               # number of timesteps wanted, 1 to T
-                   spacing: str = 'linspace', # 'linspace': from T−1 down to 0; 'trailing': T−1, T−1−T/steps, … (Lin et al. 2023)
-                   ) -> list[int]:
-    "`steps` timesteps from T−1 down, evenly spaced (rounded, no repeats): to 0 ('linspace'), or ending T/steps above it ('trailing')."
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-        raise ValueError(f"steps must be a whole number between 1 and T={T}, got {steps!r}")
-    if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
-    ts = torch.linspace(T - 1, 0, steps) if spacing == 'linspace' else torch.arange(T, 0, -T / steps).round() - 1
-    return ts.round().long().unique_consecutive().tolist()
-
 def ddim_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
               x,                     # (B, C, H, W) images x_t
               t: int,                # current timestep, the same for the whole batch
@@ -205,11 +214,59 @@ def ddim_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
 
 
 # %% [markdown]
-# **Trailing spacing.** Lin et al. (2023) point out that the linspace grid's last step is wasted on the
-# cleanest timestep: `spacing='trailing'` instead takes $T-1, T-1-T/n, \dots$ and stops $T/n$ above 0
-# (for 50 steps: 999, 979, …, 19), leaving the last jump to $\hat x_0$ itself. It is the spacing many
-# recent solvers use; lesson 08 measures which is better on our model.
-#
+# The same loop over far fewer timesteps, spread evenly from 999 down to 0, with η = 0: the same starting
+# noise at 50, 10 and 5 steps.
+
+# %%
+def ddim_loop(model, ts, eta=0.0):   # DDIM along the timesteps `ts` from seed-0 noise, one image per class
+    x, gen = torch.randn(10, 1, 16, 16, generator=g()), g()
+    for t, s in zip(ts, ts[1:] + [None]):
+        x, x0 = ddim_step(diffusion, x, t, s, model(x, torch.full((10,), t), labels), eta, noise=torch.randn(x.shape, generator=gen))
+    return x
+
+spread = lambda steps: torch.linspace(999, 0, steps).round().long().tolist()
+show_rows([ddim_loop(ideal, spread(n)) for n in (50, 10, 5)], ['50 steps', '10 steps', '5 steps'], title='DDIM, η = 0')
+
+# %% [markdown]
+# **Timestep spacing.** Which `steps` timesteps to visit is a choice. Spreading them evenly from `T-1` down
+# to 0 and rounding (`'linspace'`, as above) always starts from the noisiest step the model was trained on.
+# (The DDIM paper's `range(0, T, T // steps)` starts at 980 for 50 steps, from an $x_t$ that is not quite
+# pure noise.) Lin et al. (2023) point out that the linspace grid's last step is wasted on the cleanest
+# timestep: `'trailing'` instead takes $T-1, T-1-T/n, \dots$ and stops $T/n$ above 0 (for 50 steps: 999, 979,
+# …, 19), leaving the last jump to $\hat x_0$ itself. It is the spacing many recent solvers use; lesson 08
+# measures which is better on our model.
+
+# %%
+#| exports
+SPACINGS = ('linspace', 'trailing')
+
+def ddim_timesteps(T: int,                   # diffusion steps of the schedule
+                   steps: int,               # number of timesteps wanted, 1 to T
+                   spacing: str = 'linspace', # 'linspace': from T−1 down to 0; 'trailing': T−1, T−1−T/steps, … (Lin et al. 2023)
+                   ) -> list[int]:
+    "`steps` timesteps from T−1 down, evenly spaced (rounded, no repeats): to 0 ('linspace'), or ending T/steps above it ('trailing')."
+    _check_steps(T, steps, spacing)
+    ts = torch.linspace(T - 1, 0, steps) if spacing == 'linspace' else torch.arange(T, 0, -T / steps).round() - 1
+    return ts.round().long().unique_consecutive().tolist()
+
+# %%
+#| export
+#| hide
+def _check_steps(T, steps, spacing):
+    "A `ValueError` unless `steps` is a whole number in [1, T] and `spacing` one of `SPACINGS`."
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be a whole number between 1 and T={T}, got {steps!r}")
+    if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 2))
+ax.plot(diffusion.sqrt_alpha_bars, c='grey', lw=1, label='√ᾱ_t: how much of the image is left in x_t')
+for spacing, marker in zip(SPACINGS, 'ov'):
+    ts = ddim_timesteps(diffusion.T, 10, spacing)
+    ax.plot(ts, diffusion.sqrt_alpha_bars[ts], marker, label=f"{spacing}: {', '.join(map(str, ts[:2]))}, …, {ts[-1]}")
+ax.set(xlabel='t', title='10 timesteps, two spacings'); ax.legend(fontsize=7); plt.show()
+
+# %% [markdown]
 # ## DPM-Solver++: a second-order step
 #
 # DDIM with η = 0 is a first-order solver of the probability-flow ODE: each step assumes the predicted
@@ -224,9 +281,9 @@ def ddim_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
 #   x_{t_i} = \frac{\sigma_{t_i}}{\sigma_{t_{i-1}}}\, x_{t_{i-1}} - \alpha_{t_i}\big(e^{-h_i} - 1\big)\, D .$$
 #
 # The first step has no previous $D$ and uses $D = D_{t_0}$, which is exactly DDIM with η = 0; the last
-# goes to the clean image, $x = D$. The paper reports FID 4.70 at
-# 10 network calls on CIFAR-10, where DDIM needs about 50 for the same; guidance makes the ODE stiffer,
-# which is why the data-prediction form (with $\hat x_0$ clipped to $[-1, 1]$) is the one for guided sampling.
+# goes to the clean image, $x = D$. Guidance makes the ODE stiffer, which is why the data-prediction form
+# (with $\hat x_0$ clipped to $[-1, 1]$) is the one for guided sampling. `tests/test_solvers.py` checks every
+# step against diffusers' scheduler fed the same predictions.
 
 # %%
 #| exports
@@ -251,23 +308,122 @@ def dpm_solver_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
 
 
 # %% [markdown]
-# ## One function for all three
+# Its loop carries `prev` from step to step. On the ideal denoiser, against DDIM with η = 0 from the same
+# noise at 5 and 10 linspace steps:
+
+# %%
+def dpm_loop(model, ts):   # DPM-Solver++(2M) along the timesteps `ts` from seed-0 noise, one image per class
+    x, prev = torch.randn(10, 1, 16, 16, generator=g()), None
+    for t, s in zip(ts, ts[1:] + [None]):
+        x0 = _x0(diffusion, x, t, model(x, torch.full((10,), t), labels), clip=True)
+        x, prev = dpm_solver_step(diffusion, x, t, s, x0, prev)
+    return x
+
+show_rows([ddim_loop(ideal, spread(5)), dpm_loop(ideal, spread(5)), ddim_loop(ideal, spread(10)), dpm_loop(ideal, spread(10))],
+          ['DDIM, 5', 'DPM-Solver++, 5', 'DDIM, 10', 'DPM-Solver++, 10'], title='the ideal denoiser, η = 0')
+
+# %% [markdown]
+# At 10 steps the two land on the same training digits; at 5 they can part. What the solver buys depends on the
+# model: its second-order correction assumes that the prediction $D$ changes smoothly from step to step, and the
+# ideal denoiser's $\hat x_0$ can jump from one training image to another. A trained network's moves smoothly,
+# and there it draws in 10 calls what DDIM draws in 50 (below, and lesson 08).
 #
-# `sample` draws the starting noise and every later noise from one `torch.Generator` (or the global RNG),
-# so a seed reproduces a sample exactly. It runs the model in eval mode and without gradients, and returns
-# images in $[-1, 1]$, or as uint8 (by rounding). Pass the weights to sample with: for an EMA, pass
-# `ema.model`; guidance then uses those weights for **both** branches, because the conditional and
-# unconditional predictions come from one batched call of the one model it was given. (The originals
-# compute the conditional branch with the raw model even when asked to sample with the EMA.)
+# ## One loop for all three
+#
+# The three loops above differ in one line, the update. `denoise_steps` is the one loop, written once: it calls
+# the network (with classifier-free guidance, lesson 04, as one batched pass) and the sampler's update at each
+# timestep, and **yields** a `Step` — the timestep, the images $x_t$ it holds there and the network's $\hat x_0$ —
+# and, after the last, `Step(-1, images, images)`. What to do with each step (keep it, draw it, stream it to a
+# web page, stop early) is the caller's business, not the loop's.
 
 # %%
 #| export
+#| hide
+def _eps(model, diffusion, x, t, y, w):
+    """ε̂ at timesteps t: unconditional when `y` is None, else classifier-free guided with weight `w` (one batched pass).
+    Guidance mixes the network's outputs, whatever its target: ε, v and x0 are affine in one another at fixed (x_t, t),
+    and the mix's weights sum to 1, so mixing then converting equals converting then mixing."""
+    out = model(x, t) if y is None else guided_eps(model, x, t, y, w)
+    return diffusion.predictions(x, t, out)[0]
+
+# %%
+#| exports
+@dataclass(frozen=True)
+class Step:
+    "One step of a sampling loop, as `denoise_steps` yields it; it unpacks as `t, x, x0`."
+    t: int             # the timestep; −1 after the last step
+    x: torch.Tensor    # (B, C, H, W) x_t, the images the sampler holds at t; at −1 the sampled images
+    x0: torch.Tensor   # (B, C, H, W) x̂0, the network's clean images at t (clipped if asked); at −1 the images again
+    def __iter__(self): return iter((self.t, self.x, self.x0))
+
+@torch.no_grad()
+def denoise_steps(net,                     # called as net(x, t[, y]), predicting `diffusion.objective`
+                  diffusion: Diffusion,    # the noise schedule the network was trained with
+                  x: torch.Tensor,         # (B, C, H, W) images at ts[0], usually pure noise
+                  ts: list[int],           # timesteps from T−1 down: `ddim_timesteps`, or all T of them for DDPM
+                  y=None,                  # (B,) class labels; None: unconditional
+                  w: float = 3.0,          # guidance weight: 0 unconditional, 1 conditional, >1 guided
+                  sampler: str = 'ddim',   # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'
+                  eta: float = 1.0,        # DDIM's η
+                  variance: str = 'beta',  # DDPM's σ²: 'beta' or 'beta_tilde'
+                  clip: bool = True,       # clip x̂0 to [-1, 1]
+                  noise=None):             # draws z ~ N(0, I) of x's shape; None: `torch.randn_like`
+    "Sample along `ts`, yielding `Step(t, x_t, x̂0)` at each timestep, then `Step(-1, x, x)` with the sampled images."
+    noise, prev = noise or (lambda: torch.randn_like(x)), None   # prev: DPM-Solver++'s previous (D, h)
+    for t, s in zip(ts, ts[1:] + [None]):
+        eps = _eps(net, diffusion, x, torch.full((len(x),), t, device=x.device), y, w)
+        if sampler == 'ddpm': x_s, x0 = ddpm_step(diffusion, x, t, eps, clip, variance, noise() if t > 0 else None)
+        elif sampler == 'ddim': x_s, x0 = ddim_step(diffusion, x, t, s, eps, eta, clip, noise() if s is not None and eta > 0 else None)
+        else:
+            x0 = _x0(diffusion, x, t, eps, clip)
+            x_s, prev = dpm_solver_step(diffusion, x, t, s, x0, prev)
+        yield Step(t, x, x0)
+        x = x_s
+    yield Step(-1, x, x)
+
+# %% [markdown]
+# Two digits through ten DDIM steps (η = 0, the ideal denoiser guided with w = 3): at each step $x_t$ above
+# the $\hat x_0$ the network sees in it. The $\hat x_0$ settles on its digit long before $x_t$ is clean.
+
+# %%
+steps = list(denoise_steps(ideal, diffusion, torch.randn(2, 1, 16, 16, generator=g()), spread(10), labels[[3, 8]], eta=0.0))
+x_t, x0 = torch.stack([s.x for s in steps], 1), torch.stack([s.x0 for s in steps], 1)    # (2, 11, C, H, W)
+show_rows([x_t[0], x0[0], x_t[1], x0[1]], ['x_t', 'x̂0'] * 2, title='t = ' + ', '.join(str(s.t) for s in steps))
+
+# %% [markdown]
+# `sample` is what a user calls. It draws the starting noise and every later noise from one `torch.Generator`
+# (or the global RNG), so a seed reproduces a sample exactly; it runs the model in eval mode and without
+# gradients, checks its arguments and its result, and returns images in $[-1, 1]$, or as uint8 (by rounding).
+# Pass the weights to sample with: for an EMA, pass `ema.model`; guidance then uses those weights for **both**
+# branches, because the conditional and unconditional predictions come from one batched call of the one model
+# it was given. (The originals compute the conditional branch with the raw model even when asked to sample with
+# the EMA.) The checks and the set-up live in small helpers, shared with the editing and deploying lessons.
+
+# %%
+#| export
+#| hide
 SAMPLERS = ('ddim', 'dpm++', 'ddpm')
 DEFAULT_SPACING = {'ddim': 'linspace', 'dpm++': 'trailing'}   # each sampler's best on the shipped model (lesson 08)
 PRECISIONS = ('fp32', 'bf16', 'auto')
 
+def _check_sample(labels, n, sampler, spacing, variance, w, eta, shape, x_T) -> tuple[str, int]:
+    "`sample`'s arguments checked, each refused by a `ValueError` saying what is allowed; returns (spacing, batch size)."
+    if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
+    if spacing is None: spacing = DEFAULT_SPACING.get(sampler, 'linspace')
+    if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
+    if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
+    if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
+    if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
+    b = len(labels) if labels is not None else n
+    if not b: raise ValueError("pass labels, or n for unconditional samples")
+    if x_T is not None and tuple(x_T.shape) != (b, *shape):
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)}; this call samples {(b, *shape)}")
+    return spacing, b
+
 def _network(model, precision: str, device: torch.device):
-    "What `sample` calls: `model` in fp32, or in bf16 with its weights cast once (a copy), taking and giving float32."
+    """What a sampling loop calls: `model` in fp32, or in bf16 with its weights cast once (a copy), taking and giving float32.
+    Raises `ValueError` for a precision not in `PRECISIONS`."""
+    if precision not in PRECISIONS: raise ValueError(f"Unknown precision {precision!r}; use {', '.join(map(repr, PRECISIONS))}")
     if precision == 'auto': precision = 'bf16' if device.type == 'cpu' and cpu_has_bf16() else 'fp32'
     if precision == 'fp32': return model
     if not isinstance(model, nn.Module) or getattr(model, 'exported', False):   # a function or an exported graph: autocast is the way in
@@ -277,6 +433,31 @@ def _network(model, precision: str, device: torch.device):
     net = copy.deepcopy(model).to(torch.bfloat16)   # weights cast once, not at every call as autocast would
     return lambda x, t, *y: net(x.to(torch.bfloat16), t, *y).float()
 
+def _randn(shape, generator: torch.Generator | None, device):
+    "A function drawing z ~ N(0, I) of `shape` on `device`: from `generator` on its own device (a CPU seed gives the same noise on any device)."
+    on = generator.device if generator is not None else device
+    return lambda: torch.randn(shape, generator=generator, device=on).to(device)
+
+@contextmanager
+def _sampling(model, diffusion: Diffusion, precision: str = 'fp32', shape=None, generator=None):
+    """The set-up of every sampling loop (`sample`, `editing.reverse`, the demo's `Batcher`): yields (net, randn), the network
+    to call (`_network` at `precision`) and a draw of noise of `shape` (`_randn`), with `model` in eval mode until the block
+    ends, then back in the mode it was in."""
+    was_training = getattr(model, 'training', False)
+    if isinstance(model, nn.Module): model.eval()
+    try: yield _network(model, precision, diffusion.betas.device), _randn(shape, generator, diffusion.betas.device)
+    finally:
+        if isinstance(model, nn.Module): model.train(was_training)
+
+def _finite(x: torch.Tensor, what: str = 'sampling', w: float = 3.0) -> torch.Tensor:
+    "`x`, or a `FloatingPointError` if any value is not finite: clamping or uint8 would turn NaN into black images without a word."
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"{what} produced non-finite values ({(~torch.isfinite(x)).sum().item()} of {x.numel()}): the "
+                                 f"model's weights or its output are not finite (is w={w:g} far too large?)")
+    return x
+
+# %%
+#| exports
 @torch.no_grad()
 def sample(model: nn.Module,              # the network (e.g. `ema.model`), called as model(x, t[, y]), predicting `diffusion.objective`
            diffusion: Diffusion,          # the noise schedule and objective the model was trained with; sets T and the device
@@ -294,118 +475,33 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw
            x_T: torch.Tensor | None = None,  # (B, C, H, W) starting noise; None: drawn from `generator`
            uint8: bool = False,           # return uint8 images (rounded) instead of floats in [-1, 1]
-           trajectory: list | None = None,  # if a list (or anything with `append`, to stream), (t, x_t, x̂0) of every step is appended
+           trajectory: list | None = None,  # if a list (or anything with `append`), (t, x_t, x̂0) of every step is appended
            precision: str = 'fp32'):      # the network's: 'fp32', 'bf16' (a bf16 copy of its weights), or 'auto': bf16 on a CPU with bf16 instructions
     """Sample images with DDPM, DDIM or DPM-Solver++(2M) and classifier-free guidance; the sampler's own arithmetic is
     float32 at any `precision`. Raises `ValueError` for an unknown sampler, spacing or precision, a non-finite `w` or `eta`
     outside [0, 1] or an `x_T` of the wrong shape, `FloatingPointError` if the images come out non-finite."""
-    if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
-    if spacing is None: spacing = DEFAULT_SPACING.get(sampler, 'linspace')
-    if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
-    if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
-    if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
-    if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
-    if precision not in PRECISIONS: raise ValueError(f"Unknown precision {precision!r}; use {', '.join(map(repr, PRECISIONS))}")
-    device = diffusion.betas.device
-    b = len(labels) if labels is not None else n
-    if not b: raise ValueError("pass labels, or n for unconditional samples")
-    y = labels.to(device) if labels is not None else None
-    gen_device = generator.device if generator is not None else device
-    randn = lambda: torch.randn((b, *shape), generator=generator, device=gen_device).to(device)
-    was_training = getattr(model, 'training', False)
-    if isinstance(model, nn.Module): model.eval()
-    net = _network(model, precision, device)
-    if x_T is not None and tuple(x_T.shape) != (b, *shape):
-        raise ValueError(f"x_T has shape {tuple(x_T.shape)}; this call samples {(b, *shape)}")
-    x = randn() if x_T is None else x_T.to(device, torch.float32)
+    spacing, b = _check_sample(labels, n, sampler, spacing, variance, w, eta, shape, x_T)
     ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps, spacing)
-    prev = None   # DPM-Solver++'s previous data prediction and step
-    for i, t in enumerate(ts):
-        tt = torch.full((b,), t, device=device, dtype=torch.long)
-        eps = _eps(net, diffusion, x, tt, y, w)
-        s = ts[i + 1] if i + 1 < len(ts) else None
-        if sampler == 'ddpm':
-            x_next, x0 = ddpm_step(diffusion, x, t, eps, clip, variance, noise=randn() if t > 0 else None)
-        elif sampler == 'ddim':
-            x_next, x0 = ddim_step(diffusion, x, t, s, eps, eta, clip, noise=randn() if s is not None and eta > 0 else None)
-        else:
-            x0 = _x0(diffusion, x, t, eps, clip)
-            x_next, prev = dpm_solver_step(diffusion, x, t, s, x0, prev)
-        if trajectory is not None: trajectory.append((t, x.cpu(), x0.cpu()))
-        x = x_next
-    if isinstance(model, nn.Module): model.train(was_training)
-    if not torch.isfinite(x).all():   # clamping or uint8 would turn NaN into black images without a word
-        raise FloatingPointError(f"sampling produced non-finite values ({(~torch.isfinite(x)).sum().item()} of {x.numel()}): "
-                                 f"the model's weights or its output are not finite")
+    y = labels.to(diffusion.betas.device) if labels is not None else None
+    with _sampling(model, diffusion, precision, (b, *shape), generator) as (net, randn):
+        x = randn() if x_T is None else x_T.to(diffusion.betas.device, torch.float32)
+        for t, x, x0 in denoise_steps(net, diffusion, x, ts, y, w, sampler, eta, variance, clip, randn):
+            if trajectory is not None and t >= 0: trajectory.append((t, x.cpu(), x0.cpu()))
+    x = _finite(x, 'sampling', w)     # the last step's x: the sampled images
     return to_uint8(x) if uint8 else x.clamp(-1, 1)
 
 
 # %% [markdown]
-# Ten digits, one per class, from the ideal denoiser, with each sampler:
+# Ten digits from the ideal denoiser, guided with w = 3, by DDIM (η = 1, the default, 50 steps) and by
+# DPM-Solver++ (10 steps); then the check promised above, on a small untrained network so that it does not depend
+# on the ideal denoiser: **DDIM with all T steps and η = 1 is DDPM with σ² = β̃**, given the same noise.
 
 # %%
-labels = torch.arange(10)
-g = lambda: torch.Generator().manual_seed(0)
-grids = {'DDPM, 1000 steps': sample(ideal, diffusion, labels, sampler='ddpm', generator=g()),
-         'DDIM, 50 steps': sample(ideal, diffusion, labels, steps=50, generator=g()),
-         'DDIM, 10 steps': sample(ideal, diffusion, labels, steps=10, generator=g())}
-for title, imgs in grids.items(): show_images(imgs, labels, train.classes, ncols=10, scale=.8, title=title)
-
-# %% [markdown]
-# ## Checks
-#
-# **DDIM with η = 0 is deterministic**, and a seed reproduces any sample:
-
-# %%
-a = sample(ideal, diffusion, labels, steps=20, eta=0.0, generator=g())
-test_eq(sample(ideal, diffusion, labels, steps=20, eta=0.0, generator=g()), a)
-test_eq(sample(ideal, diffusion, labels, steps=20, eta=1.0, generator=g()),
-        sample(ideal, diffusion, labels, steps=20, eta=1.0, generator=g()))
-
-# %% [markdown]
-# **DDIM with all T steps and η = 1 is DDPM with σ² = β̃**, given the same noise. A small untrained
-# network stands in for the model here, so the check does not depend on the ideal denoiser:
-
-# %%
-net = ConditionalUNet(10, **unet_preset('tiny', in_channels=1))
-short = Diffusion('linear', T=40)
-ddpm = sample(net, short, labels[:4], sampler='ddpm', variance='beta_tilde', generator=g(), clip=False)
-ddim = sample(net, short, labels[:4], sampler='ddim', steps=40, eta=1.0, generator=g(), clip=False)
-test_close(ddim, ddpm, eps=1e-4)
-test_close(sample(net, short, labels[:4], sampler='ddim', steps=40, eta=1.0, generator=g()),
-           sample(net, short, labels[:4], sampler='ddpm', variance='beta_tilde', generator=g()), eps=1e-4)  # with clipping too
-
-# %% [markdown]
-# **Guidance at w = 1 is the conditional sample**, computed with one branch only, and **the model it is
-# given is the one used for both branches**: sampling with an EMA copy never calls the raw model.
-
-# %%
-calls = []
-class Recorder(nn.Module):
-    def __init__(self, m, name): super().__init__(); self.m, self.name = m, name
-    def forward(self, x, t, y=None): calls.append((self.name, len(x), None if y is None else (y == NULL_LABEL).sum().item())); return self.m(x, t, y)
-cond_only = sample(Recorder(net, 'raw'), short, labels[:4], steps=10, w=1.0, generator=g())
-assert all(n == 4 and nulls == 0 for _, n, nulls in calls)           # 4 images, never an unconditional row
-plain = lambda x, t, y=None: net(x, t, labels[:4])                  # the conditional model, no guidance code
-test_close(sample(plain, short, None, n=4, steps=10, generator=g()), cond_only, eps=1e-6)
-
-raw, ema_copy = Recorder(net, 'raw'), Recorder(copy.deepcopy(net), 'ema')
-with torch.no_grad(): next(ema_copy.m.parameters()).add_(0.1)      # an "EMA" whose weights differ
-calls.clear()
-guided = sample(ema_copy, short, labels[:4], steps=10, w=3.0, generator=g())
-test_eq({name for name, *_ in calls}, {'ema'})                       # both branches from the EMA weights
-assert all(n == 8 and nulls == 4 for _, n, nulls in calls)           # one batched pass: 4 conditional + 4 null rows
-assert not torch.allclose(guided, sample(raw, short, labels[:4], steps=10, w=3.0, generator=g()))
-
-# %%
-u8 = sample(ideal, diffusion, labels[:2], steps=10, generator=g(), uint8=True)
-test_eq(u8.dtype, torch.uint8)
-test_eq(u8, to_uint8(sample(ideal, diffusion, labels[:2], steps=10, generator=g())))
-test_fail(lambda: sample(ideal, diffusion, labels, sampler='euler'), contains="use 'ddim', 'dpm++', 'ddpm'")
-test_fail(lambda: sample(ideal, diffusion, labels, spacing='leading'), contains="use 'linspace' or 'trailing'")
-test_fail(lambda: sample(ideal, diffusion, labels, steps=0), contains='steps must be a whole number between 1 and T=1000')
-test_fail(lambda: sample(ideal, diffusion, None), contains='pass labels, or n')
-
+show_rows([sample(ideal, diffusion, labels, generator=g()), sample(ideal, diffusion, labels, sampler='dpm++', steps=10, generator=g())],
+          ['DDIM, 50', 'DPM-Solver++, 10'], title='sample(ideal, diffusion, labels, …), w = 3')
+net, short = ConditionalUNet(10, **unet_preset('tiny', in_channels=1)), Diffusion('linear', T=40)
+ddpm = sample(net, short, labels[:4], sampler='ddpm', variance='beta_tilde', generator=g())
+test_close(sample(net, short, labels[:4], sampler='ddim', steps=40, eta=1.0, generator=g()), ddpm, eps=1e-4)
 
 # %% [markdown]
 # ## The reverse scrubber
@@ -413,17 +509,18 @@ test_fail(lambda: sample(ideal, diffusion, None), contains='pass labels, or n')
 # The trajectory of a sample is the best picture of what a diffusion model does. For each step, show
 # $x_t$ (what the sampler holds) above $\hat x_0$ (what the network currently thinks the clean image is),
 # for a row of labels. Early on, $\hat x_0$ is a blurry average of everything the class could be; the
-# details are decided later, and $x_t$ follows. It uses the `Scrubber` of the forward lesson: a live
-# widget in a kernel, the static player on this page.
+# details are decided later, and $x_t$ follows. `reverse_scrubber` keeps every step of `sample`'s loop and
+# hands frames to the `Scrubber` of the forward lesson: a live widget in a kernel, the static player on this page.
 
 # %%
 #| export
+#| hide
 def reverse_scrubber(model: nn.Module,       # the network, as for `sample` (predicting `diffusion.objective`)
                      diffusion: Diffusion,   # the noise schedule the model was trained with
                      labels: torch.Tensor,   # (n,) class of each column, one sample each
                      classes=None,           # class names indexed by label, for the column titles; None: the numbers
                      shape=(1, 16, 16),      # (C, H, W) of one image
-                     sampler: str = 'ddim',  # 'ddim' or 'ddpm'
+                     sampler: str = 'ddim',  # 'ddim', 'dpm++' or 'ddpm'
                      steps: int = 50,        # DDIM steps (DDPM always takes T)
                      w: float = 3.0,         # guidance weight: 0 unconditional, 1 conditional, >1 guided
                      frames: int = 25,       # at most this many frames, evenly spaced over the steps
@@ -454,6 +551,8 @@ def reverse_scrubber(model: nn.Module,       # the network, as for `sample` (pre
     plt.close(fig)
     return Scrubber(pngs, captions, title=f'{sampler.upper()} sampling, w = {w}: drag through the steps')
 
+# %%
+show_doc(reverse_scrubber)
 
 # %%
 #| exec_doc
@@ -469,8 +568,8 @@ reverse_scrubber(_ideal, _diffusion, torch.arange(10), _train.classes, steps=50,
 # ## A trained model
 #
 # The ideal denoiser can only recall its training images. minddpm ships a small network trained on the
-# same digits (4,000 steps of lesson 07's `tiny` preset, about 8 minutes on two CPU cores; `load_model()`
-# reads it). Its trajectory looks the same, but the digits at the end are new ones, drawn in its own hand:
+# same digits (lesson 07's `tiny` preset; `load_model()` reads it). Its trajectory looks the same, but the
+# digits at the end are new ones, drawn in its own hand:
 
 # %%
 #| exec_doc
@@ -491,81 +590,54 @@ reverse_scrubber(_tiny.model, _tiny.diffusion, torch.arange(10), _tiny.classes, 
 # %%
 tiny = load_model()
 y = torch.arange(10).repeat(2)
-for eta in (0.0, 1.0):
-    show_images(sample(tiny.model, tiny.diffusion, y, shape=tiny.shape, steps=50, eta=eta, generator=g()), y,
-                tiny.classes, ncols=10, scale=.8, title=f'DDIM, 50 steps, w = 3, η = {eta:g}')
+show_rows([sample(tiny.model, tiny.diffusion, y, shape=tiny.shape, steps=50, eta=eta, generator=g()).view(2, 10, *tiny.shape)[r]
+           for eta in (0.0, 1.0) for r in (0, 1)], ['η = 0', '', 'η = 1', ''], title='DDIM, 50 steps, w = 3, the shipped model')
+print(f"the shipped model predicts {tiny.diffusion.objective}; √ᾱ at t = {tiny.diffusion.T - 1}: {tiny.diffusion.sqrt_alpha_bars[-1]:.4f}")
 
 # %% [markdown]
-# With the shipped model, which predicts $v$ (lesson 07), both rows are clean digits: lesson 08 scores its
-# recipe at class accuracy 100 % both ways, and FID 48 with η = 0 against 24 with η = 1 (500 samples each). The same network
-# trained to predict ε draws faint, speckled digits with η = 0 (FID above 300 in lesson 08). The reason is the
-# conversion table of lesson 02: an ε-model's $\hat x_0 = (x_t - s\,\hat\varepsilon)/a$ divides the network's
-# error by $a = \sqrt{\bar\alpha_t}$, which is 0.006 at t = 999, and DDIM with η = 0 moves along $\hat x_0$ alone,
-# so it keeps every such error; η = 1 draws fresh noise at each step, which hides it. A v-model's
-# $\hat x_0 = a\,x_t - s\,\hat v$ multiplies the error by $s \le 1$ instead. η = 1 stays the default here: on
-# this model it scores the lower FID at 50 steps, and also at 10 and 20 (lesson 08). η = 0 is for when each
-# image must follow from its starting noise alone, and it is the path the solver below follows.
-#
-# ## DPM-Solver++ on the ideal denoiser and on the trained model
-#
-# `tests/test_solvers.py` checks every step of DPM-Solver++(2M), and of DDIM with trailing spacing,
-# against diffusers' schedulers fed the same predictions. What it buys depends on the model. On the ideal
-# denoiser, with linspace steps for both, at 10 network calls DDIM (η = 0) and DPM-Solver++ land on the same digits; at 5, DPM-Solver++
-# overshoots on some. Its second-order correction assumes that the prediction $D$ changes smoothly from
-# step to step, and the ideal denoiser's $\hat x_0$ can jump from one training image to another.
+# With the shipped model, which predicts $v$ (lesson 07), both ways give clean digits. The same network trained
+# to predict ε draws faint, speckled digits with η = 0 (lesson 08). The reason is the conversion table of lesson
+# 02: an ε-model's $\hat x_0 = (x_t - s\,\hat\varepsilon)/a$ divides the network's error by $a = \sqrt{\bar\alpha_t}$,
+# tiny at the first steps (printed above), and DDIM with η = 0 moves along $\hat x_0$ alone, so it keeps every
+# such error; η = 1 draws fresh noise at each step, which hides it. A v-model's $\hat x_0 = a\,x_t - s\,\hat v$
+# multiplies the error by $s \le 1$ instead. η = 1 stays the default here because lesson 08 scores it better on
+# this model at 10, 20 and 50 steps. η = 0 is for when each image must follow from its starting noise alone,
+# and it is the path DPM-Solver++ follows, in fewer calls:
 
 # %%
-for title, kw in [('DDIM, η = 0, 5 steps', dict(sampler='ddim', steps=5, eta=0.0)),
-                  ('DPM-Solver++(2M), 5 steps', dict(sampler='dpm++', steps=5, spacing='linspace')),
-                  ('DDIM, η = 0, 10 steps', dict(sampler='ddim', steps=10, eta=0.0)),
-                  ('DPM-Solver++(2M), 10 steps', dict(sampler='dpm++', steps=10, spacing='linspace'))]:
-    show_images(sample(ideal, diffusion, labels, generator=g(), **kw), labels, train.classes, ncols=10, scale=.8,
-                title=f'ideal denoiser, {title}')
+show_rows([sample(tiny.model, tiny.diffusion, y[:10], shape=tiny.shape, generator=g(), **kw) for kw in
+           (dict(steps=50, eta=0.0), dict(sampler='dpm++', steps=10, spacing='linspace'), dict(sampler='dpm++', steps=10))],
+          ['DDIM, η = 0, 50', 'DPM-Solver++, 10 linspace', 'DPM-Solver++, 10 trailing'], title='the shipped model, w = 3')
 
 # %% [markdown]
-# On the shipped model, which predicts $v$, the deterministic path leads to clean digits, and the solver
-# follows it in a fifth of DDIM's calls: DPM-Solver++ at 10 calls draws digits like those of DDIM at 50 with
-# η = 0 above, and better with trailing steps, which spend no call at t = 0 where there is no noise left
-# (so trailing is DPM-Solver++'s default spacing). Lesson 08 measures it over 300 samples: DPM-Solver++ with
-# trailing steps scores feature-FID 39 at 10 calls, against 48 for DDIM-50 with η = 0, five times faster.
-# That is a faster way to the same deterministic images, not to better ones: on this small model the
-# stochastic DDIM with η = 1 scores better at the same 10 calls (34) and from 20 on (22 to 31), because its
-# fresh noise corrects the model's remaining errors. The solver beats it only at 5 calls (41 against 67).
-
-# %%
-for title, kw in [('DDIM, η = 0, 10 steps', dict(sampler='ddim', steps=10, eta=0.0)),
-                  ('DPM-Solver++(2M), 10 linspace steps', dict(sampler='dpm++', steps=10, spacing='linspace')),
-                  ('DPM-Solver++(2M), 10 trailing steps', dict(sampler='dpm++', steps=10, spacing='trailing')),
-                  ('DDIM, η = 1, 50 steps', dict(sampler='ddim', steps=50))]:
-    show_images(sample(tiny.model, tiny.diffusion, y[:10], shape=tiny.shape, generator=g(), **kw), y[:10], tiny.classes,
-                ncols=10, scale=.8, title=f'shipped model, {title}, w = 3')
-
-# %% [markdown]
+# DPM-Solver++ at 10 calls draws digits like those of DDIM at 50 with η = 0, and trailing steps, which spend no
+# call at t = 0 where there is no noise left, are its default spacing. Lesson 08 measures every sampler and step
+# count on this model: the solver is a faster way to the same deterministic images, not to better ones, and the
+# stochastic DDIM with η = 1 beats it from 10 calls on.
+#
 # ## Sampling in bf16
 #
 # Sampling is all forward passes, and a CPU with bf16 matrix instructions (AMX or AVX512-BF16; `cpu_has_bf16`)
-# runs them in bf16 about twice as fast. `sample(…, precision='bf16')` casts a copy of the weights to bf16 once,
+# runs them in bf16 faster. `sample(…, precision='bf16')` casts a copy of the weights to bf16 once,
 # instead of autocasting fp32 weights at every call (lesson 09), and keeps the sampler's own arithmetic in
-# float32: only the network runs in bf16. `'auto'` picks bf16 where the CPU has the instructions.
-#
-# Does it cost quality? `python tests/bench_bf16.py` samples the shipped model from five noise seeds both
-# ways, 500 guided images each (w = 3, DDIM 50), and scores them with lesson 08's judge. On a 2-core CPU
-# with AVX512-BF16: feature-FID 24.65 ± 1.4 over the seeds in fp32 (22.4 to 25.8) and 24.51 ± 1.4 in bf16,
-# every seed within 0.16 of its fp32 score; class accuracy 100 % both ways. Each 500-image batch took 43 to
-# 45 s in fp32 and 20 to 22 s in bf16: twice as fast, for a difference far inside the seed-to-seed noise.
-# That is for 500 images a call (1,000 with guidance); at 100 images a call it is 1.4× (below).
-# So `minddpm_sample` samples in bf16 by default (`--precision auto`) on CPUs that have the instructions.
-# `sample` itself keeps `precision='fp32'` as its default, so that the same seed gives the same images on
-# every machine, which the tests and these lessons compare against.
-#
-# Casting the weights once, instead of autocasting at every call, gained nothing measurable on this CPU:
-# one guided call of the tiny UNet (100 images) took 96 ms in fp32, 70 ms autocast, 70 ms with bf16
-# weights, and the seed UNet (16 images at 32 px) 453, 266 and 261 ms. The cast copy is still the simpler
-# path: one network in one dtype, no autocast state around the sampler.
+# float32: only the network runs in bf16. `'auto'` picks bf16 where the CPU has the instructions, and
+# `minddpm_sample` uses it by default. `sample` keeps `precision='fp32'` as its default, so that the same seed
+# gives the same images on every machine, which the tests and these lessons compare against. The same noise
+# both ways, and what 100 guided images at 10 steps cost here:
 
 # %%
-x32 = sample(tiny.model, tiny.diffusion, y[:10], shape=tiny.shape, generator=g())
-x16 = sample(tiny.model, tiny.diffusion, y[:10], shape=tiny.shape, generator=g(), precision='bf16')
-show_images(torch.cat([x32, x16, (x16 - x32).abs() * 10 - 1]), torch.cat([y[:10]] * 3), tiny.classes, ncols=10, scale=.8,
-            title='the same noise in fp32 (top), with bf16 weights (middle), and their difference ×10 (bottom)')
+x32, x16 = (sample(tiny.model, tiny.diffusion, y[:10], shape=tiny.shape, generator=g(), precision=p) for p in ('fp32', 'bf16'))
+show_rows([x32, x16, (x16 - x32).abs() * 10 - 1], ['fp32', 'bf16 weights', 'difference ×10'], title='the same noise, w = 3')
 print(f"largest pixel difference {(x16 - x32).abs().max():.3f}, mean {(x16 - x32).abs().mean():.4f} (images span 2)")
+for p in ('fp32', 'bf16'):
+    run = lambda: sample(tiny.model, tiny.diffusion, torch.arange(100) % 10, shape=tiny.shape, steps=10, precision=p)
+    run(); t0 = time.perf_counter(); run()                            # the first call warms up
+    print(f"{p}: {time.perf_counter() - t0:.2f} s (bf16 instructions on this CPU: {cpu_has_bf16()})")
+
+# %% [markdown]
+# Whether bf16 costs quality is a question for many images and several seeds: `python tests/bench_bf16.py`
+# scores 500 images per seed both ways with lesson 08's judge, and finds the difference far inside the
+# seed-to-seed spread of the score.
+
+# %%
+print(f"this lesson ran in {time.perf_counter() - started:.0f} s")

@@ -111,45 +111,62 @@ class EMA:
         ema_p, p = list(self.model.parameters()), [q.detach() for q in model.parameters()]
         if self.step < self.start_step:
             for a, b in zip(ema_p, p): a.copy_(b)
-        else: torch._foreach_lerp_(ema_p, p, 1 - self.beta)    # θ_ema ← β·θ_ema + (1 − β)·θ
+        elif ema_p: torch._foreach_lerp_(ema_p, p, 1 - self.beta)  # θ_ema ← β·θ_ema + (1 − β)·θ; a module of buffers only has none
         for b_ema, b in zip(self.model.buffers(), model.buffers()): b_ema.copy_(b)
         self.step += 1
 
+    def state_dict(self) -> dict:
+        "What a checkpoint keeps: the averaged weights and the step count, so a resumed run continues the same average."
+        return {'model': self.model.state_dict(), 'step': self.step, 'beta': self.beta, 'start_step': self.start_step}
+
+    def load_state_dict(self, state: dict):
+        "Restore what `state_dict` returned."
+        self.model.load_state_dict(state['model'])
+        self.step, self.beta, self.start_step = state['step'], state['beta'], state['start_step']
+
 
 # %% [markdown]
-# Checkpoints need to save and restore it, step count included, so a resumed run continues the same
-# average:
+# All three rules on one small module: a `BatchNorm1d` has one weight (a parameter) and one running mean (a
+# buffer). Set both to the noisy signal above, step after step, and update an EMA with a warm-up of 50 steps:
 
 # %%
-#| export
-def _state_dict(self: EMA) -> dict:
-    return {'model': self.model.state_dict(), 'step': self.step, 'beta': self.beta, 'start_step': self.start_step}
-
-def _load_state_dict(self: EMA, state: dict):
-    self.model.load_state_dict(state['model'])
-    self.step, self.beta, self.start_step = state['step'], state['beta'], state['start_step']
-
-EMA.state_dict, EMA.load_state_dict = _state_dict, _load_state_dict
+demo = nn.BatchNorm1d(1)
+ema, trace = EMA(demo, beta=0.95, start_step=50), []
+for v in noisy[:300].tolist():
+    with torch.no_grad(): demo.weight.fill_(v); demo.running_mean.fill_(v)
+    ema.update(demo); trace.append((ema.model.weight.item(), ema.model.running_mean.item()))
+fig, axs = plt.subplots(1, 2, figsize=(9, 2.3), sharey=True)
+for ax, series, title in zip(axs, zip(*trace), ('a parameter: averaged after the warm-up', 'a buffer: copied')):
+    ax.plot(noisy[:300], color='C7', lw=.6, label='the model'); ax.plot(series, label='the EMA copy')
+    ax.axvline(50, color='k', lw=.8, ls=':'); ax.set(title=title, xlabel='update'); ax.title.set_fontsize(9)
+axs[0].text(52, 4.3, 'start_step', fontsize=8); axs[0].legend(fontsize=7); fig.tight_layout()
 
 # %% [markdown]
 # ## Checks
 #
 # **The closed form.** With the weights set to $\theta_1, \dots, \theta_n$ before successive updates
 # and a warm-up of one step, the average is $\beta^{n-1}\theta_1 + \sum_{i=2}^{n} (1-\beta)\,\beta^{n-i}\,\theta_i$.
+# The share each $\theta_i$ gets can be measured: make $\theta_i$ the $i$-th unit vector, and after $n$ updates the
+# average's $i$-th entry is that share.
 
 # %%
-lin = nn.Linear(3, 2)
-ema = EMA(lin, beta=0.9, start_step=1)
-thetas = [torch.randn(2, 3) for _ in range(25)]
-for th in thetas:
-    with torch.no_grad(): lin.weight.copy_(th)
-    ema.update(lin)
-n, b = len(thetas), 0.9
-closed = b ** (n - 1) * thetas[0] + sum((1 - b) * b ** (n - i) * thetas[i - 1] for i in range(2, n + 1))
-test_close(ema.model.weight, closed, eps=1e-6)
-test_eq(ema.step, 25)
+n, b = 25, 0.9
+probe = nn.Linear(n, 1, bias=False); ema = EMA(probe, beta=b, start_step=1)
+for i in range(n):
+    with torch.no_grad(): probe.weight.copy_(torch.eye(n)[i])   # θ_(i+1): all of its weight in entry i
+    ema.update(probe)
+measured = ema.model.weight[0]
+closed = torch.tensor([b ** (n - 1)] + [(1 - b) * b ** (n - i) for i in range(2, n + 1)])
+test_close(measured, closed, eps=1e-6)
+fig, ax = plt.subplots(figsize=(6, 2.2))
+ax.bar(range(1, n + 1), measured, label='measured share'); ax.plot(range(1, n + 1), closed, 'k.', label='closed form')
+ax.set(xlabel='i: the weights of update i', ylabel='share in the average', title=f'β = {b}, after {n} updates'); ax.legend(fontsize=8);
 
 # %% [markdown]
+# The shares fall geometrically into the past, except the first: what the average started from keeps
+# $\beta^{n-1}$ (8 % here) and fades only as fast as $\beta^n$. Started from random weights, that share is noise;
+# hence the warm-up, which starts the average from trained weights instead.
+#
 # **PyTorch's own EMA.** `torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn(β)` also copies
 # on its first update and averages after, so it must agree with `EMA(start_step=1)` through a real
 # training run of a small UNet:
@@ -164,21 +181,6 @@ for _ in range(5):
     ours.update(model); theirs.update_parameters(model)
 for (name, a), b in zip(ours.model.named_parameters(), theirs.module.parameters()):
     test_close(a, b, eps=1e-6)
-
-# %% [markdown]
-# **Warm-up, buffers, frozen copy, restore.**
-
-# %%
-ema = EMA(model, beta=0.99, start_step=3)
-for _ in range(3): ema.update(model)
-test_close(next(ema.model.parameters()), next(model.parameters()))  # still copying
-d = Diffusion()                                          # a module with buffers only
-ema_d = EMA(d); d.betas.mul_(2); ema_d.update(d)
-test_close(ema_d.model.betas, d.betas)                    # buffers are copied, not averaged
-assert not any(p.requires_grad for p in ema.model.parameters())
-restored = EMA(model); restored.load_state_dict(ema.state_dict())
-test_eq(restored.step, 3); test_close(next(restored.model.parameters()), next(ema.model.parameters()))
-test_fail(lambda: EMA(model, beta=1.0), contains='beta must be in [0, 1)')
 
 # %% [markdown]
 # ## On the UNet
@@ -224,6 +226,7 @@ ax.set(xlabel='step', ylabel='held-out ε-MSE'); ax.legend(fontsize=8);
 # of steps the gap goes the other way (the FID of 12.1 against 3.2 above); lesson 07 shows it on samples.
 
 # %%
+#| hide
 assert avg[-1] < avg[0] and raw[-1] < raw[0]  # both learn
 assert avg[2] > raw[2]                        # the average lags while the loss falls fast ...
 assert avg[-1] < 1.05 * raw[-1]               # ... and has caught up by the end

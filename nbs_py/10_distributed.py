@@ -24,7 +24,7 @@ if importlib.util.find_spec('minddpm') is None:
 # %%
 #| export
 from __future__ import annotations
-import atexit, datetime, os
+import atexit, datetime, os, re
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +124,24 @@ ax.set_title('one optimiser step of a global batch of 64 on 2 processes: only th
 # rank 0 alone says why: a mistake in the command is printed once, not once per process.
 
 # %%
+#| hide
+#| export
+def _first_then_rest(place, fn, args, kwargs):
+    """`fn(*args, **kwargs)` on the first process of each node, then on the others. If it raises anywhere, every rank raises:
+    its own error, or `ValueError` quoting the first failed rank's."""
+    out = None
+    for turn in (True, False):
+        error = None
+        if (place.local_rank == 0) == turn:
+            try: out = fn(*args, **kwargs)
+            except (ValueError, OSError, RuntimeError) as e: error = e
+        said = place.gather(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None: raise error
+        failed = next(((r, m) for r, m in enumerate(said) if m), None)
+        if failed: raise ValueError(f"rank {failed[0]} stopped the run: {failed[1]}")
+    return out
+
+# %%
 #| export
 TIMEOUT = datetime.timedelta(minutes=30)  # how long a collective waits for the slowest rank, e.g. while rank 0 draws a grid
 
@@ -166,18 +184,50 @@ class Place:
     def first(self, fn, *args, **kwargs):
         """`fn(*args, **kwargs)` on the first process of each node, then on the others (e.g. a download, which they then
         find done). If it raises anywhere, every rank raises: its own error, or `ValueError` quoting the first failed rank's."""
-        out = None
-        for turn in (True, False):
-            error = None
-            if (self.local_rank == 0) == turn:
-                try: out = fn(*args, **kwargs)
-                except (ValueError, OSError, RuntimeError) as e: error = e
-            said = self.gather(None if error is None else f"{type(error).__name__}: {error}")
-            if error is not None: raise error
-            failed = next(((r, m) for r, m in enumerate(said) if m), None)
-            if failed: raise ValueError(f"rank {failed[0]} stopped the run: {failed[1]}")
-        return out
+        return _first_then_rest(self, fn, args, kwargs)
 
+
+# %% [markdown]
+# Two nodes of two GPUs each, as torchrun numbers their processes: `rank` counts over the whole run,
+# `local_rank` within a node and names the GPU a process takes. Colour marks the two roles a process can have.
+
+# %%
+fig, ax = plt.subplots(figsize=(9, 2.4))
+ax.set(xlim=(-.1, 9.6), ylim=(-.1, 2.3)); ax.axis('off')
+for node in (0, 1):
+    box(ax, 4.8 * node, 0, 4.6, 2.2, '', '#f4f4f4'); ax.text(4.8 * node + .15, 1.95, f'node {node}', fontsize=9, weight='bold')
+    for local in (0, 1):
+        pl = Place(rank=2 * node + local, world_size=4, local_rank=local, parallel=True)
+        role = 'main: saves, logs, draws;\nfirst on its node' if pl.main else 'first on its node' if pl.local_rank == 0 else 'after its node\'s first'
+        box(ax, 4.8 * node + .2 + 2.2 * local, .15, 2.0, 1.55, f'rank {pl.rank} of {pl.world_size}\nlocal_rank {pl.local_rank}: '
+            f'cuda:{pl.local_rank}\n\n{role}', '#dbe9f6' if pl.main else '#e8f3e0' if pl.local_rank == 0 else 'white')
+ax.set_title('torchrun --nnodes 2 --nproc-per-node 2: four processes, one per GPU', fontsize=10);
+
+# %% [markdown]
+# Then `join` itself. The checks of the device each rank takes (one GPU per local rank, never a GPU index of
+# your own, no shared Apple GPU) live in a helper; what is left reads the environment and starts the group.
+
+# %%
+#| hide
+#| export
+def _rank_device(place: Place, device: str, d: torch.device) -> torch.device:
+    """The device of this rank: on CUDA the GPU of its local rank (made current). Raises `ValueError` for a GPU index given
+    under torchrun or Apple's MPS with several ranks, and `RuntimeError` on a rank beyond the node's GPUs."""
+    if d.type == 'cuda':
+        if device not in ('auto', 'cuda'):
+            raise ValueError(f"device {device!r} names one GPU, but under torchrun each process takes the GPU of its local rank; "
+                             f"use --device cuda (or auto)")
+        n = torch.cuda.device_count()
+        if place.local_rank >= n:
+            raise RuntimeError(f"local rank {place.local_rank} has no GPU of its own: torch sees {n} on this node; "
+                               f"start at most {n} processes per node (--nproc-per-node {n})")
+        d = torch.device('cuda', place.local_rank); torch.cuda.set_device(d)
+    elif d.type == 'mps' and place.world_size > 1:
+        raise ValueError("several processes cannot share Apple's MPS GPU; use --device cpu, or one process")
+    return d
+
+# %%
+#| export
 def launched() -> bool:
     "Was this process started by `torchrun` (or `srun torchrun`): does its environment name a rank and a world size?"
     return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
@@ -196,17 +246,7 @@ def join(device: str = 'auto', # as `pick_device` takes it; under torchrun 'cuda
     if dist.is_initialized():   # a group started by the caller's own code
         place = Place(dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', 0)), True)
     else: place = Place(int(os.environ['RANK']), int(os.environ['WORLD_SIZE']), int(os.environ.get('LOCAL_RANK', 0)), True)
-    if d.type == 'cuda':
-        if device not in ('auto', 'cuda'):
-            raise ValueError(f"device {device!r} names one GPU, but under torchrun each process takes the GPU of its local rank; "
-                             f"use --device cuda (or auto)")
-        n = torch.cuda.device_count()
-        if place.local_rank >= n:
-            raise RuntimeError(f"local rank {place.local_rank} has no GPU of its own: torch sees {n} on this node; "
-                               f"start at most {n} processes per node (--nproc-per-node {n})")
-        d = torch.device('cuda', place.local_rank); torch.cuda.set_device(d)
-    elif d.type == 'mps' and place.world_size > 1:
-        raise ValueError("several processes cannot share Apple's MPS GPU; use --device cpu, or one process")
+    d = _rank_device(place, device, d)
     if not dist.is_initialized():
         dist.init_process_group('nccl' if d.type == 'cuda' else 'gloo', timeout=TIMEOUT,
                                 device_id=d if d.type == 'cuda' else None)
@@ -239,26 +279,55 @@ test_eq((place.main, place.world_size, place.parallel), (True, 1, False))   # no
 # processes and micro-batches. Each rank takes `batch_size / world_size`, in `grad_accum` micro-batches:
 
 # %%
+#| hide
+#| export
+def _refuse_uneven(batch_size: int, world_size: int, grad_accum: int):
+    "`ValueError` for a global batch that does not split into `world_size × grad_accum` equal parts, naming sizes that do."
+    parts = world_size * grad_accum
+    lo, hi = batch_size // parts * parts, (batch_size // parts + 1) * parts
+    fits = f"{lo} or {hi}" if lo else f"{hi}"
+    raise ValueError(f"batch_size {batch_size} is the global batch and must split evenly into {world_size} process"
+                     f"{'es' * (world_size != 1)} × {grad_accum} micro-batch{'es' * (grad_accum != 1)} = {parts} equal parts; "
+                     f"use a multiple of {parts}, e.g. {fits}")
+
+# %%
 #| export
 def local_batch_size(batch_size: int, # the global batch: images per optimiser step, over all ranks and micro-batches
                      world_size: int, # processes in the run
                      grad_accum: int, # micro-batches per optimiser step on each process
                      ) -> int:
     "Images per micro-batch on each rank: `batch_size / (world_size × grad_accum)`; `ValueError`, naming sizes that divide, if it does not."
-    parts = world_size * grad_accum
-    if batch_size % parts:
-        lo, hi = batch_size // parts * parts, (batch_size // parts + 1) * parts
-        fits = f"{lo} or {hi}" if lo else f"{hi}"
-        raise ValueError(f"batch_size {batch_size} is the global batch and must split evenly into {world_size} process"
-                         f"{'es' * (world_size != 1)} × {grad_accum} micro-batch{'es' * (grad_accum != 1)} = {parts} equal parts; "
-                         f"use a multiple of {parts}, e.g. {fits}")
-    return batch_size // parts
+    if batch_size % (world_size * grad_accum): _refuse_uneven(batch_size, world_size, grad_accum)
+    return batch_size // (world_size * grad_accum)
 
+
+# %% [markdown]
+# A global batch of 16 split four ways. Rank $r$ takes positions $r, r + W, r + 2W, \dots$ of it (colour), and cuts
+# its share into `grad_accum` consecutive micro-batches (the number in each image):
+
+# %%
+splits = [(1, 1), (2, 1), (2, 2), (4, 2)]
+fig, axs = plt.subplots(len(splits), 1, figsize=(10, 2.6), sharex=True)
+for ax, (W, K) in zip(axs, splits):
+    m = local_batch_size(16, W, K)
+    for pos in range(16):
+        rank, micro = pos % W, pos // W // m
+        ax.add_patch(plt.Rectangle((pos, 0), .95, 1, color=plt.get_cmap('tab10')(rank), alpha=.35))
+        ax.text(pos + .47, .5, micro, ha='center', va='center', fontsize=8)
+    ax.set(xlim=(0, 16), ylim=(0, 1), yticks=[]); ax.set_ylabel(f'{W} × {K}: {m} each', rotation=0, ha='right', va='center')
+axs[-1].set(xticks=torch.arange(16) + .5, xticklabels=range(16), xlabel='position in the global batch')
+axs[0].set_title('processes × micro-batches; colour: rank, number: micro-batch', fontsize=10);
+
+# %%
+#| hide
+test_fail(lambda: local_batch_size(64, 3, 1), contains='use a multiple of 3, e.g. 63 or 66')
+
+# %% [markdown]
+# Every split computes the same 16 images per step; one that does not divide is refused with the sizes that would:
 
 # %%
 for world, accum in [(1, 1), (2, 1), (4, 1), (2, 2), (8, 4)]:
     print(f"batch 64 on {world} process(es) × {accum} micro-batch(es): {local_batch_size(64, world, accum)} images each")
-test_fail(lambda: local_batch_size(64, 3, 1), contains='use a multiple of 3, e.g. 63 or 66')
 try: local_batch_size(64, 3, 1)
 except ValueError as e: print(e)
 
@@ -427,23 +496,48 @@ test_eq(two['step'], 60); test_close(l1, l2, eps=1e-5 * l1.min())
 # ## What it costs, measured
 #
 # On a 2-core CPU, two processes with one thread each against one process with two threads, at the same
-# global batch (`python tests/bench_ddp.py`, about 2 minutes):
-#
-# | UNet (parameters), global batch, image side | 1 process × 2 threads | 2 processes × 1 thread | ratio | one all-reduce | share of a step |
-# |---|---|---|---|---|---|
-# | tiny (1.08 M), 64, 16 px | 604 images/s | 535 images/s | 0.89 | 5.3 ms | 4.5 % |
-# | seed (15.66 M), 32, 32 px | 24 images/s | 23 images/s | 0.95 | 38 ms | 2.8 % |
-#
+# global batch: `python tests/bench_ddp.py --out tests/results/ddp.json` (about 2 minutes) times both on the
+# tiny and the seed UNet and keeps its figures, which this cell reads (from the repository, or from GitHub
+# where the lesson runs without it) and draws:
+
+# %%
+#| hide
+import json, urllib.request
+
+def measured(name: str):
+    "A benchmark's results file, tests/results/`name`: from this repository, else from the course's GitHub."
+    local = Path('../tests/results')/name
+    if local.exists(): return json.loads(local.read_text())
+    url = f'https://raw.githubusercontent.com/minddpm/minddpm/main/tests/results/{name}'
+    try: return json.load(urllib.request.urlopen(url, timeout=30))
+    except OSError as e: raise FileNotFoundError(f"{local} is not here and {url} could not be read ({e})") from None
+
+# %%
+ddp = measured('ddp.json')
+fig, axs = plt.subplots(1, 2, figsize=(11, 2.2), sharey=True)
+for i, c in enumerate(ddp['cases']):
+    one, two = c['one_process_two_threads'], c['two_processes_one_thread']
+    axs[0].barh(i, two['images_s'] / one['images_s'], color='C1')
+    axs[0].text(.03, i, f"{one['images_s']:.0f} → {two['images_s']:.0f} images/s", va='center', fontsize=8)
+    axs[1].barh(i, two['comm_s'] / two['step_s'], color='C3')
+    axs[1].text(.002, i, f"{1000 * two['comm_s']:.1f} ms of a {1000 * two['step_s']:.0f} ms step", va='center', fontsize=8)
+axs[0].set_yticks(range(len(ddp['cases'])), [f"{c['unet']} UNet ({c['one_process_two_threads']['params'] / 1e6:.2f} M)\n"
+                                             f"batch {c['batch']}, {c['size']} px" for c in ddp['cases']])
+axs[0].axvline(1, color='k', lw=.8); axs[0].set(xlim=(0, 1.1), xlabel='images/s of 2 processes × 1 thread, per 1 process × 2 threads')
+axs[1].set(xlabel='one all-reduce of the gradients, as a share of a step'); axs[1].xaxis.set_major_formatter('{x:.0%}')
+fig.suptitle(f"{ddp['cpus']} CPU cores, torch {ddp['torch']}", fontsize=9); fig.tight_layout()
+
+# %% [markdown]
 # On one machine, processes lose a little to threads: each process keeps its own copy of everything, and
-# the tiny UNet's steps are so short (0.1 s) that its 5 ms all-reduce shows. The larger the model's step,
-# the smaller that share. Data parallelism pays where one process cannot use the hardware: on several GPUs,
-# each of which one process drives.
+# the tiny UNet's steps are so short that its all-reduce shows. The larger the model's step, the smaller
+# that share. Data parallelism pays where one process cannot use the hardware: on several GPUs, each of
+# which one process drives.
 #
-# The all-reduce column is one all-reduce of a buffer the size of the gradients, timed alone: an upper
+# The all-reduce is one all-reduce of a buffer the size of the gradients, timed alone: an upper
 # bound on what communication adds, since DDP overlaps it with the backward pass. On GPUs in one machine
 # NCCL moves the seed UNet's 63 MB of gradients over NVLink in about a millisecond, a few percent of a step.
 #
-# ## On GPUs, nodes and SLURM
+# ### On GPUs, nodes and SLURM
 #
 # On CUDA, every process takes the GPU of its local rank and the ranks talk over NCCL; `--device cuda:1`
 # is refused under torchrun, as each process already has its GPU. On one machine with 8 GPUs:
@@ -483,6 +577,43 @@ test_eq(two['step'], 60); test_close(l1, l2, eps=1e-5 * l1.min())
 # checkpoint, runs/full/checkpoint.pt at step 300, is kept
 # ```
 #
+# That run, drawn: a checkpoint every 100 steps, rank 1 killed in step 311.
+
+# %%
+fig, ax = plt.subplots(figsize=(10, 2))
+for lane in (0, 1):
+    for step in range(297, 311): box(ax, step, lane + .2, .9, .6, '', '#e8f3e0')
+    box(ax, 311, lane + .2, .3 + .3 * lane, .6, '', '#fbe7d0')   # step 311: rank 1 dies in it, rank 0 waits in its all-reduce
+ax.plot(311.3, .5, 'rx', ms=12, mew=3); ax.text(311.5, .5, 'killed (exit code -9)', va='center', color='r', fontsize=8)
+ax.text(311.8, 1.5, 'all-reduce: connection reset\n→ `rank_failure`: says why, stops', va='center', fontsize=8)
+ax.plot([300.95, 300.95], [.05, 1.95], 'b--', lw=1)
+ax.text(300.95, 2.05, 'rank 0 wrote checkpoint.pt after step 300: it is kept', ha='center', color='b', fontsize=8)
+ax.set(xlim=(296.8, 315.5), ylim=(0, 2.3), yticks=[.5, 1.5], yticklabels=['rank 1', 'rank 0'], xlabel='step')
+ax.set_xticks(torch.arange(297, 312) + .45, range(297, 312)); ax.spines[['top', 'right', 'left']].set_visible(False);
+
+# %% [markdown]
 # The checkpoint is whole either way: rank 0 writes it to a temporary file and renames it (lesson 07).
 # `tests/test_distributed.py` kills a rank in both settings and checks that the run ends within a minute,
 # says so, and leaves a checkpoint that loads.
+#
+# The training loop hands a failed collective to `rank_failure`, which turns the backend's message (gloo's
+# starts with its source location and ends with advice) into the line above:
+
+# %%
+#| export
+def rank_failure(place: Place,      # this rank
+                 step: int,         # the optimiser steps done when it failed
+                 error: Exception,  # what the backend raised
+                 kept: str,         # which checkpoint the run leaves, e.g. "the last checkpoint, … at step 300, is kept"
+                 ) -> RuntimeError: # to raise `from error`
+    "The error a rank stops with when the run fails under it: its rank, the step, why (a lost process named as such) and what is kept."
+    why = re.sub(r'^\[[^\]]*\]\s*', '', (str(error).strip() or type(error).__name__).splitlines()[0])   # gloo's source location
+    why = why.split('. This is typically')[0]                                                           # and its advice
+    lost = isinstance(error, dist.DistError) or re.search('gloo|nccl|connection|timed out', str(error), re.I)
+    return RuntimeError(f"rank {place.rank} of {place.world_size} stopped in step {step + 1}: "
+                        + ("it lost touch with the other processes, most likely because one of them stopped (torchrun's "
+                           f"report names it) ({why})" if lost else why) + f"; {kept}")
+
+# %%
+print(rank_failure(Place(0, 2, parallel=True), 310, RuntimeError('[../gloo/transport/tcp/pair.cc:534] Read error '
+      '[127.0.0.1]:53385: Connection reset by peer. This is typically...'), 'the last checkpoint, runs/full/checkpoint.pt at step 300, is kept'))

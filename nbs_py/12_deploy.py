@@ -35,12 +35,14 @@ import argparse, hashlib, io, math, os, queue, socket, tempfile, threading, time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from minddpm.data import int_arg, to_uint8
-from minddpm.sampling import PRECISIONS, _network, sample
+from minddpm.args import int_arg
+from minddpm.data import to_uint8
+from minddpm.sampling import DEFAULT_SPACING, PRECISIONS, _finite, _network, _sampling, ddim_timesteps, denoise_steps
 from minddpm.training import Trained, load_model
 
 # %%
@@ -50,6 +52,7 @@ import matplotlib.pyplot as plt
 from concurrent.futures import ThreadPoolExecutor
 from minddpm.data import pick_device, pick_preset, show_images
 from minddpm.data import cpu_has_bf16
+from minddpm.sampling import sample
 from minddpm.training import export_model
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 torch.manual_seed(0)
@@ -160,15 +163,15 @@ class Request:
     seed: int      # seeds the starting noise, 0 … SEED_MAX
 
     @property
-    def rows(self) -> int:
-        "Network rows per call: a guided image (w ≠ 1) is a conditional and an unconditional row."
-        return self.n if self.w == 1 else 2 * self.n
+    def rows(self) -> int: return self.n if self.w == 1 else 2 * self.n   # network rows per call: a guided image (w ≠ 1) is two
 
     @property
-    def loop(self) -> tuple:
-        "What requests must share to be sampled in one loop: sampler, steps and w."
-        return (self.sampler, self.steps, self.w)
+    def loop(self) -> tuple: return (self.sampler, self.steps, self.w)    # what requests sampled in one loop must share
 
+
+# %%
+#| export
+#| hide
 def _number(name: str, value, lo, hi, whole: bool):
     "`value` as a form or an HTTP call gives it (a number or a string) → a number in [lo, hi]; `ValueError` saying why not."
     allowed = f"a whole number from {lo} to {hi}" if whole else f"a number from {lo:g} to {hi:g}"
@@ -178,6 +181,61 @@ def _number(name: str, value, lo, hi, whole: bool):
     if not math.isfinite(x) or not lo <= x <= hi or (whole and x != int(x)): raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return int(x) if whole else x
 
+class _RequestQueue:
+    "`Batcher`'s plumbing: requests queue up, one thread takes them in batches (`_next_batch`) and samples each batch (`_sample`)."
+    def _start(self):
+        self.batches = []                    # requests per loop, in order served
+        self._waiting, self._cv, self._closed = deque(), threading.Condition(), False
+        self._thread = threading.Thread(target=self._serve, name='minddpm-batcher', daemon=True); self._thread.start()
+
+    def submit(self, request: Request) -> queue.Queue:
+        "Queue a request; its events arrive on the returned queue. Raises `RuntimeError` once closed."
+        ticket = SimpleNamespace(request=request, events=queue.Queue())   # the request, and the queue its events go to
+        with self._cv:
+            if self._closed: raise RuntimeError('this Batcher is closed')
+            self._waiting.append(ticket); self._cv.notify()
+        return ticket.events
+
+    def events(self, request: Request):
+        "Submit `request` and yield its events as they come, up to and including ('done', …); re-raises a sampling error."
+        q = self.submit(request)
+        while (event := q.get())[0] != 'done':
+            if event[0] == 'error': raise event[1]
+            yield event
+        yield event
+
+    def __call__(self, request: Request):
+        "Sample `request` and wait: (images, info), images (n, C, H, W) uint8, info a dict (seconds, requests, rows)."
+        for event in self.events(request): pass
+        return event[1], event[2]
+
+    def close(self):
+        "Stop the thread after the batch in progress; requests still waiting get a `RuntimeError`."
+        with self._cv: self._closed = True; self._cv.notify()
+        self._thread.join()
+        for ticket in self._waiting: ticket.events.put(('error', RuntimeError('the demo stopped before this request ran')))
+
+    def _next_batch(self) -> list:
+        "Wait for requests; take the oldest and every waiting one that shares its loop and fits in `max_rows`."
+        with self._cv:
+            while not self._waiting and not self._closed: self._cv.wait()
+            if self._closed: return []
+            first = self._waiting.popleft()
+            batch, rows = [first], first.request.rows
+            if self.batching:
+                for ticket in list(self._waiting):
+                    if ticket.request.loop == first.request.loop and rows + ticket.request.rows <= self.max_rows:
+                        self._waiting.remove(ticket); batch.append(ticket); rows += ticket.request.rows
+            return batch
+
+    def _serve(self):
+        while batch := self._next_batch():
+            try: self._sample(batch)
+            except Exception as e:                      # the thread lives on; each request hears what went wrong
+                for ticket in batch: ticket.events.put(('error', e))
+
+# %%
+#| exports
 def parse_request(classes: list,       # the model's class names; label i is classes[i]
                   label,               # a class name, or its index (an int or a string of digits)
                   n=4,                 # images, 1 … MAX_IMAGES
@@ -223,99 +281,42 @@ for bad, says in [(dict(label='ten'), 'unknown class'), (dict(label=10), 'unknow
 # %% [markdown]
 # The batcher owns the network and one thread that runs it. `submit` queues a request and returns a queue on which
 # the request's progress arrives: one `('step', …)` event per network call, with its part of $x_t$ and of the
-# predicted $\hat x_0$ (what the page streams), then `('done', images, info)`, or `('error', exception)`.
+# predicted $\hat x_0$ (what the page streams), then `('done', images, info)`, or `('error', exception)`. The queue and
+# the thread are plumbing (a hidden base class); what the batcher adds is `_sample`: one pass of lesson 05's sampling
+# loop, `denoise_steps`, for the whole batch, handing each request its own rows of every step as the loop yields it.
 
 # %%
-#| export
-class _Ticket:
-    "A submitted request and the queue its events go to."
-    def __init__(self, request: Request): self.request, self.events = request, queue.Queue()
-
-class _Stream:
-    "What `sample` appends each step's (t, x_t, x̂0) to: it hands every request its own rows, as uint8."
-    def __init__(self, tickets: list, steps: int): self.tickets, self.steps, self.calls = tickets, steps, 0
-    def append(self, step):
-        t, x, x0 = step
-        self.calls += 1
-        sizes = [k.request.n for k in self.tickets]
-        for k, xi, x0i in zip(self.tickets, to_uint8(x).split(sizes), to_uint8(x0).split(sizes)):
-            k.events.put(('step', self.calls, self.steps, xi, x0i))
-
-class Batcher:
+#| exports
+class Batcher(_RequestQueue):
     """Samples the requests of many threads with one network: the requests waiting when the network is free, and
     sharing sampler, steps and w, are sampled in one loop of at most `max_rows` network rows (a guided image is two).
-    Each request's noise comes from its own seed, so it gets the images it would get alone."""
+    Each request's noise comes from its own seed, so it gets the images it would get alone. `submit(request)` queues a
+    request and returns the queue of its events; `batcher(request)` waits for its (images, info); `close()` stops it."""
     def __init__(self, trained: Trained,     # from `load_model`: network (weights or exported), schedule, classes, shape
                  max_rows: int = 128,        # network rows per batch, at least 2·MAX_IMAGES (one request always fits)
                  precision: str = 'auto',    # the network's: 'fp32', 'bf16', or 'auto' (bf16 on a CPU with bf16 instructions)
                  batching: bool = True):     # False: one request per loop (to measure what batching buys)
         if max_rows < 2 * MAX_IMAGES: raise ValueError(f"max_rows must be at least {2 * MAX_IMAGES} (one request of {MAX_IMAGES} guided images), got {max_rows}")
-        if precision not in PRECISIONS: raise ValueError(f"Unknown precision {precision!r}; use {', '.join(map(repr, PRECISIONS))}")
         self.trained, self.max_rows, self.batching = trained, max_rows, batching
         self.net = _network(trained.model, precision, trained.diffusion.betas.device)   # bf16 weights cast once
-        self.batches = []                    # requests per loop, in order served
-        self._waiting, self._cv, self._closed = deque(), threading.Condition(), False
-        self._thread = threading.Thread(target=self._serve, name='minddpm-batcher', daemon=True)
-        self._thread.start()
-
-    def submit(self, request: Request) -> queue.Queue:
-        "Queue a request; its events arrive on the returned queue. Raises `RuntimeError` once closed."
-        ticket = _Ticket(request)
-        with self._cv:
-            if self._closed: raise RuntimeError('this Batcher is closed')
-            self._waiting.append(ticket); self._cv.notify()
-        return ticket.events
-
-    def events(self, request: Request):
-        "Submit `request` and yield its events as they come, up to and including ('done', …); re-raises a sampling error."
-        q = self.submit(request)
-        while True:
-            event = q.get()
-            if event[0] == 'error': raise event[1]
-            yield event
-            if event[0] == 'done': return
-
-    def __call__(self, request: Request):
-        "Sample `request` and wait: (images, info), images (n, C, H, W) uint8, info a dict (seconds, requests, rows)."
-        for event in self.events(request): pass
-        return event[1], event[2]
-
-    def close(self):
-        "Stop the thread after the batch in progress; requests still waiting get a `RuntimeError`."
-        with self._cv: self._closed = True; self._cv.notify()
-        self._thread.join()
-        for ticket in self._waiting: ticket.events.put(('error', RuntimeError('the demo stopped before this request ran')))
-
-    def _next_batch(self) -> list:
-        "Wait for requests; take the oldest and every waiting one that shares its loop and fits in `max_rows`."
-        with self._cv:
-            while not self._waiting and not self._closed: self._cv.wait()
-            if self._closed: return []
-            first = self._waiting.popleft()
-            batch, rows = [first], first.request.rows
-            if self.batching:
-                for ticket in list(self._waiting):
-                    if ticket.request.loop == first.request.loop and rows + ticket.request.rows <= self.max_rows:
-                        self._waiting.remove(ticket); batch.append(ticket); rows += ticket.request.rows
-            return batch
-
-    def _serve(self):
-        while batch := self._next_batch():
-            try: self._sample(batch)
-            except Exception as e:                      # the thread lives on; each request hears what went wrong
-                for ticket in batch: ticket.events.put(('error', e))
+        self._start()
 
     def _sample(self, batch: list):
-        reqs, m = [k.request for k in batch], self.trained
-        labels = torch.cat([torch.full((r.n,), r.label) for r in reqs])
-        x_T = torch.cat([torch.randn((r.n, *m.shape), generator=torch.Generator().manual_seed(r.seed)) for r in reqs])
-        sampler, steps, w = reqs[0].loop
-        start = time.perf_counter()
-        x = sample(self.net, m.diffusion, labels, shape=m.shape, sampler=sampler, steps=steps, w=w, eta=0.0,
-                   x_T=x_T, uint8=True, trajectory=_Stream(batch, steps))
+        "One sampling loop for the requests in `batch`: each hears of every step (its rows of x_t and x̂0), then gets its images."
+        reqs, m, sizes = [k.request for k in batch], self.trained, [k.request.n for k in batch]
+        device, (sampler, steps, w) = m.diffusion.betas.device, reqs[0].loop
+        y = torch.cat([torch.full((r.n,), r.label) for r in reqs]).to(device)
+        x = torch.cat([torch.randn((r.n, *m.shape), generator=torch.Generator().manual_seed(r.seed)) for r in reqs]).to(device)
+        ts, start = ddim_timesteps(m.diffusion.T, steps, DEFAULT_SPACING[sampler]), time.perf_counter()
+        with _sampling(self.net, m.diffusion) as (net, _):                   # lesson 05's set-up: eval mode
+            for call, (t, x, x0) in enumerate(denoise_steps(net, m.diffusion, x, ts, y, w, sampler, eta=0.0), 1):
+                if t < 0: break                                                  # the last step: x holds the images
+                for k, xi, x0i in zip(batch, to_uint8(x).cpu().split(sizes), to_uint8(x0).cpu().split(sizes)):
+                    k.events.put(('step', call, steps, xi, x0i))
+        images = to_uint8(_finite(x, 'sampling', w)).cpu()
         info = dict(seconds=time.perf_counter() - start, requests=len(reqs), rows=sum(r.rows for r in reqs))
         self.batches.append(len(reqs))
-        for ticket, images in zip(batch, x.split([r.n for r in reqs])): ticket.events.put(('done', images, info))
+        for k, im in zip(batch, images.split(sizes)): k.events.put(('done', im, info))
 
 # %% [markdown]
 # Eight visitors press the button at the same moment, each asking for four guided images of their own digit:
@@ -378,8 +379,7 @@ def grid_png(images: torch.Tensor,   # (B, C, H, W) uint8, C = 1 (saved greyscal
     from PIL import Image
     a = images.numpy().transpose(0, 2, 3, 1)                       # (B, H, W, C)
     b, h, w, c = a.shape
-    ncols = ncols or b
-    nrows = -(-b // ncols)
+    ncols = ncols or b; nrows = -(-b // ncols)
     grid = np.full((pad + nrows * (h + pad), pad + ncols * (w + pad), c), 128, np.uint8)
     for i, img in enumerate(a):
         r, q = divmod(i, ncols)
@@ -394,6 +394,7 @@ def _picture(images, ncols=None, scale=8) -> np.ndarray:
 
 # %%
 #| export
+#| hide
 def _gradio():
     "Gradio with its analytics off, or an `ImportError` saying how to install it."
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
@@ -401,55 +402,21 @@ def _gradio():
     except ImportError: raise ImportError('the demo needs Gradio: pip install "minddpm[demo]"') from None
     return gr
 
-def demo_app(model=None,                 # a `Trained` from `load_model`, or a path for it; None: the shipped digits model
-             max_rows: int = 128,        # network rows per batch (`Batcher`)
-             precision: str = 'auto',    # the network's precision (`Batcher`)
-             batching: bool = True):     # False: one request per sampling loop
-    """The Gradio demo (a `gr.Blocks`; `.launch()` serves it): class, images, guidance w, sampler,
-    steps and seed → the grid, streamed step by step, the trajectory and the time; and the API endpoint `/png`. Its
-    `Batcher` is `app.batcher`; `app.close()` does not stop it, `app.batcher.close()` does."""
-    gr = _gradio()
-    m = model if isinstance(model, Trained) else load_model(model)
-    batcher = Batcher(m, max_rows, precision, batching)
-    files = Path(tempfile.mkdtemp(prefix='minddpm-demo-'))
+def _checked(gr, classes, *fields) -> Request:
+    "`parse_request`, its `ValueError` turned into a `gr.Error`: a notice on the page, the error of an API call, no traceback logged."
+    try: return parse_request(classes, *fields)
+    except ValueError as e: raise gr.Error(str(e), print_exception=False) from None
 
-    def checked(*fields) -> Request:
-        try: return parse_request(m.classes, *fields)
-        except ValueError as e: raise gr.Error(str(e), print_exception=False) from None
+def _trajectory(frames) -> np.ndarray:
+    "x_t above x̂0 of the first image, at (up to) eight evenly spaced steps of `frames`, a list of (x_t, x̂0) uint8 images."
+    keep = [frames[round(i * (len(frames) - 1) / 7)] for i in range(8)] if len(frames) > 8 else frames
+    return _picture(torch.stack([f[0] for f in keep] + [f[1] for f in keep]), ncols=len(keep), scale=4)
 
-    def trajectory(frames) -> np.ndarray:
-        "x_t above x̂0 of the first image, at (up to) eight evenly spaced steps."
-        keep = [frames[round(i * (len(frames) - 1) / 7)] for i in range(8)] if len(frames) > 8 else frames
-        return _picture(torch.stack([f[0] for f in keep] + [f[1] for f in keep]), ncols=len(keep), scale=4)
-
-    def generate(label, n, w, sampler, steps, seed):
-        "The page's button: yields (grid, trajectory, caption) as the sampling goes."
-        r, frames = checked(label, n, w, sampler, steps, seed), []
-        for event in batcher.events(r):
-            if event[0] == 'step':
-                _, call, total, x, x0 = event
-                frames.append((x[0], x0[0]))
-                yield _picture(x, ncols=min(r.n, 8)), gr.skip(), f"network call {call} of {total} …"
-            else:
-                _, images, info = event
-                shared = f", sampled with {info['requests'] - 1} other request{'s' * (info['requests'] != 2)}" if info['requests'] > 1 else ''
-                yield (_picture(images, ncols=min(r.n, 8)), trajectory(frames),
-                       f"{r.n} × class {m.classes[r.label]!r}: {r.sampler}, {r.steps} steps, w = {r.w:g}, seed {r.seed}; "
-                       f"{info['seconds']:.2f} s{shared}")
-
-    def png(label: str, n: float = 4, w: float = 3.0, steps: float = 20, seed: float = 0,
-            sampler: str = 'dpm++') -> gr.FileData:
-        "The grid of `n` images of class `label` (name or index) as a PNG: the same request gives the same bytes."
-        r = checked(label, n, w, sampler, steps, seed)
-        images, _ = batcher(r)
-        data = grid_png(images)
-        path = files/f"{hashlib.sha256(data).hexdigest()[:16]}.png"
-        path.write_bytes(data)
-        return gr.FileData(path=str(path), mime_type='image/png')
+def _page(gr, m: Trained, generate, png, batcher):
+    "The demo's `gr.Blocks`: the form, the `generate` button (`/sample`), the `png` API endpoint (`/png`), and `batcher` as `.batcher`."
     # Gradio types the endpoint from the hints, which `from __future__ import annotations` leaves as strings
     png.__annotations__ = {'label': str, 'n': float, 'w': float, 'steps': float, 'seed': float, 'sampler': str,
                            'return': gr.FileData}
-
     with gr.Blocks(analytics_enabled=False, title='minddpm demo') as app:
         gr.Markdown(f"## minddpm: a conditional DDPM\nClasses {', '.join(m.classes)}; {m.shape[1]}×{m.shape[2]} images; "
                     f"{m.step} training steps. Each network call is streamed as it runs.")
@@ -472,6 +439,43 @@ def demo_app(model=None,                 # a `Trained` from `load_model`, or a p
         gr.api(png, api_name='png', concurrency_limit=None)
     app.batcher = batcher
     return app
+
+# %%
+#| exports
+def demo_app(model=None,                 # a `Trained` from `load_model`, or a path for it; None: the shipped digits model
+             max_rows: int = 128,        # network rows per batch (`Batcher`)
+             precision: str = 'auto',    # the network's precision (`Batcher`)
+             batching: bool = True):     # False: one request per sampling loop
+    """The Gradio demo (a `gr.Blocks`; `.launch()` serves it): class, images, guidance w, sampler,
+    steps and seed → the grid, streamed step by step, the trajectory and the time; and the API endpoint `/png`. Its
+    `Batcher` is `app.batcher`; `app.close()` does not stop it, `app.batcher.close()` does."""
+    gr = _gradio()
+    m = model if isinstance(model, Trained) else load_model(model)
+    batcher, files = Batcher(m, max_rows, precision, batching), Path(tempfile.mkdtemp(prefix='minddpm-demo-'))
+
+    def generate(label, n, w, sampler, steps, seed):
+        "The page's button: yields (grid, trajectory, caption) as the sampling goes."
+        r, frames = _checked(gr, m.classes, label, n, w, sampler, steps, seed), []
+        for event in batcher.events(r):
+            if event[0] == 'step':
+                _, call, total, x, x0 = event
+                frames.append((x[0], x0[0]))
+                yield _picture(x, ncols=min(r.n, 8)), gr.skip(), f"network call {call} of {total} …"
+            else:
+                _, images, info = event
+                shared = f", sampled with {info['requests'] - 1} other request{'s' * (info['requests'] != 2)}" if info['requests'] > 1 else ''
+                yield (_picture(images, ncols=min(r.n, 8)), _trajectory(frames),
+                       f"{r.n} × class {m.classes[r.label]!r}: {r.sampler}, {r.steps} steps, w = {r.w:g}, seed {r.seed}; "
+                       f"{info['seconds']:.2f} s{shared}")
+
+    def png(label: str, n: float = 4, w: float = 3.0, steps: float = 20, seed: float = 0, sampler: str = 'dpm++'):
+        "The grid of `n` images of class `label` (name or index) as a PNG: the same request gives the same bytes."
+        images, _ = batcher(_checked(gr, m.classes, label, n, w, sampler, steps, seed))
+        data = grid_png(images)
+        (path := files/f"{hashlib.sha256(data).hexdigest()[:16]}.png").write_bytes(data)
+        return gr.FileData(path=str(path), mime_type='image/png')
+
+    return _page(gr, m, generate, png, batcher)
 
 # %% [markdown]
 # In a notebook, launch it without blocking (`prevent_thread_lock=True`), and call it the way any program would,
@@ -534,9 +538,6 @@ ax.set_xticks(clients, clients); ax.legend(); plt.show()
 # 8 s. One loop per request cannot go faster than its single-request rate however many wait; the batched server
 # climbs as the per-image curve above allows, and on a GPU, where that curve falls much further, the gap is wider.
 
-# %%
-app.close(); app.batcher.close()
-
 # %% [markdown]
 # ## From the command line, and on Colab
 #
@@ -556,6 +557,18 @@ app.close(); app.batcher.close()
 # curl -s -H 'Content-Type: application/json' -d '{"data": ["7", 4, 3.0, 20, 0, "dpm++"]}' http://127.0.0.1:7860/gradio_api/call/png
 # curl -s http://127.0.0.1:7860/gradio_api/call/png/EVENT_ID     # the event_id the first call returned
 # ```
+#
+# The same two calls to the server this lesson started, with `httpx` (which Gradio brings):
+
+# %%
+import httpx, json
+event = httpx.post(f"{url}gradio_api/call/png", json={'data': ['7', 4, 3.0, 20, 0, 'dpm++']}).json()['event_id']
+answer = httpx.get(f"{url}gradio_api/call/png/{event}", timeout=120).text          # server-sent events; the last one is the result
+result = json.loads(answer.strip().splitlines()[-1].removeprefix('data:'))[0]
+png_bytes = httpx.get(result['url']).content
+test_eq(png_bytes, Path(client.predict('7', 4, 3.0, 20, 0, api_name='/png')).read_bytes())   # what the Python client gets
+plt.figure(figsize=(3, 1)); plt.imshow(Image.open(io.BytesIO(png_bytes)), cmap='gray'); plt.axis('off'); plt.show()
+app.close(); app.batcher.close()
 
 
 # %%

@@ -29,10 +29,14 @@ from IPython.display import Image
 from matplotlib.colors import hsv_to_rgb
 from PIL import Image as PILImage
 
+from torch.utils.flop_counter import FlopCounterMode
+
+from minddpm.conditioning import ConditionalUNet
 from minddpm.data import get_datasets, pick_device, pick_preset, show_images, to_uint8, to_unit_range
 from minddpm.metrics import evaluate, frechet_distance, inception_features, real_floor, train_judge
 from minddpm.sampling import sample
 from minddpm.training import TRAIN_PRESETS, TrainConfig, Run, autocast, resume, save_samples, train
+from minddpm.unet import unet_preset
 
 # %%
 #| hide
@@ -101,7 +105,13 @@ show_images(torch.stack([x for y in sorted(first) for x in first[y]]), labels=[y
             classes=train_set.classes, ncols=10, scale=0.8)
 
 # %% [markdown]
-# ## Checkpoints that outlive the runtime
+# ## The dress rehearsal
+#
+# The `colab` preset with the stand-in data, the tiny UNet and a handful of steps, through everything the
+# real run does: checkpoints where a disconnect cannot reach them, W&B when it is there, and a disconnect
+# half-way.
+#
+# ### Checkpoints that outlive the runtime
 #
 # On Colab, mount Google Drive (it asks for permission once) and the run directory goes there; anywhere
 # else it is `runs/`. `train` writes `checkpoint.pt` every `ckpt_every` steps (2,000 in the `colab`
@@ -131,7 +141,7 @@ def start_or_resume(cfg: TrainConfig) -> Run:
 print(run_dir('cifar10'))
 
 # %% [markdown]
-# ## W&B, if you want it
+# ### W&B, if you want it
 #
 # `TrainConfig(wandb=True)` logs the loss, learning rate, held-out loss and sample grids to Weights &
 # Biases, and the final checkpoint as an artifact. With credentials (`wandb login`, or `WANDB_API_KEY`
@@ -144,10 +154,10 @@ use_wandb = importlib.util.find_spec('wandb') is not None
 print('W&B logging:', 'on' if use_wandb else 'off (pip install "minddpm[wandb]")')
 
 # %% [markdown]
-# ## The dress rehearsal
+# ### A disconnect half-way
 #
-# The `colab` preset with the stand-in data, the tiny UNet and a handful of steps. Half-way it
-# "disconnects": the run is dropped, and `start_or_resume` must pick it up from the checkpoint.
+# Six steps, then the run is dropped, as a disconnect drops it, and `start_or_resume` must pick it up from
+# the checkpoint for the other six:
 
 # %%
 rehearsal = dataclasses.replace(TRAIN_PRESETS['colab'], dataset=str(standin), unet='tiny', batch_size=16, steps=12,
@@ -160,6 +170,18 @@ assert run.step == 6 and run.cfg.hflip and run.shape == (3, 32, 32)
 run = train(run=run, progress=False)
 assert run.step == 12 and [h[0] for h in run.history] == list(range(1, 13))
 print(f"step {run.step}, held-out ε-MSE {run.history[-1][3]:.3f}, on {run.device}")
+
+# %% [markdown]
+# The same 12 steps in one go, for comparison: the resumed run's losses lie on the uninterrupted run's.
+
+# %%
+straight = train(dataclasses.replace(rehearsal, out=str(Path(tempfile.mkdtemp())/'straight'), wandb=False), progress=False)
+n, resumed, whole = [h[0] for h in run.history], [h[1] for h in run.history], [h[1] for h in straight.history]
+fig, ax = plt.subplots(figsize=(6, 2.2))
+ax.plot(n, whole, lw=5, alpha=.35, label='12 steps in one go')
+ax.plot(n, resumed, 'k--', marker='.', label='6 steps, disconnect, resume, 6 more')
+ax.axvline(6.5, color='r', lw=.8); ax.set(xlabel='step', ylabel='training loss'); ax.legend(fontsize=8)
+print(f"largest difference of the 12 losses: {max(abs(a - b) for a, b in zip(resumed, whole)):.1e}")
 
 # %% [markdown]
 # ## The real run
@@ -177,7 +199,7 @@ run = train(run=start_or_resume(cfg))
 print(f"step {run.step}, held-out ε-MSE {run.history[-1][3]:.4f}, {run.device}, {run.dtype}")
 
 # %% [markdown]
-# ## A grid per class
+# ### A grid per class
 #
 # `save_samples` draws with the EMA weights, DDIM with 50 steps and guidance w = 3, from a fixed seed,
 # one row per class. `train` also leaves grids under `samples/` in the run directory as it goes (every
@@ -194,7 +216,12 @@ Image(save_samples(run, Path(run.cfg.out)/'grid.png', n=10), width=400)
 
 
 # %% [markdown]
-# ## Does it draw what was asked? A classifier trained here
+# ## Judging the samples
+#
+# Two questions: does each sample show the class it was drawn for, and how far are the samples, all
+# together, from the real photographs (FID)?
+#
+# ### Does it draw what was asked? A classifier trained here
 #
 # `train_judge` (lesson 08) fits a small CNN to the real training images and reports its accuracy on the
 # held-out ones. A guided sample counts as right when this classifier gives it the class it was drawn
@@ -225,15 +252,19 @@ def class_accuracy(run, dataset, per_class: int, **judge_kwargs) -> dict:
     return dict(judge=judge, judge_accuracy=judge_acc, real=real_floor(judge, reference, x_val, y_val), samples=res)
 
 def report(scores: dict):
+    "Print the scores, and draw the samples' accuracy between the ceiling (real images) and chance."
     s, r = scores['samples'], scores['real']
-    print(f"classifier: {scores['judge_accuracy']:.1%} right on the real held-out images")
     print(f"guided samples (w = 3, DDIM 50): {s['accuracy']:.1%} right, judge-FID {s['fid']:.2f} ({s['samples']} samples)")
     print(f"real held-out images:            {r['accuracy']:.1%} right, judge-FID {r['fid']:.2f} ({r['samples']} images)")
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.barh(['chance', 'guided samples', 'real held-out images'], [1 / len(CIFAR10_CLASSES), s['accuracy'], r['accuracy']],
+            color=['0.7', 'C1', 'C0'])
+    ax.set(xlim=(0, 1), xlabel='share the classifier labels as the class drawn (or photographed)')
 
 
 # %% [markdown]
 # In the rehearsal these figures only show that the code runs: the classifier learns the hues at once,
-# and the samples of a 12-step model score about chance (10%).
+# and the samples of a 12-step model are noise, which it gets right at most by luck (chance is 10 %).
 
 # %%
 scores = class_accuracy(run, str(standin), per_class=5)
@@ -247,7 +278,7 @@ report(scores)
 
 
 # %% [markdown]
-# ## Inception FID
+# ### Inception FID
 #
 # The FID of papers is measured in the features of one Inception-v3 network (lesson 08). Its weights are
 # downloaded on first use (92 MB), which Colab can do and CI cannot, so the rehearsal runs the same
@@ -266,15 +297,16 @@ def draw(run, per_class: int, w: float = 3.0, steps: int = 50, chunk: int = 1000
                               generator=torch.Generator(run.device).manual_seed(seed + i)).cpu())
     return torch.cat(out)
 
-def fid(run, features, real: torch.Tensor, per_class: int, w: float) -> float:
-    "FID between `features` of the real uint8 images and of `per_class` samples per class drawn at guidance `w`."
-    return frechet_distance(features(real), features(draw(run, per_class, w)))
+def fid(run, features, real_features: torch.Tensor, per_class: int, w: float) -> float:
+    "FID between the real images' `real_features` and the `features` of `per_class` samples per class drawn at guidance `w`."
+    return frechet_distance(real_features, features(draw(run, per_class, w)))
 
 
 # %%
 real_u8 = to_uint8(real_images(get_datasets(str(standin), 32)[0], 'cpu')[0])
 stand_in_features = lambda images: judge_features(scores['judge'], images)
-rehearsal_fid = {w: fid(run, stand_in_features, real_u8, per_class=5, w=w) for w in (1, 3)}
+real_features = stand_in_features(real_u8)      # once, for every w
+rehearsal_fid = {w: fid(run, stand_in_features, real_features, per_class=5, w=w) for w in (1, 3)}
 print({f'w={w}': round(v, 2) for w, v in rehearsal_fid.items()}, "(the classifier's features, 50 samples)")
 
 # %% [markdown]
@@ -290,25 +322,45 @@ if importlib.util.find_spec('torch_fidelity') is None:   # Colab has no torch-fi
     subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', 'torch-fidelity'], check=True)
 real_u8 = to_uint8(real_images(get_datasets('cifar10', 32)[0], 'cpu')[0])
 inception = lambda images: inception_features(images, device=run.device)
-inception_fid = {w: fid(run, inception, real_u8, per_class=1000, w=w) for w in (1, 3)}
+real_features = inception(real_u8)
+inception_fid = {w: fid(run, inception, real_features, per_class=1000, w=w) for w in (1, 3)}
 print({f'w={w}': round(v, 2) for w, v in inception_fid.items()}, '(Inception-v3, 10,000 samples against 50,000 training images)')
 
 # %% [markdown]
 # ## How long, and how much memory
 #
-# No T4 was at hand to time these cells, so the figures above are estimates from the work each cell
-# does, counted in floating-point operations, at a quarter of the T4's 65 TFLOP/s fp16 peak (16 TFLOP/s)
-# unless stated:
-#
-# - training: 30,000 steps of 1.2 TFLOP each, about 40 minutes (lesson 07, where an H200 measured
-#   the same preset at 31 minutes, limited by Python rather than arithmetic);
-# - sampling: 20,000 images for FID and 1,000 for accuracy, at 50 guided steps, about 7 minutes;
-# - Inception features of 70,000 images at 299×299 (11 GFLOP each, in float32 at half the T4's
-#   8.1 TFLOP/s fp32 peak), about 4 minutes;
-# - the classifier: 15 epochs of a 0.1 M-weight CNN, under a minute.
-#
-# Together about 55 minutes, which fits in one sitting of a free runtime. If it disconnects, a rerun
-# resumes from the last checkpoint on Drive.
+# No T4 was at hand to time the GPU cells, so here is an estimate from the work each does: its
+# floating-point operations, counted by PyTorch's `FlopCounterMode` on the `colab` preset's UNet, at a
+# quarter of the T4's 65 TFLOP/s fp16 peak (16 TFLOP/s). Sampling is 20,000 images for FID and 1,000 for
+# accuracy, at 50 guided steps; Inception's 11 GFLOP an image (at 299×299) run in float32, at half the T4's
+# 8.1 TFLOP/s fp32 peak, for the 50,000 real images once and the 20,000 samples.
+
+# %%
+def flops(fn) -> float:
+    "Floating-point operations `fn()` runs, as PyTorch's `FlopCounterMode` counts them."
+    with FlopCounterMode(display=False) as count: fn()
+    return count.get_total_flops()
+
+cfg, T4 = TRAIN_PRESETS['colab'], 65e12 / 4                   # a quarter of the T4's fp16 peak, in FLOP/s
+net = ConditionalUNet(len(CIFAR10_CLASSES), **unet_preset(cfg.unet, in_channels=3))
+x, t, y = torch.randn(2, 3, cfg.img_size, cfg.img_size), torch.tensor([0, 999]), torch.tensor([0, 1])
+step = flops(lambda: net(x, t, y).square().mean().backward()) / 2 * cfg.batch_size   # forward and backward, one batch
+with torch.no_grad(): image = flops(lambda: net(x, t, y)) / 2                        # one image through the UNet
+minutes = {f'training: {cfg.steps:,} steps': cfg.steps * step / T4 / 60,
+           'sampling: 21,000 images × 50 steps × 2 (guidance)': 21_000 * 50 * 2 * image / T4 / 60,
+           'Inception: 70,000 images, fp32': 70_000 * 11e9 / (8.1e12 / 2) / 60}
+print(f"a training step: {step / 1e12:.2f} TFLOP; one image through the UNet: {image / 1e9:.2f} GFLOP")
+fig, ax = plt.subplots(figsize=(7, 1.2))
+left = 0
+for name, m in minutes.items(): ax.barh(0, m, left=left, label=f'{name}: {m:.0f} min'); left += m
+ax.set(yticks=[], xlabel=f'minutes on a T4, estimated: {left:.0f} in all')
+_ = ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.3), frameon=False)
+
+# %% [markdown]
+# The classifier (15 epochs of a 0.1 M-weight CNN) adds under a minute. Together it fits in one sitting of a
+# free runtime; if the runtime disconnects, a rerun resumes from the last checkpoint on Drive. An H200 ran
+# the same training in 31 minutes (lesson 07), held back by Python rather than arithmetic; on a T4 the
+# arithmetic is the limit.
 #
 # Memory, measured on the CPU in float32 (`minddpm.bench.measure_training` and `PeakMemory`, the rise
 # of the process's peak resident memory): one training step of the `colab` model at batch 128 took
@@ -316,7 +368,7 @@ print({f'w={w}': round(v, 2) for w, v in inception_fid.items()}, '(Inception-v3,
 # 4.6 GiB. On the T4 the same work runs in fp16, whose activations are half as large, so both fit its
 # 15 GB with room to spare: an estimate from CPU measurements, not a T4 measurement.
 #
-# ## What next
+# ### What next
 #
 # - Train longer: `minddpm_train --resume <run dir>/checkpoint.pt --steps 60000` stretches the schedule
 #   and carries on; the samples keep improving well past 30,000 steps.

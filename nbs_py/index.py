@@ -96,8 +96,10 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import data, schedule, forward, scrubber, unet, conditioning, sampling, ema, training, distributed, cli, metrics, bench, editing, demo
+from minddpm import device, data, folders, schedule, forward, scrubber, unet, conditioning, sampling, ema, run, checkpoint, trained, budget, training, distributed, args, parsers, cli, metrics, original, measure, bench, editing, demo
+from minddpm.device import *
 from minddpm.data import *
+from minddpm.folders import *
 from minddpm.schedule import *
 from minddpm.forward import *
 from minddpm.scrubber import *
@@ -105,12 +107,20 @@ from minddpm.unet import *
 from minddpm.conditioning import *
 from minddpm.sampling import *
 from minddpm.ema import *
+from minddpm.run import *
+from minddpm.checkpoint import *
+from minddpm.trained import *
+from minddpm.budget import *
 from minddpm.training import *
 from minddpm.distributed import *
+from minddpm.args import *
+from minddpm.parsers import *
 from minddpm.cli import *
 from minddpm.metrics import *
+from minddpm.original import *
+from minddpm.measure import *
 from minddpm.bench import *
 from minddpm.editing import *
 from minddpm.demo import *
 
-__all__ = data.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + training.__all__ + distributed.__all__ + cli.__all__ + metrics.__all__ + bench.__all__ + editing.__all__ + demo.__all__  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = (device.__all__ + data.__all__ + folders.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + run.__all__ + checkpoint.__all__ + trained.__all__ + budget.__all__ + training.__all__ + distributed.__all__ + args.__all__ + parsers.__all__ + cli.__all__ + metrics.__all__ + original.__all__ + measure.__all__ + bench.__all__ + editing.__all__ + demo.__all__)  # nbdev lists only names defined here, so the star-imported ones are named explicitly

@@ -2,6 +2,7 @@
 global batch, for the tiny and the seed UNet, and the share of a step that one all-reduce of the gradients takes.
 
     python tests/bench_ddp.py              # prints one table; about 1 minute on 2 cores
+    python tests/bench_ddp.py --out tests/results/ddp.json   # and keeps every figure (lesson 10 draws them)
     python tests/bench_ddp.py --one cuda   # on a GPU: `torchrun --nproc-per-node 1` against the plain process
 
 Both sides run `train_step` on the bundled digits, measured in the same run of this script, so the ratio is what counts.
@@ -61,8 +62,13 @@ if __name__ == '__main__':
               f"torchrun --nproc-per-node 1 {one['images_s']:.0f} images/s ({one['images_s'] / plain['images_s']:.2f}×); "
               f"largest relative difference of the {len(one['losses'])} losses: {diff:.1e}")
     else:
+        out, cases = sys.argv[sys.argv.index('--out') + 1] if '--out' in sys.argv else None, []
         print(f"{'UNet':<6}{'params':>9}{'batch':>7}{'px':>5}{'1×2 threads':>14}{'2×1 thread':>13}{'ratio':>8}{'all-reduce':>12}{'share':>8}")
         for unet, batch, size, steps in CASES:
             one, two = launch((unet, batch, size, steps, 'cpu'), 1, 2), launch((unet, batch, size, steps, 'cpu'), 2, 1)
             print(f"{unet:<6}{one['params'] / 1e6:>8.2f}M{batch:>7}{size:>5}{one['images_s']:>10.0f} im/s{two['images_s']:>9.0f} im/s"
                   f"{two['images_s'] / one['images_s']:>8.2f}{1000 * two['comm_s']:>9.1f} ms{two['comm_s'] / two['step_s']:>8.1%}")
+            cases.append(dict(unet=unet, batch=batch, size=size, steps=steps, one_process_two_threads=one, two_processes_one_thread=two))
+        if out:
+            import torch
+            Path(out).write_text(json.dumps(dict(torch=torch.__version__, cpus=os.cpu_count(), cases=cases), indent=1) + '\n')

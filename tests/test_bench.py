@@ -1,6 +1,7 @@
-"""The performance lesson's baseline and measuring tools: the original UNet is the same function as minddpm's seed
-preset, every speed-up switch leaves the numbers alone, and `minddpm_bench` writes its table and JSON and refuses bad
-arguments. No timing is asserted: speed is for the benchmark's printed ratios."""
+"""The performance lesson's baseline (minddpm.original) and measuring tools (minddpm.measure): the original UNet is the
+same function as minddpm's seed preset, every speed-up switch leaves the numbers alone, `isolated` finds what it runs,
+and `minddpm_bench` writes its table and JSON and refuses bad arguments. No timing is asserted: speed is for the
+benchmark's printed ratios."""
 import json, subprocess, sys
 from dataclasses import asdict
 
@@ -59,6 +60,26 @@ def test_the_original_ema_reloads_then_averages():
     tr.step(x, y)                                   # then θ_ema ← β·θ_ema + (1 − β)·θ
     for p, q, b in zip(tr.model.parameters(), tr.ema_model.parameters(), before):
         torch.testing.assert_close(q, 0.995 * b + 0.005 * p)
+
+def test_the_split_keeps_every_old_name_and_its_layers():
+    "The baseline (minddpm.original) and the measuring tools (minddpm.measure) left minddpm.bench, which still gives them."
+    import minddpm.bench, minddpm.measure, minddpm.original
+    for mod in (minddpm.original, minddpm.measure):
+        assert all(getattr(minddpm.bench, n, None) is getattr(mod, n) for n in mod.__all__), mod.__name__
+    code = ('import sys, minddpm.original, minddpm.measure; '
+            'assert not [m for m in ("minddpm.bench", "minddpm.cli") if m in sys.modules], sorted(sys.modules)')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)   # a lower module imports no higher one
+    assert r.returncode == 0, r.stderr
+
+def test_isolated_runs_a_notebooks_copy_as_the_packages():
+    from minddpm.measure import _home
+    def measure_sampling(): pass                      # as a lesson defines it: in __main__, which no new process can import
+    measure_sampling.__module__ = '__main__'
+    assert _home(measure_sampling) == 'minddpm.measure'
+    assert _home(_rows) == 'minddpm.bench'
+    def nowhere(): pass
+    nowhere.__module__ = '__main__'
+    with pytest.raises(ValueError, match="isolated runs functions of minddpm's modules"): _home(nowhere)
 
 def test_peak_memory_sees_an_allocation():
     with PeakMemory('cpu') as mem:

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+import minddpm.budget as budget
 import minddpm.training as training
 from minddpm.cli import minddpm_train
 from minddpm.training import TRAIN_PRESETS, load_checkpoint, train
@@ -30,10 +31,10 @@ def clock(monkeypatch):
         c.t += 0.2; return real_save(run, path)
     def grid(run, path, **k):                                  # the cost of a grid, without drawing one
         c.t += c.grid_s; c.grids.append(run.step); return path
-    def probe(budget, *a, **k): budget.cost['grid'] = c.grid_s       # what one guided step times 50 would say
+    def probe(b, *a, **k): b.cost['grid'] = c.grid_s       # what one guided step times 50 would say
     for name, fn in dict(train_step=step, validate=validate, save_checkpoint=save, save_samples=grid).items():
         monkeypatch.setattr(training, name, fn)
-    monkeypatch.setattr(training._Budget, 'probe_grid', probe)
+    monkeypatch.setattr(budget.TimeBudget, 'probe_grid', probe)
     return c
 
 def budgeted(tmp_path, minutes, **changes):
@@ -61,7 +62,7 @@ def test_an_event_timed_on_a_busy_machine_is_rescaled_when_it_calms_down(tmp_pat
     """The first 20 steps ran three times slower, and the grid's cost was probed then (60 s for a grid that takes 20 s):
     kept as it was, it held 40 s of a 200 s budget back for nothing, and the run ended after 154 s."""
     clock.step_s, clock.grid_s = (lambda step: 3.0 if step <= 20 else 1.0), 20.0
-    monkeypatch.setattr(training._Budget, 'probe_grid', lambda budget, *a, **k: budget.measured('grid', 60.0))
+    monkeypatch.setattr(budget.TimeBudget, 'probe_grid', lambda b, *a, **k: b.measured('grid', 60.0))
     run = train(budgeted(tmp_path, 200 / 60), progress=False)
     assert clock.grids == [run.step]                               # the one grid, at the end
     check_kept(run, clock, 200)
@@ -69,9 +70,9 @@ def test_an_event_timed_on_a_busy_machine_is_rescaled_when_it_calms_down(tmp_pat
 def test_sample_grids_are_counted(tmp_path, clock, monkeypatch):
     """16 images make a one-batch epoch, so 40 epochs are 40 steps: grids are drawn at least `GRID_MIN_STEPS` apart. With
     a grid every 40 steps (the floor lowered), 0.75 minutes were once fitted to 460 steps, stopped at 272."""
-    assert training.grid_every(TRAIN_PRESETS['tiny'], 1) == training.GRID_MIN_STEPS == 500
-    assert training.grid_every(TRAIN_PRESETS['tiny'], 25) == 1000 and training.grid_every(budgeted(tmp_path, None, sample_every=0), 1) == 0
-    monkeypatch.setattr(training, 'GRID_MIN_STEPS', 40)
+    assert budget.grid_every(TRAIN_PRESETS['tiny'], 1) == budget.GRID_MIN_STEPS == 500
+    assert budget.grid_every(TRAIN_PRESETS['tiny'], 25) == 1000 and budget.grid_every(budgeted(tmp_path, None, sample_every=0), 1) == 0
+    monkeypatch.setattr(budget, 'GRID_MIN_STEPS', 40)
     root = tmp_path/'sixteen'
     from PIL import Image
     for i in range(16):

@@ -8,8 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from minddpm.cli import minddpm_sample, minddpm_train
-from minddpm.data import minddpm_data
+from minddpm.cli import minddpm_data, minddpm_sample, minddpm_train
 from minddpm.sampling import sample
 from minddpm.training import (TRAIN_PRESETS, Run, TrainConfig, export_model, load_checkpoint, load_model, resume,
                               save_checkpoint, train)

@@ -2,7 +2,7 @@
 
 Nothing here downloads: the torchvision sets are written as small files in their real on-disk
 formats, and a download is made to fail the way it fails offline."""
-import pickle, struct, subprocess, sys, urllib.error, urllib.request
+import pickle, re, struct, subprocess, sys, urllib.error, urllib.request
 
 import pytest
 import torch
@@ -210,7 +210,7 @@ def test_show_images_titles(monkeypatch):
     plt.close('all')
 
 def run_cli(*args, cwd):
-    return subprocess.run([sys.executable, '-c', 'from minddpm.data import minddpm_data; minddpm_data()', *args],
+    return subprocess.run([sys.executable, '-c', 'from minddpm.cli import minddpm_data; minddpm_data()', *args],
                           cwd=cwd, capture_output=True, text=True, timeout=300)
 
 def test_cli_saves_a_grid(tmp_path):
@@ -250,3 +250,42 @@ def test_tiny_preset_is_the_bundled_set():
     from minddpm.data import DATA_PRESETS
     train_dl, _ = get_dataloaders(**DATA_PRESETS['tiny'])
     assert next(iter(train_dl))[0].shape == (64, 1, 16, 16)
+
+# --- the layers below training -------------------------------------------------------------------
+
+def minddpm_imports(module: str) -> set:
+    "The minddpm modules that `minddpm/<module>.py` imports, read from its source."
+    import ast, minddpm
+    from pathlib import Path
+    tree = ast.parse((Path(minddpm.__file__).parent/f'{module}.py').read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or '').startswith('minddpm')):
+            found.add((node.module or '').removeprefix('minddpm.').removeprefix('minddpm') or '.')
+        elif isinstance(node, ast.Import): found |= {a.name.removeprefix('minddpm.') for a in node.names if a.name.startswith('minddpm')}
+    return found
+
+def test_device_is_the_bottom_layer_and_data_sits_on_it():
+    assert minddpm_imports('device') == set()
+    assert minddpm_imports('folders') == set()
+    assert minddpm_imports('data') == {'device', 'folders'}
+    assert minddpm_imports('args') <= {'data', 'folders'}   # the commands' helpers: no command, no training below them
+    assert 'cli' not in minddpm_imports('parsers') and 'parsers' not in minddpm_imports('args')
+    from minddpm.data import cpu_has_bf16, pick_device, pick_preset   # still importable from where they were
+    from minddpm import device
+    assert pick_device is device.pick_device and pick_preset is device.pick_preset and cpu_has_bf16 is device.cpu_has_bf16
+
+def test_autocast_is_on_only_when_asked_for_on_the_cpu():
+    from minddpm.device import autocast, resolve_precision
+    cpu = torch.device('cpu')
+    assert resolve_precision(cpu) is None
+    with autocast(cpu, resolve_precision(cpu, 'bf16')): assert torch.is_autocast_enabled('cpu')
+    with autocast(cpu, resolve_precision(cpu, 'fp32')): assert not torch.is_autocast_enabled('cpu')
+    with pytest.raises(ValueError, match="Unknown precision 'fp8'; use auto, bf16, fp16 or fp32"): resolve_precision(cpu, 'fp8')
+
+@pytest.mark.parametrize('device,msg', [('gpu', "Unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"),
+                                        ('cuda:99', "device 'cuda:99' is not available: torch sees")])
+def test_a_device_torch_cannot_use_here_is_refused(device, msg):
+    from minddpm.device import pick_device
+    assert pick_device('cpu') == torch.device('cpu')
+    with pytest.raises(ValueError, match=re.escape(msg)): pick_device(device)

@@ -43,6 +43,22 @@ def test_waiting_requests_that_share_a_loop_are_sampled_together_with_the_images
         assert images.dtype == torch.uint8 and images.shape == (r.n, *m.shape)
         assert torch.equal(images, alone(m, r, 'fp32')), r
 
+def test_each_step_streams_the_requests_rows_of_x_t_and_x0_as_the_sampling_loop_yields_them(m):
+    "The batcher iterates lesson 05's `denoise_steps`: a request's 'step' events are its rows of `sample`'s trajectory, as uint8."
+    from minddpm.data import to_uint8
+    r = parse_request(m.classes, 4, n=2, w=3, steps=6, seed=11)
+    b = Batcher(m, precision='fp32')
+    events = list(b.events(r))
+    b.close()
+    traj = []
+    images = sample(m.model, m.diffusion, torch.full((2,), 4), shape=m.shape, sampler='dpm++', steps=6, w=3.0, eta=0.0,
+                    generator=torch.Generator().manual_seed(11), uint8=True, trajectory=traj)
+    steps = [e for e in events if e[0] == 'step']
+    assert [e[1:3] for e in steps] == [(i + 1, 6) for i in range(len(traj))] and events[-1][0] == 'done'
+    for (_, _, _, x, x0), (t, xt, x0t) in zip(steps, traj):
+        assert torch.equal(x, to_uint8(xt)) and torch.equal(x0, to_uint8(x0t))
+    assert torch.equal(events[-1][1], images)
+
 def test_max_rows_splits_a_crowd_and_a_sampling_error_reaches_each_request_and_not_the_next(m):
     b = Batcher(m, max_rows=32, precision='fp32')
     reqs = [parse_request(m.classes, d % 10, n=4, steps=2, seed=d) for d in range(9)]    # 8 rows each: 4 per loop

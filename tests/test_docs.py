@@ -24,23 +24,29 @@ def test_every_notebook_is_processed_without_errors(proc, name):
     stderr = [o for o in outputs(nb) if o.get('name') == 'stderr' and 'Traceback' in ''.join(o['text'])]
     assert not stderr, f"{name} printed a traceback: {stderr[0]['text']}"
 
-def exported_modules():
-    "Notebook → the module it exports (its `default_exp`), for every lesson that exports one (not the capstone)."
+def exported_modules() -> dict:
+    """Module → the notebook that exports it, for every lesson that exports one (not the capstone): its `default_exp`,
+    and any second module it exports with `#| export name`."""
     res = {}
     for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
         if nb.name == 'index.ipynb': continue   # the course home exports `minddpm.all`, the one-import convenience
-        first = ''.join(json.loads(nb.read_text())['cells'][0]['source'])
-        if '#| default_exp' in first: res[nb.name] = first.split('default_exp')[1].split()[0]
+        cells = [''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code']
+        if not cells or '#| default_exp' not in cells[0]: continue
+        res[cells[0].split('default_exp')[1].split()[0]] = nb.name
+        for src in cells:
+            for line in src.splitlines():
+                words = line.split()
+                if words[:2] in (['#|', 'export'], ['#|', 'exports']) and len(words) == 3: res[words[2]] = nb.name
     return res
 
 def test_the_capstone_exports_nothing_and_every_module_has_its_lesson():
     modules = exported_modules()
-    assert '13_cifar10.ipynb' not in modules and 'index.ipynb' not in modules
-    assert sorted(modules.values()) == sorted(p.stem for p in (ROOT/'minddpm').glob('*.py')
-                                              if not p.stem.startswith('_') and p.stem != 'all')
+    assert '13_cifar10.ipynb' not in modules.values() and 'index.ipynb' not in modules.values()
+    assert sorted(modules) == sorted(p.stem for p in (ROOT/'minddpm').glob('*.py')
+                                     if not p.stem.startswith('_') and p.stem != 'all')
 
-@pytest.mark.parametrize('name,module', exported_modules().items())
-def test_every_exported_function_and_class_is_documented(proc, name, module):
+@pytest.mark.parametrize('module,name', exported_modules().items())
+def test_every_exported_function_and_class_is_documented(proc, module, name):
     mod = importlib.import_module(f'minddpm.{module}')
     md = '\n'.join(''.join(o['data']['text/markdown']) for o in outputs(json.loads((proc/name).read_text()))
                    if 'text/markdown' in o.get('data', {}))
@@ -59,7 +65,7 @@ def undocumented_parameters(module: str) -> dict:
         if missing: res[n] = missing
     return res
 
-@pytest.mark.parametrize('module', sorted(set(exported_modules().values())))
+@pytest.mark.parametrize('module', sorted(exported_modules()))
 def test_every_parameter_has_a_docment(module):
     "show_doc renders the docments as the parameter table of each page: an undocumented parameter leaves a hole."
     assert not undocumented_parameters(module), f"minddpm.{module}: parameters without docments {undocumented_parameters(module)}"
@@ -71,7 +77,7 @@ def test_sidebar_lists_every_lesson_and_module():
     numbered = sorted(p.name for p in (ROOT/'nbs').glob('[0-9][0-9]_*.ipynb'))
     assert lessons == numbered, "nbs/_quarto.yml's Lessons section must list every numbered lesson in order"
     reference = {e['text']: e['href'] for e in sections['Reference']}
-    assert reference == {f'minddpm.{m}': nb for nb, m in exported_modules().items()}
+    assert reference == {f'minddpm.{m}': nb for m, nb in exported_modules().items()}
 
 @pytest.mark.parametrize('name', ['02_forward.ipynb', '05_sampling.ipynb', '11_editing.ipynb', 'scrubber.ipynb'])
 def test_scrubber_pages_carry_the_static_player(proc, name):

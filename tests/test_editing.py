@@ -208,3 +208,20 @@ def test_the_api_refuses_what_it_cannot_edit_by_name(digits):
     bad = x.clone(); bad[0, 0, 3, 4] = float('nan')
     with pytest.raises(ValueError, match='images hold 1 non-finite values'): denoise(net(), Diffusion(), bad, 0.2)
     assert img2img(net(), Diffusion(), x, 3, strength=0.1, steps=5).shape == x.shape       # one class for every image
+
+def test_walks_renoising_and_the_reverse_loop_refuse_what_they_cannot_walk():
+    assert walk(99, 50) == [99, 74, 50, 25, 0, -1]                      # a tenth of the way: a tenth of the calls
+    assert network_calls(walk(0, 50)) == 1 and network_calls(repaint_walk(10, jump=2, resample=3)) == 10 + 4 * 2 * 2
+    from minddpm.editing import renoise, reverse
+    d = Diffusion()
+    r = d.alpha_bars[400] / d.alpha_bars[100]                           # x_100 → x_400 is x_0 → x_400: the same mean and variance
+    torch.testing.assert_close(renoise(d, torch.ones(1), 100, 400, torch.zeros(1)), r.sqrt().view(1))
+    torch.testing.assert_close(r * (1 - d.alpha_bars[100]) + (1 - r), 1 - d.alpha_bars[400], rtol=0, atol=1e-6)
+    x = torch.zeros(2, 1, 16, 16)
+    with pytest.raises(ValueError, match='a path ends at −1'): reverse(net(), d, x, [999, 500])
+    with pytest.raises(ValueError, match='w must be a finite number'): reverse(net(), d, x, walk(99, 5), w=math.inf)
+    nan = lambda x, t, y=None: torch.full_like(x, math.nan)
+    with pytest.raises(FloatingPointError, match=r'editing produced non-finite values \(512 of 512\)'): reverse(nan, d, x, walk(99, 5))
+    model = net().train()
+    reverse(model, d, x, walk(99, 5))
+    assert model.training                                               # back in the mode it was given in

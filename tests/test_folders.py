@@ -27,7 +27,7 @@ def load(root, **kw):
     return train, val, [str(w.message) for w in caught]
 
 def cli(name, *args, cwd):
-    code = f'from minddpm.{"data" if name == "minddpm_data" else "cli"} import {name}; {name}()'
+    code = f'from minddpm.cli import {name}; {name}()'
     return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 # --- what counts: one rule for the checks and the loader ----------------------------------------

@@ -80,3 +80,90 @@ def test_a_given_x_T_is_the_noise_the_generator_would_have_drawn():
         assert torch.equal(drawn, given)
     with pytest.raises(ValueError, match=r"x_T has shape \(2, 1, 8, 8\); this call samples \(3, 1, 8, 8\)"):
         sample(net, d, y, shape=(1, 8, 8), x_T=torch.randn(2, 1, 8, 8))
+
+# ---- what lesson 05 once checked in its prose ------------------------------------------------------------------------
+
+class Recorder(torch.nn.Module):
+    "A model that notes each call: (its name, rows, rows with the null label)."
+    def __init__(self, m, name, calls): super().__init__(); self.m, self.name, self.calls = m, name, calls
+    def forward(self, x, t, y=None):
+        from minddpm.conditioning import NULL_LABEL
+        self.calls.append((self.name, len(x), None if y is None else (y == NULL_LABEL).sum().item()))
+        return self.m(x, t, y)
+
+def test_guidance_at_w_1_is_one_conditional_branch_and_an_ema_serves_both_branches():
+    import copy
+    torch.manual_seed(0)
+    net, short, labels = ConditionalUNet(10, **unet_preset('tiny', in_channels=1)), Diffusion('linear', T=40), torch.arange(4)
+    g = lambda: torch.Generator().manual_seed(0)
+    calls = []
+    cond_only = sample(Recorder(net, 'raw', calls), short, labels, steps=10, w=1.0, generator=g())
+    assert calls and all(n == 4 and nulls == 0 for _, n, nulls in calls)        # 4 images, never an unconditional row
+    plain = lambda x, t, y=None: net(x, t, labels)                              # the conditional model, no guidance code
+    torch.testing.assert_close(sample(plain, short, None, n=4, steps=10, generator=g()), cond_only, rtol=0, atol=1e-6)
+    raw, ema = Recorder(net, 'raw', calls), Recorder(copy.deepcopy(net), 'ema', calls)
+    with torch.no_grad(): next(ema.m.parameters()).add_(0.1)                    # an "EMA" whose weights differ
+    calls.clear()
+    guided = sample(ema, short, labels, steps=10, w=3.0, generator=g())
+    assert {name for name, *_ in calls} == {'ema'}                              # both branches from the EMA weights
+    assert all(n == 8 and nulls == 4 for _, n, nulls in calls)                  # one batched pass: 4 conditional + 4 null rows
+    assert not torch.allclose(guided, sample(raw, short, labels, steps=10, w=3.0, generator=g()))
+
+def test_ddim_with_every_step_and_eta_1_is_ddpm_beta_tilde_with_and_without_clipping():
+    torch.manual_seed(0)
+    net, short, labels = ConditionalUNet(10, **unet_preset('tiny', in_channels=1)), Diffusion('linear', T=40), torch.arange(4)
+    g = lambda: torch.Generator().manual_seed(0)
+    for clip in (False, True):
+        ddpm = sample(net, short, labels, sampler='ddpm', variance='beta_tilde', generator=g(), clip=clip)
+        ddim = sample(net, short, labels, sampler='ddim', steps=40, eta=1.0, generator=g(), clip=clip)
+        torch.testing.assert_close(ddim, ddpm, rtol=0, atol=1e-4)
+
+def test_uint8_is_the_rounded_float_sample_and_bad_arguments_are_refused_by_name():
+    from minddpm.data import to_uint8
+    from minddpm.sampling import IdealDenoiser
+    from minddpm.data import load_bundled, to_unit_range
+    d, diffusion = load_bundled(), Diffusion('linear')
+    ideal, labels = IdealDenoiser(to_unit_range(d['images'][:40]), d['labels'][:40], diffusion), d['labels'][:2]
+    g = lambda: torch.Generator().manual_seed(0)
+    u8 = sample(ideal, diffusion, labels, shape=tuple(d['images'].shape[1:]), steps=10, generator=g(), uint8=True)
+    assert u8.dtype == torch.uint8
+    assert torch.equal(u8, to_uint8(sample(ideal, diffusion, labels, shape=tuple(d['images'].shape[1:]), steps=10, generator=g())))
+    for kw, says in [(dict(sampler='euler'), "use 'ddim', 'dpm++', 'ddpm'"), (dict(spacing='leading'), "use 'linspace' or 'trailing'"),
+                     (dict(steps=0), 'steps must be a whole number between 1 and T=1000'), (dict(labels=None), 'pass labels, or n'),
+                     (dict(variance='sigma'), "Unknown variance 'sigma'"), (dict(w=float('nan')), 'w must be a finite number'),
+                     (dict(eta=1.5), r'eta must be in \[0, 1\]')]:
+        with pytest.raises(ValueError, match=says.replace('+', r'\+')):
+            sample(ideal, diffusion, **{'labels': labels, **kw})
+
+# ---- the loop itself ------------------------------------------------------------------------------------------------
+
+def test_denoise_steps_yields_every_step_then_the_images_sample_returns():
+    "The generator is `sample`'s loop: its steps are sample's trajectory, its last step (t = −1) sample's images."
+    from minddpm.sampling import Step, denoise_steps
+    torch.manual_seed(0)
+    net, d, y = ConditionalUNet(10, **unet_preset('tiny', in_channels=1, base=8, time_dim=32)).eval(), Diffusion(T=100), torch.arange(3)
+    for sampler, kw in (('ddim', dict(eta=1.0)), ('dpm++', {}), ('ddpm', {})):
+        traj = []
+        want = sample(net, d, y, sampler=sampler, steps=7, generator=torch.Generator().manual_seed(2), trajectory=traj, **kw)
+        gen = torch.Generator().manual_seed(2)
+        noise = lambda: torch.randn((3, 1, 16, 16), generator=gen)
+        ts = list(range(99, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(100, 7, 'trailing' if sampler == 'dpm++' else 'linspace')
+        steps = list(denoise_steps(net, d, noise(), ts, y, sampler=sampler, noise=noise, **kw))
+        assert all(isinstance(s, Step) for s in steps) and [s.t for s in steps] == ts + [-1]
+        assert [t for t, *_ in traj] == ts and all(torch.equal(a[1], s.x) and torch.equal(a[2], s.x0) for a, s in zip(traj, steps))
+        assert torch.equal(steps[-1].x.clamp(-1, 1), want) and steps[-1].x is steps[-1].x0
+
+def test_the_model_gets_its_mode_back_even_when_sampling_fails():
+    torch.manual_seed(0)
+    net = ConditionalUNet(10, **unet_preset('tiny', in_channels=1, base=8, time_dim=32)).train()
+    sample(net, Diffusion(T=20), torch.arange(2), steps=2)
+    assert net.training
+    def broken(x, t, y=None): raise RuntimeError('the network failed')
+    class Wrapped(torch.nn.Module):
+        def forward(self, x, t, y=None): return broken(x, t, y)
+    model = Wrapped().train()
+    with pytest.raises(RuntimeError, match='the network failed'): sample(model, Diffusion(T=20), torch.arange(2), steps=2)
+    assert model.training
+    nan = lambda x, t, y=None: torch.full_like(x, float('nan'))
+    with pytest.raises(FloatingPointError, match=r'sampling produced non-finite values \(512 of 512\)'):
+        sample(nan, Diffusion(T=20), torch.arange(2), steps=2)

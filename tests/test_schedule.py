@@ -20,3 +20,22 @@ def test_matches_reference_implementation(kind):
         a, b = getattr(ours, mine).double(), getattr(ref, theirs).double()
         assert a.shape == b.shape == (1000,)
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12, msg=lambda m: f'{kind} {mine}: {m}')
+
+def test_buffers_move_with_the_module_and_stay_out_of_checkpoints():
+    assert NoiseSchedule().to('meta').alpha_bars.device.type == 'meta'
+    assert torch.nn.Sequential(NoiseSchedule()).to('meta')[0].betas.device.type == 'meta'   # inside another module too
+    assert len(NoiseSchedule().state_dict()) == 0
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(kind='sigmoid'), 'use one of linear, cosine'),
+    (dict(beta_start=0.02, beta_end=1e-4), '0 < beta_start < beta_end < 1'),
+    (dict(beta_start=0.01, beta_end=0.01), '0 < beta_start < beta_end < 1'),
+    (dict(T=1.5), 'T must be an integer'), (dict(T=1), 'T must be an integer'), (dict(T=True), 'T must be an integer')])
+def test_bad_settings_say_what_is_allowed(kwargs, message):
+    with pytest.raises(ValueError) as e: NoiseSchedule(**kwargs)
+    assert message in str(e.value)
+
+def test_cosine_wastes_fewer_steps_on_pure_noise():
+    "Steps whose input is practically pure noise (SNR below 0.001): linear has more than twice cosine's."
+    wasted = {kind: int((NoiseSchedule(kind).snr < 1e-3).sum()) for kind in ('linear', 'cosine')}
+    assert wasted['linear'] > 2 * wasted['cosine'], wasted

@@ -70,7 +70,8 @@ def test_widgets_under_ipywidgets_7(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__,
                         '-k', 'not forward_player and not ipywidgets_7'], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert re.search(r'\b8 passed', r.stdout), r.stdout[-500:]
+    selected = [n for n in globals() if n.startswith('test_') and 'forward_player' not in n and 'ipywidgets_7' not in n]
+    assert re.search(rf'\b{len(selected)} passed', r.stdout), r.stdout[-500:]   # every one of them ran, none skipped
 
 def test_forward_player_holds_one_frame_per_step_within_budget():
     s = forward_scrubber(steps=30)
@@ -106,3 +107,9 @@ def test_a_real_kernel_gets_the_live_widget():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+def test_frame_sets_of_other_lengths_and_missing_labels_are_refused():
+    import pytest
+    with pytest.raises(ValueError, match='same, non-zero number of frames'): Scrubber({'a': [b'1'], 'b': [b'1', b'2']})
+    with pytest.raises(ValueError, match='same, non-zero number of frames'): Scrubber([])
+    with pytest.raises(ValueError, match='1 labels for 2 frames'): Scrubber([b'1', b'2'], labels=['one'])

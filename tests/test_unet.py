@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minddpm.conditioning import NULL_LABEL, ConditionalUNet, drop_labels, guided_eps
-from minddpm.unet import UNet, unet_preset
+from minddpm.unet import ConvBlock, Down, SelfAttention, UNet, Up, timestep_embedding, unet_preset
 
 def n_params(m): return sum(p.numel() for p in m.parameters())
 
@@ -54,3 +54,51 @@ def test_label_dropout_rate():
     assert abs(dropped - 20_000) < 5 * (200_000 * 0.1 * 0.9) ** 0.5  # within 5 binomial standard deviations
     kept = drop_labels(y, 0.1, generator=torch.Generator().manual_seed(1)) != NULL_LABEL
     assert torch.equal(drop_labels(y, 0.1, generator=torch.Generator().manual_seed(1))[kept], y[kept])
+
+def test_timestep_embedding_gives_every_step_its_own_vector():
+    emb = timestep_embedding(torch.arange(1000), 256)
+    assert emb.shape == (1000, 256)
+    torch.testing.assert_close(emb[0, :128], torch.zeros(128))   # t = 0: every sine is 0 ...
+    torch.testing.assert_close(emb[0, 128:], torch.ones(128))    # ... and every cosine 1
+    assert len({tuple(r) for r in emb.round(decimals=4).tolist()}) == 1000
+
+def test_blocks_change_channels_and_resolution_as_documented():
+    x, e = torch.randn(2, 64, 16, 16), torch.randn(2, 256)
+    assert ConvBlock(64, 128)(x).shape == (2, 128, 16, 16)
+    assert ConvBlock(64, 64, residual=True)(x).shape == x.shape
+    assert n_params(ConvBlock(64, 128)) == 9 * 64 * 128 + 9 * 128 * 128 + 2 * 2 * 128   # bias-free convs, two GroupNorms
+    d = Down(64, 128, 256)(x, e)
+    assert d.shape == (2, 128, 8, 8)
+    assert Up(128 + 64, 64, 256)(d, x, e).shape == (2, 64, 16, 16)
+
+def test_tiny_takes_any_multiple_of_4_and_every_parameter_learns():
+    model = UNet(**unet_preset('tiny', in_channels=1))
+    assert model(torch.randn(1, 1, 12, 20), torch.tensor([3])).shape == (1, 1, 12, 20)
+    model(torch.randn(4, 1, 16, 16), torch.randint(0, 1000, (4,))).pow(2).mean().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+
+@pytest.mark.parametrize('make, message', [
+    (lambda: UNet(**unet_preset('seed'))(torch.randn(1, 1, 32, 32), torch.tensor([1])), 'takes 3-channel images, got 1'),
+    (lambda: UNet(**unet_preset('seed'))(torch.randn(3, 32, 32), torch.tensor([1])), 'expected images (B, C, H, W)'),
+    (lambda: SelfAttention(30, heads=4), 'cannot be split into 4 attention heads'),
+    (lambda: unet_preset('huge'), 'use one of seed, tiny'),
+    (lambda: UNet(mults=(1,)), 'mults needs at least two entries'),
+    (lambda: ConvBlock(3, 8, residual=True), 'needs c_in == c_out')])
+def test_bad_input_names_what_would_work(make, message):
+    with pytest.raises(ValueError) as e: make()
+    assert message in str(e.value)
+
+@pytest.mark.parametrize('y, message', [
+    ([3, 7, 3, 10], 'labels must be in [0, 10) or NULL_LABEL (-1); got [10]'), ([3, -2, 3, 1], 'got [-2]'),
+    ([3., 7., 3., 1.], 'integer tensor of shape (4,)'), ([3, 7], 'integer tensor of shape (4,)')])
+def test_bad_labels_say_what_is_allowed(y, message):
+    model = ConditionalUNet(10, **unet_preset('tiny', in_channels=1))
+    with pytest.raises(ValueError) as e: model(torch.randn(4, 1, 16, 16), torch.tensor([10, 10, 500, 500]), torch.tensor(y))
+    assert message in str(e.value)
+
+def test_no_label_is_the_null_label():
+    model = ConditionalUNet(10, **unet_preset('tiny', in_channels=1)).eval()
+    x, t = torch.randn(4, 1, 16, 16), torch.tensor([10, 10, 500, 500])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t), model(x, t, torch.full((4,), NULL_LABEL)))
+        assert not torch.allclose(model(x, t), model(x, t, torch.tensor([3, 7, 3, 7])))
