@@ -7,7 +7,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/08_evaluation.ipynb)
-# This lesson has no GPU-only cells: it ran top to bottom in 3 minutes on a 2-core CPU (measured). Its `#| slow` cell, the solver sweep, takes about 13 minutes there (the lesson with it: 14½).
+# This lesson has no GPU-only cells: it ran top to bottom in about 2 minutes on a 2-core CPU (measured). Its `#| slow` cell, the solver sweep, takes about 13 minutes there (the lesson with it: 14½).
 
 # %%
 #| hide

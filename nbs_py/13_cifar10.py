@@ -326,6 +326,7 @@ real_features = inception(real_u8)
 inception_fid = {w: fid(run, inception, real_features, per_class=1000, w=w) for w in (1, 3)}
 print({f'w={w}': round(v, 2) for w, v in inception_fid.items()}, '(Inception-v3, 10,000 samples against 50,000 training images)')
 
+
 # %% [markdown]
 # ## How long, and how much memory
 #
