@@ -5,9 +5,8 @@
 # %% ../nbs/07_training.ipynb #3e838b83
 from __future__ import annotations
 import contextlib, math, os, time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +127,8 @@ def _batches(run: Run):
 _clock = time.monotonic   # seconds; the loop's one clock (tests replace it with a simulated one)
 
 # %% ../nbs/07_training.ipynb #5f64b6a4
-class TrainStep(NamedTuple):
+@dataclass(frozen=True)
+class TrainStep:
     "What `train_steps` yields after each optimiser step."
     loss: float     # the batch's loss, on the run's target and weighting
     lr: float       # the learning rate the step took

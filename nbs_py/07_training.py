@@ -25,9 +25,8 @@ if importlib.util.find_spec('minddpm') is None:
 #| export
 from __future__ import annotations
 import contextlib, math, os, time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -280,7 +279,8 @@ _clock = time.monotonic   # seconds; the loop's one clock (tests replace it with
 
 # %%
 #| export
-class TrainStep(NamedTuple):
+@dataclass(frozen=True)
+class TrainStep:
     "What `train_steps` yields after each optimiser step."
     loss: float     # the batch's loss, on the run's target and weighting
     lr: float       # the learning rate the step took

@@ -309,7 +309,6 @@ def evaluate(model: nn.Module,        # the network to sample from (e.g. EMA wei
 
 
 # %%
-#| hide
 #| export
 def real_floor(judge: Judge,            # a trained `Judge`
                reference: torch.Tensor, # (N, D) judge features of the real images to compare with
