@@ -4,9 +4,8 @@
 
 # %% ../nbs/09_performance.ipynb #9ecfd535
 from __future__ import annotations
-import argparse, json, sys, time
+import time
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
 
@@ -15,7 +14,7 @@ from .measure import describe_device, isolated, largest_batch, measure_sampling,
 from .original import SeedSettings
 
 # %% auto #0
-__all__ = ['TARGETS', 'bench_precision', 'ladder', 'plot_ladder', 'run_bench', 'format_table', 'minddpm_bench']
+__all__ = ['TARGETS', 'bench_precision', 'ladder', 'plot_ladder', 'run_bench', 'format_table']
 
 # %% ../nbs/09_performance.ipynb #524a136b
 # the names of the baseline's page and the measuring page, importable from here as before they had pages
@@ -183,31 +182,3 @@ def format_table(res: dict,            # `run_bench`'s result
         if goal is not None and r is not None: line += f"{f'≥ {goal:g}× ' + ('✓' if r >= goal else '✗'):>12s}"
         lines.append(line)
     return '\n'.join(lines)
-
-# %% ../nbs/09_performance.ipynb #c6bfa43d
-def minddpm_bench(argv=None):  # the command-line arguments, without the program's name; None: `sys.argv[1:]`
-    "Command line: measure minddpm against the original recipe, print the table and write the results as JSON."
-    p = argparse.ArgumentParser(prog='minddpm_bench', description=minddpm_bench.__doc__)
-    p.add_argument('--size', type=int, default=32, help="image size, a multiple of 8 (default 32)")
-    p.add_argument('--batch', type=int, default=16, help="images per training step and per sampling batch (default 16)")
-    p.add_argument('--device', default='auto', help="auto (cuda, then mps, then cpu), cpu, cuda, …")
-    p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
-                   help="minddpm's autocast precision; auto: what the device does best (bf16 on a CPU only with AMX or AVX512-BF16)")
-    p.add_argument('--compile', default='auto', choices=('auto', 'on', 'off'), help="torch.compile minddpm; auto: on for CUDA only")
-    p.add_argument('--full', action='store_true', help="run the 999- and 1000-step samplers to the end instead of estimating them")
-    p.add_argument('--largest-batch', default='auto', choices=('auto', 'on', 'off'),
-                   help="find the largest training batch within 15 GiB; auto: on for CUDA only")
-    p.add_argument('--steps', type=int, default=5, help="training steps timed per setting, after 2 warm-up steps (default 5)")
-    p.add_argument('--json', default='minddpm_bench.json', help="where to write the results (default minddpm_bench.json)")
-    a = p.parse_args(argv)
-    try: _check_bench_args(a.size, a.batch, a.steps)
-    except ValueError as e: p.error(f'--{e}')   # "--size must be a multiple of 8 …"
-    try: device = pick_device(a.device); torch.empty(0, device=device)
-    except (RuntimeError, AssertionError, ValueError) as e: p.error(f"--device {a.device} is not usable here: {e}")
-    on_off = {'auto': None, 'on': True, 'off': False}
-    res = run_bench(a.size, a.batch, device, a.precision, 'auto' if a.compile == 'auto' else on_off[a.compile], a.full,
-                    on_off[a.largest_batch], a.steps, log=lambda m: print(m, file=sys.stderr, flush=True))
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(res, indent=1))
-    print(format_table(res))
-    print(f"\n{res['seconds'] / 60:.1f} min; results in {a.json}")

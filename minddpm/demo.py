@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_deploy.ipynb #7c69543b
 from __future__ import annotations
-import argparse, hashlib, io, math, os, queue, socket, tempfile, threading, time
+import hashlib, io, math, os, queue, tempfile, threading, time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,14 +13,13 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from .args import int_arg
 from .data import to_uint8
 from .sampling import DEFAULT_SPACING, PRECISIONS, _finite, _network, _sampling, ddim_timesteps, denoise_steps
 from .training import Trained, load_model
 
 # %% auto #0
 __all__ = ['DEMO_SAMPLERS', 'MAX_IMAGES', 'MAX_STEPS', 'MAX_GUIDANCE', 'SEED_MAX', 'Request', 'parse_request', 'Batcher',
-           'grid_png', 'demo_app', 'minddpm_demo']
+           'grid_png', 'demo_app']
 
 # %% ../nbs/12_deploy.ipynb #3da0e249
 DEMO_SAMPLERS = ('dpm++', 'ddim')   # the deterministic ones: an image depends on its own seed alone
@@ -266,33 +265,3 @@ def demo_app(model=None,                 # a `Trained` from `load_model`, or a p
         return gr.FileData(path=str(path), mime_type='image/png')
 
     return _page(gr, m, generate, png, batcher)
-
-# %% ../nbs/12_deploy.ipynb #acf2bdf6
-def minddpm_demo(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
-    "Entry point of `minddpm_demo`: serve a trained model as a Gradio demo and HTTP API until stopped."
-    p = argparse.ArgumentParser(prog='minddpm_demo', description=minddpm_demo.__doc__)
-    p.add_argument('checkpoint', nargs='?', help='a checkpoint from minddpm_train, or a model file from --export '
-                                                 '(default: the shipped tiny digits model)')
-    p.add_argument('--host', default='127.0.0.1', help='address to serve on (default: 127.0.0.1, this machine only; '
-                                                       '0.0.0.0 serves the network)')
-    p.add_argument('--port', type=int_arg(1, 65535), default=7860, help='port (default: 7860)')
-    p.add_argument('--share', action='store_true', help="also ask Gradio for a public link through its tunnel (off by default)")
-    p.add_argument('--max-rows', type=int_arg(2 * MAX_IMAGES), default=128,
-                   help=f'network rows per batch of requests; a guided image is two (default: 128, at least {2 * MAX_IMAGES})')
-    p.add_argument('--no-batching', action='store_true', help='sample each request alone')
-    p.add_argument('--precision', default='auto', choices=PRECISIONS,
-                   help="the network's: fp32, bf16, or auto (the default): bf16 on a CPU with bf16 instructions")
-    a = p.parse_args(argv)
-    try: app = demo_app(a.checkpoint, a.max_rows, a.precision, not a.no_batching)
-    except (ImportError, ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_demo: error: {e}\n")
-    try:   # a taken port or an unknown host, said here in the command's terms before Gradio tries
-        family, kind, _, _, address = socket.getaddrinfo(a.host, a.port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server will
-            s.bind(address)
-    except OSError as e:
-        app.batcher.close()
-        p.exit(2, f"minddpm_demo: error: cannot serve on {a.host}:{a.port} ({e.strerror or e}): give another --port, "
-                  f"or a --host this machine has\n")
-    try: app.launch(server_name=a.host, server_port=a.port, share=a.share)
-    finally: app.batcher.close()

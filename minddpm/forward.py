@@ -40,11 +40,6 @@ class _ForwardChecks:
         if noise.shape != x0.shape: raise ValueError(f"noise has shape {tuple(noise.shape)}; it must match x0's {tuple(x0.shape)}")
         return noise
 
-    def scales(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "(√ᾱ_t, √(1−ᾱ_t)) at the checked timesteps `t`, each (B, 1, …, 1) to broadcast over `x`'s other dimensions."
-        t, per_image = self.check_timesteps(t, len(x)), (-1,) + (1,) * (x.ndim - 1)
-        return self.sqrt_alpha_bars[t].view(per_image), self.sqrt_one_minus_alpha_bars[t].view(per_image)
-
     @staticmethod
     def check_choice(what: str, value, allowed):
         "`value` if it is one of `allowed`."
@@ -62,6 +57,13 @@ class _ForwardChecks:
 # %% ../nbs/02_forward.ipynb #82e7ac7f
 class ForwardProcess(_ForwardChecks, NoiseSchedule):
     "A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go."
+    def scales(self, t,                 # timesteps: an int, or B of them (int tensor)
+               x: torch.Tensor,         # the (B, C, H, W) images they belong to
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        "(√ᾱ_t, √(1−ᾱ_t)) at the checked timesteps `t`, each (B, 1, …, 1) to broadcast over `x`'s other dimensions."
+        t, per_image = self.check_timesteps(t, len(x)), (-1,) + (1,) * (x.ndim - 1)
+        return self.sqrt_alpha_bars[t].view(per_image), self.sqrt_one_minus_alpha_bars[t].view(per_image)
+
     def add_noise(self, x0: torch.Tensor,               # clean images (B, C, H, W) in [-1, 1]
                   t,                                    # timesteps: an int, or B of them (int tensor)
                   noise: torch.Tensor | None = None):   # ε with x0's shape; drawn when None
@@ -70,8 +72,10 @@ class ForwardProcess(_ForwardChecks, NoiseSchedule):
         eps = self.check_noise(noise, x0)
         return a * x0 + s * eps, eps
 
-    def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        "`n` timesteps drawn uniformly from {0,…,T−1}, every step included (the originals never draw t = 0)."
+    def sample_timesteps(self, n: int,                                   # how many: one per image of a batch
+                         generator: torch.Generator | None = None,       # the draws' generator; None: the global one
+                         ) -> torch.Tensor:                              # (n,) int64 on the schedule's device
+        "`n` timesteps drawn uniformly from {0,…,T−1}, every step included (the seed article's code draws from 1 to T−1 of the same arrays: never the first step)."
         return torch.randint(0, self.T, (n,), device=self.betas.device, generator=generator)
 
 # %% ../nbs/02_forward.ipynb #779b0003
@@ -128,6 +132,7 @@ def forward_scrubber(images: torch.Tensor | None = None, # clean images (B, C, H
 OBJECTIVES = ('eps', 'v', 'x0')       # what a network may be trained to predict
 WEIGHTINGS = ('uniform', 'min_snr')   # how `Diffusion.loss_weights` weighs the steps
 
+# %% ../nbs/02_forward.ipynb #a3d24f52
 class Diffusion(ForwardProcess):
     "A `ForwardProcess` whose network predicts `objective` ('eps', 'v' or 'x0'), which `target`, `predictions` and `loss_weights` follow."
     def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
@@ -164,8 +169,7 @@ class Diffusion(ForwardProcess):
                      weighting: str = 'uniform', # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
                      gamma: float = 5.0,         # min-SNR's γ: the SNR above which steps stop gaining weight
                      ) -> torch.Tensor:          # (B,) weights of each image's target MSE
-        """Per-image weights of the target's MSE: 1 ('uniform'), or min(SNR_t, γ) on the x0 error ('min_snr', Hang et al. 2023,
-        eq. 12). Raises `ValueError` for an unknown weighting, or under 'min_snr' a γ that is not finite and positive."""
+        "Per-image weights of the target's MSE: 1, or min(SNR_t, γ) on the x0 error (Hang et al. 2023, eq. 12); `ValueError` for a bad weighting or γ."
         weighting, snr = self.check_weighting(weighting, gamma), self.snr[t]
         if weighting == 'uniform': return torch.ones_like(snr)
         return snr.clamp(max=gamma) / {'eps': snr, 'v': snr + 1, 'x0': torch.ones_like(snr)}[self.objective]

@@ -113,7 +113,7 @@ def dpm_solver_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
     "One DPM-Solver++(2M) step from t to s (Lu et al. 2022, Algorithm 2): second order when `prev` is given, else first (DDIM, η = 0)."
     if s is None: return x0, (x0, None)
     ab_t, ab_s = diffusion.alpha_bars[t], diffusion.alpha_bars[s]
-    lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())              # λ = log(α/σ)
+    lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())              # λ = log(√ᾱ/√(1−ᾱ)) = ½·log SNR
     h = lam(ab_s) - lam(ab_t)
     D = x0
     if prev is not None and prev[1] is not None:

@@ -29,8 +29,6 @@ from .device import resolve_precision
 from .distributed import rank_failure, rank_positions, step_draws
 from .run import small_batch
 from .trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedUNet, OnnxUNet, Trained, export_model, load_model
-from .checkpoint import RESUME_CHANGES, load_checkpoint, resume, save_checkpoint, saved_config, set_steps
-from .trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedUNet, OnnxUNet, Trained, export_model, load_model
 
 # %% ../nbs/07_training.ipynb #fffb597e
 def step_inputs(run: Run,        # the run: its seed, step, batch size, device and label-drop rate
@@ -50,6 +48,7 @@ def step_inputs(run: Run,        # the run: its seed, step, batch size, device a
     if cfg.hflip: x = torch.where(d.flip[:, None, None, None], x.flip(-1), x)
     return x, torch.where(d.drop, NULL_LABEL, y), d.t, d.eps
 
+# %% ../nbs/07_training.ipynb #df6e5eeb
 def _backward(run: Run, loss_fn, *batch) -> float:
     """Backpropagate `loss_fn(run, *micro_batch)` over `cfg.grad_accum` micro-batches of `batch`; the mean loss of the global
     batch, the same on every process (under DDP the gradients are all-reduced once, on the last micro-batch: lesson 10)."""

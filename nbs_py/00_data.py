@@ -75,7 +75,7 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 # a path relative to the repo: the same call works from a clone, from `pip install minddpm`, and on Colab.
 
 # %%
-#| export
+#| exports
 def load_bundled() -> dict:
     "The bundled digits: uint8 `images` (N, 1, 8, 8), int64 `labels` and the `classes` names."
     with resources.files('minddpm.assets').joinpath('digits.pt').open('rb') as f:
@@ -175,7 +175,7 @@ def _check_positive_int(value, name: str, what: str):
 
 
 # %%
-#| export
+#| exports
 def resize_uint8(images: torch.Tensor, # uint8 images (N, C, H, W)
                  size: int,            # side of the square output, in pixels; already `size`×`size` → returned as is
                  chunk: int = 4096,    # images interpolated at once, bounding the memory of their float32 copy
@@ -214,7 +214,7 @@ test_fail(lambda: resize_uint8(digits['images'], 0), contains='positive integer'
 # mirror-writing.
 
 # %%
-#| export
+#| exports
 class ImageTensorDataset(Dataset):
     "Images held in memory as uint8 (N, C, H, W) with int labels; an item is (image in [-1, 1], label)."
     def __init__(self, images: torch.Tensor,  # uint8 images (N, C, H, W)
@@ -289,7 +289,7 @@ test_fail(lambda: split_indices(10, float('nan')), contains='strictly between 0 
 # (what the loaders and, later, the samplers return) or uint8.
 
 # %%
-#| export
+#| exports
 def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
                 labels=None,          # B class indices drawn as titles
                 classes=None,         # class names for the labels
@@ -333,7 +333,7 @@ show_images(xb, [ds[i][1] for i in range(16)], ds.classes)
 # each side in an `ImageTensorDataset`.
 
 # %%
-#| export
+#| exports
 def _folder_datasets(path, size: int, val_frac: float, seed: int, hflip: bool):
     "Train and val `ImageTensorDataset`s of the folder at `path`, decoded once at `size` by `read_folder`, split by `split_indices`."
     images, labels, classes, files = read_folder(path, size)
@@ -415,7 +415,7 @@ def _not_a_dataset(name) -> Exception:
 show_doc(default_root)
 
 # %%
-#| export
+#| exports
 def get_datasets(name: str = 'digits', # one of `DATASETS`, or a folder with one sub-folder of images per class
                  size: int = 32,       # images are resized to `size`×`size` pixels
                  val_frac: float = 0.1,  # share held out for validation (torchvision sets use their test split)
@@ -442,7 +442,7 @@ def get_datasets(name: str = 'digits', # one of `DATASETS`, or a folder with one
 
 
 # %%
-#| export
+#| exports
 def get_dataloaders(name: str = 'digits', # one of `DATASETS`, or a folder of class sub-folders
                     size: int = 32,       # images are resized to `size`×`size` pixels
                     batch_size: int = 64, # images per batch
@@ -509,7 +509,7 @@ show_images(torch.stack([train[i][0] for i in range(16)]), [train[i][1] for i in
 # *Device and precision* (`minddpm.device`). Each preset names the data it trains on:
 
 # %%
-#| export
+#| exports
 DATA_PRESETS = {  # keyword arguments of `get_dataloaders` for each preset
     'tiny': dict(name='digits', size=16, batch_size=64),                # CPU and CI: seconds per epoch
     'colab': dict(name='cifar10', size=32, batch_size=128, hflip=True), # one T4: CIFAR-10 as in the DDPM paper

@@ -132,7 +132,7 @@ def _check_schedule(kind, T, beta_start, beta_end):
         raise ValueError(f"need 0 < beta_start < beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
 
 # %%
-#| export
+#| exports
 class NoiseSchedule(nn.Module):
     "β schedule of a diffusion process and every coefficient derived from it, as float32 buffers indexed by t ∈ {0,…,T−1}."
     def __init__(self, kind: str = 'linear',    # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)

@@ -36,9 +36,10 @@ from minddpm.scrubber import Scrubber, fig_to_png
 # %%
 #| hide
 from fastcore.test import *
-from minddpm.data import show_images
-from minddpm.training import load_model
-from minddpm.data import pick_device, pick_preset
+
+# %%
+from minddpm.data import pick_device, pick_preset, show_images   # lesson 00
+from minddpm.training import load_model                          # the shipped model that lesson 07 trains
 
 # %%
 #| hide
@@ -50,7 +51,10 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 
 # %% [markdown]
 # The forward process $q$ is the easy half of diffusion: no learning, just noise. One step is
-# $x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t$. Training needs $x_t$ at a random
+# $x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t$, with lesson 01's symbols: $\beta_t$ the noise
+# added at step $t$, $\alpha_t = 1-\beta_t$, and $\bar\alpha_t = \alpha_1\alpha_2\cdots\alpha_t$ what is left of the
+# image after $t$ steps. (The maths counts steps from 1 to $T$ as the paper does; the code's `t` is the
+# 0-indexed array position, so code `t` is the paper's $t+1$.) Training needs $x_t$ at a random
 # $t$ for every image of every batch, and walking the chain $t$ steps each time would cost up to 1000
 # steps per image. It does not have to:
 #
@@ -62,14 +66,16 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 #        = \sqrt{\alpha_t\alpha_{t-1}}\;x_{t-2} + \underbrace{\sqrt{\alpha_t\beta_{t-1}}\,\varepsilon_{t-1} + \sqrt{\beta_t}\,\varepsilon_t}_{\text{Gaussian, variance } \alpha_t(1-\alpha_{t-1}) + 1-\alpha_t \;=\; 1-\alpha_t\alpha_{t-1}}.$$
 #
 # The sum of two independent Gaussians is one Gaussian whose variance is the sum of theirs, and the
-# variances telescope: $\alpha_t(1-\alpha_{t-1}) + (1-\alpha_t) = 1 - \alpha_t\alpha_{t-1}$. Repeating the
-# argument down to the clean image $x_0$ gives DDPM's eq. 4:
+# sum simplifies: $\alpha_t(1-\alpha_{t-1}) + (1-\alpha_t) = 1 - \alpha_t\alpha_{t-1}$. Repeating the argument
+# down to the clean image $x_0$ multiplies the $\alpha$s together into $\bar\alpha_t$ and gives DDPM's eq. 4:
 #
 # $$q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big), \qquad
 #   x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon,\quad \varepsilon\sim\mathcal N(0, I).$$
 #
-# One multiply-add reaches any step. `ForwardProcess` is the schedule of the last lesson plus the two
-# things training needs from it: `add_noise` and `sample_timesteps`. Its `t` is the 0-indexed array
+# One multiply-add reaches any step. `ForwardProcess` is the schedule of the last lesson plus the three
+# things training needs from it: `scales`, the two factors $\sqrt{\bar\alpha_t}$ and $\sqrt{1-\bar\alpha_t}$ shaped to
+# broadcast over a batch of images; `add_noise`, the equation above; and `sample_timesteps`, a uniform
+# random step per image. Its `t` is the 0-indexed array
 # index of the last lesson: `add_noise(x0, t)` is the paper's $x_{t+1}$, noised $t+1$ times. The checks
 # on its arguments (`check_timesteps`, `check_noise`) live in a hidden cell of this notebook
 # (`minddpm/forward.py` shows them): they turn the silent failures of the originals, a float timestep
@@ -101,11 +107,6 @@ class _ForwardChecks:
         if noise.shape != x0.shape: raise ValueError(f"noise has shape {tuple(noise.shape)}; it must match x0's {tuple(x0.shape)}")
         return noise
 
-    def scales(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "(√ᾱ_t, √(1−ᾱ_t)) at the checked timesteps `t`, each (B, 1, …, 1) to broadcast over `x`'s other dimensions."
-        t, per_image = self.check_timesteps(t, len(x)), (-1,) + (1,) * (x.ndim - 1)
-        return self.sqrt_alpha_bars[t].view(per_image), self.sqrt_one_minus_alpha_bars[t].view(per_image)
-
     @staticmethod
     def check_choice(what: str, value, allowed):
         "`value` if it is one of `allowed`."
@@ -124,6 +125,13 @@ class _ForwardChecks:
 #| exports
 class ForwardProcess(_ForwardChecks, NoiseSchedule):
     "A `NoiseSchedule` with the forward process q(x_t | x_0): noise images to any step t ∈ {0,…,T−1} in one go."
+    def scales(self, t,                 # timesteps: an int, or B of them (int tensor)
+               x: torch.Tensor,         # the (B, C, H, W) images they belong to
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        "(√ᾱ_t, √(1−ᾱ_t)) at the checked timesteps `t`, each (B, 1, …, 1) to broadcast over `x`'s other dimensions."
+        t, per_image = self.check_timesteps(t, len(x)), (-1,) + (1,) * (x.ndim - 1)
+        return self.sqrt_alpha_bars[t].view(per_image), self.sqrt_one_minus_alpha_bars[t].view(per_image)
+
     def add_noise(self, x0: torch.Tensor,               # clean images (B, C, H, W) in [-1, 1]
                   t,                                    # timesteps: an int, or B of them (int tensor)
                   noise: torch.Tensor | None = None):   # ε with x0's shape; drawn when None
@@ -132,8 +140,10 @@ class ForwardProcess(_ForwardChecks, NoiseSchedule):
         eps = self.check_noise(noise, x0)
         return a * x0 + s * eps, eps
 
-    def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        "`n` timesteps drawn uniformly from {0,…,T−1}, every step included (the originals never draw t = 0)."
+    def sample_timesteps(self, n: int,                                   # how many: one per image of a batch
+                         generator: torch.Generator | None = None,       # the draws' generator; None: the global one
+                         ) -> torch.Tensor:                              # (n,) int64 on the schedule's device
+        "`n` timesteps drawn uniformly from {0,…,T−1}, every step included (the seed article's code draws from 1 to T−1 of the same arrays: never the first step)."
         return torch.randint(0, self.T, (n,), device=self.betas.device, generator=generator)
 
 # %%
@@ -142,7 +152,8 @@ digits = load_bundled()
 x0 = to_unit_range(resize_uint8(digits['images'][:8], 16))
 ts = torch.tensor([0, 50, 100, 200, 300, 500, 700, 999])
 xt, eps = q.add_noise(x0[:1].expand(8, -1, -1, -1), ts)
-show_images(xt, ts, [f't = {int(t)}' for t in range(1000)], ncols=8, title='one digit at eight timesteps (linear schedule)')
+show_images(xt, ts, ncols=8, title='one digit noised to eight timesteps, each titled by its t (linear schedule)')
+q.sample_timesteps(8)   # what training draws: one uniform timestep per image
 
 # %% [markdown]
 # ## The closed form against the chain
@@ -299,6 +310,8 @@ forward_scrubber()
 OBJECTIVES = ('eps', 'v', 'x0')       # what a network may be trained to predict
 WEIGHTINGS = ('uniform', 'min_snr')   # how `Diffusion.loss_weights` weighs the steps
 
+# %%
+#| exports
 class Diffusion(ForwardProcess):
     "A `ForwardProcess` whose network predicts `objective` ('eps', 'v' or 'x0'), which `target`, `predictions` and `loss_weights` follow."
     def __init__(self, kind: str = 'linear', # 'linear' (Ho et al. 2020) or 'cosine' (Nichol & Dhariwal 2021)
@@ -335,8 +348,7 @@ class Diffusion(ForwardProcess):
                      weighting: str = 'uniform', # 'uniform' (plain MSE) or 'min_snr' (Hang et al. 2023)
                      gamma: float = 5.0,         # min-SNR's γ: the SNR above which steps stop gaining weight
                      ) -> torch.Tensor:          # (B,) weights of each image's target MSE
-        """Per-image weights of the target's MSE: 1 ('uniform'), or min(SNR_t, γ) on the x0 error ('min_snr', Hang et al. 2023,
-        eq. 12). Raises `ValueError` for an unknown weighting, or under 'min_snr' a γ that is not finite and positive."""
+        "Per-image weights of the target's MSE: 1, or min(SNR_t, γ) on the x0 error (Hang et al. 2023, eq. 12); `ValueError` for a bad weighting or γ."
         weighting, snr = self.check_weighting(weighting, gamma), self.snr[t]
         if weighting == 'uniform': return torch.ones_like(snr)
         return snr.clamp(max=gamma) / {'eps': snr, 'v': snr + 1, 'x0': torch.ones_like(snr)}[self.objective]
@@ -371,7 +383,7 @@ tiny = load_model()                                   # the shipped model: EMA w
 ts = torch.tensor([50, 150, 300, 450, 600, 800, 999])
 clean = x0[3:4].expand(len(ts), -1, -1, -1)
 xt, _ = tiny.diffusion.add_noise(clean, ts, noise=torch.randn(clean.shape, generator=torch.Generator().manual_seed(1)))
-with torch.no_grad(): out = tiny.model(xt, ts)       # no label: the unconditional prediction
+with torch.no_grad(): out = tiny.model(xt, ts)       # no class label given (labels come in lesson 04)
 eps_hat, x0_hat = tiny.diffusion.predictions(xt, ts, out)
 show_images(torch.cat([xt, x0_hat.clamp(-1, 1)]), ts.tolist() * 2, ncols=len(ts), scale=.9,
             title='x_t (top) and the x̂0 the trained network reads in it (bottom), titled by t')

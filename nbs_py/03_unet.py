@@ -363,7 +363,7 @@ class _UNetChecks:
                              f"(this UNet halves them {self.levels} times); valid sizes: {sizes}, …")
 
 # %%
-#| export
+#| exports
 class UNet(_UNetChecks, nn.Module):
     "ε-prediction UNet: conv blocks, Down/Up with time embedding, self-attention at chosen downsampling factors."
     def __init__(self, in_channels: int = 3,     # image channels in
@@ -440,7 +440,7 @@ ax.set(xlim=(-.7, len(shapes) - .3), ylim=(-4, .6)); ax.axis('off'); ax.set_titl
 # `tiny` is small enough to train in minutes on a CPU, on the bundled digits at 16×16.
 
 # %%
-#| export
+#| exports
 UNET_PRESETS = {
     'seed': dict(base=64, mults=(1, 2, 4, 4), attn_factors=(1, 2, 4, 8), time_dim=256, time_mlp=False, groups=1),
     'tiny': dict(base=32, mults=(1, 2, 2), attn_factors=(2, 4), time_dim=128, time_mlp=True, groups=8),

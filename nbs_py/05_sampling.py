@@ -68,7 +68,8 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 
 
 # %% [markdown]
-# Training (lesson 07) teaches a network to predict the noise $\varepsilon$ in $x_t$. Sampling runs the
+# Training (lesson 07) teaches a network to predict the noise $\varepsilon$ in $x_t$ (or, equivalently, $x_0$ or $v$:
+# lesson 02 reads each as the others). Sampling runs the
 # process backwards: start from pure noise and, step by step, use the prediction to move towards an
 # image. Every sampler here works from the network's $\hat\varepsilon$ at the current step and the guess
 # of the clean image it implies (with the 0-indexed arrays of lesson 01, `t` runs from `T-1` down to 0):
@@ -89,10 +90,11 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 # follows from it. Restricting the average to one class makes it conditional. It has the interface of
 # lesson 04's `ConditionalUNet`, so every sampler runs on it, and it shows what a *perfect* network would
 # do: give back its training images. A trained network cannot be perfect, and that is why it can make
-# new ones.
+# new ones. (Every picture in this lesson is drawn by `show_rows`, a few lines of matplotlib in a hidden
+# cell: each batch of images one row, named on its left.)
 
 # %%
-#| export
+#| exports
 class IdealDenoiser(nn.Module):
     "The best possible prediction for a finite image set, from E[x0 | x_t] over all its images or one class's, as the diffusion's `objective` (ε, v or x0)."
     def __init__(self, images: torch.Tensor, # (N, C, H, W) in [-1, 1]
@@ -145,9 +147,11 @@ test_close(guesses[:, 0], x0, eps=0.05)   # at t = 50 it finds the very image
 # ## DDPM: ancestral sampling
 #
 # Algorithm 2 of Ho et al. (2020). At each step, the posterior $q(x_{t-1} \mid x_t, \hat x_0)$ of lesson 01
-# is Gaussian with mean $\tilde\mu_t = \text{coef1}_t\,\hat x_0 + \text{coef2}_t\,x_t$; sample from it with
-# variance $\sigma_t^2 = \beta_t$ (the paper's choice, and the originals') or $\tilde\beta_t$ (the true
-# posterior's; both give similar results, Ho et al. §3.2). The last step adds no noise. 1,000 network
+# is Gaussian with mean $\tilde\mu_t = \text{coef1}_t\,\hat x_0 + \text{coef2}_t\,x_t$, where
+# $\text{coef1}_t = \sqrt{\bar\alpha_{t-1}}\,\beta_t/(1-\bar\alpha_t)$ and $\text{coef2}_t = \sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})/(1-\bar\alpha_t)$
+# (DDPM eq. 7); sample from it with
+# variance $\sigma_t^2 = \beta_t$ (the paper's choice, and the originals') or $\tilde\beta_t = \beta_t\,(1-\bar\alpha_{t-1})/(1-\bar\alpha_t)$
+# (the true posterior's; both give similar results, Ho et al. §3.2). The last step adds no noise. 1,000 network
 # evaluations per image: slow, and the reference for everything faster.
 
 # %%
@@ -183,15 +187,19 @@ show_rows(caught, [f'x at t = {t - 1}' for t in (750, 500, 250)] + ['the sample'
 # %% [markdown]
 # ## DDIM: the same model, far fewer steps
 #
-# Song et al. (2020) noticed that a network trained for DDPM also defines a family of *non-Markovian*
-# reverse processes with the same marginals $q(x_t \mid x_0)$. A step can jump from $t$ to any earlier
+# Song et al. (2020) noticed that DDPM's training only ever sees the marginals $q(x_t \mid x_0)$, and that a
+# family of *non-Markovian* forward processes shares them; so a network trained for DDPM also fits their
+# reverse processes. A step can jump from $t$ to any earlier
 # $s$: rebuild $x_s$ from $\hat x_0$ and the predicted noise direction,
 #
 # $$x_s = \sqrt{\bar\alpha_s}\,\hat x_0 + \sqrt{1-\bar\alpha_s-\sigma^2}\,\hat\varepsilon + \sigma z,\qquad
 #   \sigma = \eta\,\sqrt{\tfrac{1-\bar\alpha_s}{1-\bar\alpha_t}}\sqrt{1-\tfrac{\bar\alpha_t}{\bar\alpha_s}},$$
 #
 # with $\bar\alpha_s = 1$ after the last step. $\eta = 0$ is deterministic (the same noise always gives the
-# same image); $\eta = 1$ with every step is exactly DDPM with $\sigma^2 = \tilde\beta$ (checked below).
+# same image); $\eta = 1$ with every step is exactly DDPM with $\sigma^2 = \tilde\beta$ (checked below). When
+# $\hat x_0$ is clipped, `ddim_step` recomputes $\hat\varepsilon$ from the clipped $\hat x_0$, so that the two stay
+# consistent with $x_t$. (`ddim_step` defaults to η = 0, the paper's deterministic sampler; `sample` defaults to
+# η = 1, which scores better on the shipped model: the section *Which η?* below.)
 
 # %%
 #| exports
@@ -232,7 +240,7 @@ show_rows([ddim_loop(ideal, spread(n)) for n in (50, 10, 5)], ['50 steps', '10 s
 # to 0 and rounding (`'linspace'`, as above) always starts from the noisiest step the model was trained on.
 # (The DDIM paper's `range(0, T, T // steps)` starts at 980 for 50 steps, from an $x_t$ that is not quite
 # pure noise.) Lin et al. (2023) point out that the linspace grid's last step is wasted on the cleanest
-# timestep: `'trailing'` instead takes $T-1, T-1-T/n, \dots$ and stops $T/n$ above 0 (for 50 steps: 999, 979,
+# timestep: `'trailing'` instead takes $T-1, T-1-T/n, \dots$ and stops at $T/n - 1$ (for 50 steps: 999, 979,
 # …, 19), leaving the last jump to $\hat x_0$ itself. It is the spacing many recent solvers use; lesson 08
 # measures which is better on our model.
 
@@ -269,19 +277,27 @@ ax.set(xlabel='t', title='10 timesteps, two spacings'); ax.legend(fontsize=7); p
 # %% [markdown]
 # ## DPM-Solver++: a second-order step
 #
-# DDIM with η = 0 is a first-order solver of the probability-flow ODE: each step assumes the predicted
-# $\hat x_0$ stays constant over the jump. Lu et al. (2022) write the same ODE in
-# $\lambda_t = \log(\alpha_t / \sigma_t)$ (with $\alpha_t = \sqrt{\bar\alpha_t}$, $\sigma_t = \sqrt{1-\bar\alpha_t}$),
-# where its linear part is solved exactly, and approximate only the change of the data prediction
+# DDIM with η = 0 draws the same image from the same noise every time: from each $x_T$ it follows one
+# deterministic path to an image. Song et al. (2021) showed that these paths are the solutions of an ordinary
+# differential equation, the *probability-flow ODE*, whose flow carries pure noise to images with the same
+# marginals $q(x_t)$ as the DDPM chain. Sampling is then solving an ODE, and a better solver needs fewer steps.
+# DDIM is its first-order solver: each step assumes the predicted $\hat x_0$ stays constant over the jump.
+#
+# Lu et al. (2022) write the same ODE in the half log-SNR $\lambda_t = \log\big(\sqrt{\bar\alpha_t}/\sqrt{1-\bar\alpha_t}\big)$
+# (their $\alpha_t$ and $\sigma_t$ are these two square roots, not lesson 01's $\alpha_t = 1-\beta_t$), where its
+# linear part is solved exactly, and approximate only the change of the data prediction
 # $D_t = \hat x_0(x_t, t)$. Their multistep second-order solver, **DPM-Solver++(2M)**, reuses the previous
 # step's $D$ to estimate that change, so it costs one network call per step like DDIM:
 #
 # $$h_i = \lambda_{t_i} - \lambda_{t_{i-1}},\quad r_i = h_{i-1}/h_i,\quad
 #   D = \Big(1 + \tfrac{1}{2r_i}\Big) D_{t_{i-1}} - \tfrac{1}{2r_i} D_{t_{i-2}},\qquad
-#   x_{t_i} = \frac{\sigma_{t_i}}{\sigma_{t_{i-1}}}\, x_{t_{i-1}} - \alpha_{t_i}\big(e^{-h_i} - 1\big)\, D .$$
+#   x_{t_i} = \sqrt{\tfrac{1-\bar\alpha_{t_i}}{1-\bar\alpha_{t_{i-1}}}}\, x_{t_{i-1}} - \sqrt{\bar\alpha_{t_i}}\,\big(e^{-h_i} - 1\big)\, D .$$
+#
+# Step $i$ goes from $t_{i-1}$ (the code's `t`) to $t_i$ (its `s`); $D_{t_{i-1}}$ is this step's $\hat x_0$ and
+# $D_{t_{i-2}}$ the last step's, which the code carries as `prev`.
 #
 # The first step has no previous $D$ and uses $D = D_{t_0}$, which is exactly DDIM with η = 0; the last
-# goes to the clean image, $x = D$. Guidance makes the ODE stiffer, which is why the data-prediction form
+# goes to the clean image, $x = \hat x_0$. Guidance makes the ODE stiffer, which is why the data-prediction form
 # (with $\hat x_0$ clipped to $[-1, 1]$) is the one for guided sampling. `tests/test_solvers.py` checks every
 # step against diffusers' scheduler fed the same predictions.
 
@@ -297,7 +313,7 @@ def dpm_solver_step(diffusion: Diffusion,  # the noise schedule (ᾱ_t)
     "One DPM-Solver++(2M) step from t to s (Lu et al. 2022, Algorithm 2): second order when `prev` is given, else first (DDIM, η = 0)."
     if s is None: return x0, (x0, None)
     ab_t, ab_s = diffusion.alpha_bars[t], diffusion.alpha_bars[s]
-    lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())              # λ = log(α/σ)
+    lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())              # λ = log(√ᾱ/√(1−ᾱ)) = ½·log SNR
     h = lam(ab_s) - lam(ab_t)
     D = x0
     if prev is not None and prev[1] is not None:
@@ -336,9 +352,14 @@ show_rows([ddim_loop(ideal, spread(5)), dpm_loop(ideal, spread(5)), ddim_loop(id
 # and, after the last, `Step(-1, images, images)`. What to do with each step (keep it, draw it, stream it to a
 # web page, stop early) is the caller's business, not the loop's.
 
+# %% [markdown]
+# The network call first, as every sampler needs it: lesson 04's classifier-free guidance mixes the
+# conditional and unconditional outputs, $\hat\varepsilon = \hat\varepsilon(x_t, \varnothing) + w\,\big(\hat\varepsilon(x_t, y) - \hat\varepsilon(x_t, \varnothing)\big)$
+# ($w = 0$ unconditional, 1 conditional, above 1 guided), then the output is read as $\hat\varepsilon$ whatever the
+# network's target (lesson 02's table).
+
 # %%
-#| export
-#| hide
+#| exports
 def _eps(model, diffusion, x, t, y, w):
     """ε̂ at timesteps t: unconditional when `y` is None, else classifier-free guided with weight `w` (one batched pass).
     Guidance mixes the network's outputs, whatever its target: ε, v and x0 are affine in one another at fixed (x_t, t),
@@ -598,8 +619,8 @@ print(f"the shipped model predicts {tiny.diffusion.objective}; √ᾱ at t = {ti
 # With the shipped model, which predicts $v$ (lesson 07), both ways give clean digits. The same network trained
 # to predict ε draws faint, speckled digits with η = 0 (lesson 08). The reason is the conversion table of lesson
 # 02: an ε-model's $\hat x_0 = (x_t - s\,\hat\varepsilon)/a$ divides the network's error by $a = \sqrt{\bar\alpha_t}$,
-# tiny at the first steps (printed above), and DDIM with η = 0 moves along $\hat x_0$ alone, so it keeps every
-# such error; η = 1 draws fresh noise at each step, which hides it. A v-model's $\hat x_0 = a\,x_t - s\,\hat v$
+# tiny at the first steps (printed above), and DDIM with η = 0 rebuilds each $x_s$ from that $\hat x_0$ and adds no
+# fresh noise, so it keeps every such error; η = 1 draws fresh noise at each step, which hides it. A v-model's $\hat x_0 = a\,x_t - s\,\hat v$
 # multiplies the error by $s \le 1$ instead. η = 1 stays the default here because lesson 08 scores it better on
 # this model at 10, 20 and 50 steps. η = 0 is for when each image must follow from its starting noise alone,
 # and it is the path DPM-Solver++ follows, in fewer calls:

@@ -48,22 +48,22 @@ from minddpm.device import resolve_precision
 from minddpm.distributed import rank_failure, rank_positions, step_draws
 from minddpm.run import small_batch
 from minddpm.trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedUNet, OnnxUNet, Trained, export_model, load_model
-from minddpm.checkpoint import RESUME_CHANGES, load_checkpoint, resume, save_checkpoint, saved_config, set_steps
-from minddpm.trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedUNet, OnnxUNet, Trained, export_model, load_model
 
 # %%
 #| hide
 from fastcore.test import *
 from nbdev.showdoc import show_doc
-import contextlib, dataclasses, itertools, tempfile
 from IPython.display import Image
+
+# %%
+import dataclasses, itertools, tempfile
 import matplotlib.pyplot as plt
 import torch.nn.functional as F
-from minddpm.data import get_dataloaders, show_images
+from minddpm.data import get_dataloaders, show_images          # lesson 00
 from minddpm.device import pick_device, pick_preset
-from minddpm.conditioning import NULL_LABEL, ConditionalUNet
-from minddpm.forward import Diffusion
-from minddpm.unet import unet_preset
+from minddpm.forward import Diffusion                          # lesson 02
+from minddpm.unet import unet_preset                           # lesson 03
+from minddpm.conditioning import NULL_LABEL, ConditionalUNet   # lesson 04
 
 # %%
 #| hide
@@ -142,6 +142,22 @@ def step_inputs(run: Run,        # the run: its seed, step, batch size, device a
     if cfg.hflip: x = torch.where(d.flip[:, None, None, None], x.flip(-1), x)
     return x, torch.where(d.drop, NULL_LABEL, y), d.t, d.eps
 
+# %%
+show_doc(step_inputs)
+
+# %% [markdown]
+# The step is the ten-line loop's body with four additions: each image's error is weighted by its
+# timestep (`cfg.weighting`, lesson 02's min-SNR-γ), the forward pass runs under autocast (lesson 00: bf16 on a
+# GPU that has it, fp16 with a gradient scaler on one that does not, fp32 on a CPU), the gradient norm is
+# clipped at 1, and the EMA follows the weights. `step_inputs` moves the batch to the run's device and draws
+# its label drops, timesteps and noise from a generator seeded by the run's seed and the step, so step 2,001
+# draws the same after a resume as in one go. `run.forward` is the model itself, or its compiled self with
+# `compile=True`. The backward pass runs over one batch, or, with `grad_accum` > 1, over several smaller ones
+# whose gradients add up before the step (lesson 10): `_backward` below, which is a single `backward()` when
+# `grad_accum` is 1 and one process trains.
+
+# %%
+#| exports
 def _backward(run: Run, loss_fn, *batch) -> float:
     """Backpropagate `loss_fn(run, *micro_batch)` over `cfg.grad_accum` micro-batches of `batch`; the mean loss of the global
     batch, the same on every process (under DDP the gradients are all-reduced once, on the last micro-batch: lesson 10)."""
@@ -156,20 +172,7 @@ def _backward(run: Run, loss_fn, *batch) -> float:
     return run.place.mean(total / K).item()
 
 # %%
-show_doc(step_inputs)
-
-# %% [markdown]
-# The step is the ten-line loop's body with four additions: each image's error is weighted by its
-# timestep (`cfg.weighting`, lesson 02's min-SNR-γ), the forward pass runs under autocast (lesson 00: bf16 on a
-# GPU that has it, fp16 with a gradient scaler on one that does not, fp32 on a CPU), the gradient norm is
-# clipped at 1, and the EMA follows the weights. `step_inputs` moves the batch to the run's device and draws
-# its label drops, timesteps and noise from a generator seeded by the run's seed and the step, so step 2,001
-# draws the same after a resume as in one go. `run.forward` is the model itself, or its compiled self with
-# `compile=True`. The backward pass runs over one batch, or, with `grad_accum` > 1, over several smaller ones
-# whose gradients add up before the step (lesson 10).
-
-# %%
-#| export
+#| exports
 def weighted_loss(run: Run,        # gives the network, the diffusion, the weighting and the precision
                   x0: torch.Tensor, # (B, C, H, W) clean images in [-1, 1]
                   y: torch.Tensor,  # (B,) labels, some already `NULL_LABEL`
@@ -215,15 +218,14 @@ show_images(torch.cat([x0[:8], xt[:8]]), labels=range(16), classes=names, ncols=
 # %% [markdown]
 # Above, eight of the batch's clean images with their labels (∅: dropped, so that the network also learns to
 # denoise without one), below them what the network gets: $x_t$ at the drawn $t$, from the smallest to the
-# largest. The learning rate warms up for 30 % of the
-# run, peaks at `lr` and anneals to almost nothing.
+# largest.
 #
 # Validation scores the EMA weights on the held-out split with fixed timesteps and noise, so two calls see
 # the same, and it reads $\hat\varepsilon$ back from whatever the network predicts: runs with different
 # targets are compared on one scale.
 
 # %%
-#| export
+#| exports
 @torch.no_grad()
 def validate(run: Run,       # gives the held-out split, the diffusion, the device and the precision
              model=None,     # the network to score; None: the run's EMA model
@@ -278,7 +280,7 @@ def _batches(run: Run):
 _clock = time.monotonic   # seconds; the loop's one clock (tests replace it with a simulated one)
 
 # %%
-#| export
+#| exports
 @dataclass(frozen=True)
 class TrainStep:
     "What `train_steps` yields after each optimiser step."
@@ -302,16 +304,19 @@ def train_steps(run: Run,                 # the run to advance
 
 # %%
 run = Run(dataclasses.replace(TRAIN_PRESETS['tiny'], steps=150, ema_start=50, out=tempfile.mkdtemp()))
-curve, held_out = [], []
+curve, lrs, held_out = [], [], []
 for s in train_steps(run):
-    curve.append(s.loss)
+    curve.append(s.loss); lrs.append(s.lr)
     if run.step % 25 == 0: held_out.append((run.step, validate(run)))
-plt.figure(figsize=(5, 2.2)); plt.plot(range(1, 151), curve, lw=.8, label='training loss (v, min-SNR-5)')
-plt.plot(*zip(*held_out), 'o-', label='held-out ε-MSE of the EMA'); plt.xlabel('step'); plt.legend(fontsize=8);
+fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(9, 2.2), gridspec_kw=dict(width_ratios=(2, 1)))
+ax.plot(range(1, 151), curve, lw=.8, label='training loss (v, min-SNR-5)')
+ax.plot(*zip(*held_out), 'o-', label='held-out ε-MSE of the EMA'); ax.set_xlabel('step'); ax.legend(fontsize=8)
+ax_lr.plot(range(1, 151), lrs); ax_lr.set(xlabel='step', title='learning rate (OneCycle)');
 
 # %% [markdown]
-# The training loss is on the run's own target, weighted with min-SNR-5 (lesson 02), which is why it sits
-# below the first plot's; the held-out ε-MSE is one yardstick for every target. Until `ema_start` the EMA is a
+# The learning rate (right) warms up for 30 % of the run, peaks at `lr` and anneals to almost nothing: the
+# OneCycle schedule the originals use, fitted to the run's length. The training loss is on the run's own target,
+# weighted with min-SNR-5 (lesson 02), which is one reason it sits below the first plot's; the held-out ε-MSE is one yardstick for every target. Until `ema_start` the EMA is a
 # copy of the weights; from then on it averages them (with β = 0.995, over roughly the last 200 steps), so
 # early on it carries weights from a worse moment and improves slowly; later in a run it averages out their
 # noise (lesson 08 measures what it buys). It is what the samplers draw with.
@@ -392,7 +397,7 @@ def _save(run: Run, path: Path):
 show_doc(save_samples)
 
 # %%
-#| export
+#| exports
 def train(cfg: TrainConfig | None = None, # config of a fresh run; None: `TrainConfig()`; unused when `run` is given
           run: Run | None = None,          # a run to continue (e.g. from `resume`); None: a new `Run(cfg)`
           progress: bool = True,           # show a progress bar with the step, loss, learning rate and held-out ε-MSE

@@ -73,7 +73,7 @@ def _stack(ds):
 
 
 # %%
-#| export
+#| exports
 class Judge(nn.Module):
     "A small CNN classifier of real images; `features` (its penultimate layer) is the space the metrics work in."
     def __init__(self, in_channels: int = 1,  # image channels: 1 for digits, 3 for CIFAR-10
@@ -156,7 +156,7 @@ def _psd_sqrt(m: torch.Tensor) -> torch.Tensor:
 
 
 # %%
-#| export
+#| exports
 def frechet_distance(real: torch.Tensor, # (N, D) features of real images
                      fake: torch.Tensor, # (M, D) features of generated images, the same D
                      ) -> float:
@@ -187,7 +187,7 @@ test_close(frechet_distance(a, a), 0, eps=1e-9)
 #   square first, so the kernel sees entries of order 1, as it does with Inception's.
 
 # %%
-#| export
+#| exports
 def kernel_distance(real: torch.Tensor,      # (N, D) features of real images; their root mean square scales both sets
                     fake: torch.Tensor,      # (M, D) features of generated images, the same D
                     subsets: int = 50,       # random subsets the MMD² is averaged over
@@ -225,7 +225,7 @@ assert abs(same) < 0.05 * shifted and shifted > 3 * spread
 #   (is all of the data covered?).
 
 # %%
-#| export
+#| exports
 def precision_recall(real: torch.Tensor, # (N, D) features of real images
                      fake: torch.Tensor, # (M, D) features of generated images, the same D
                      k: int = 3,         # each point's ball reaches its k-th nearest neighbour in its own set
@@ -282,7 +282,7 @@ fig.tight_layout()
 # a perfect model would reach at that count.
 
 # %%
-#| export
+#| exports
 @torch.no_grad()
 def evaluate(model: nn.Module,        # the network to sample from (e.g. EMA weights), as `sample` takes it
              diffusion,               # the `Diffusion` it was trained with
@@ -309,7 +309,7 @@ def evaluate(model: nn.Module,        # the network to sample from (e.g. EMA wei
 
 
 # %%
-#| export
+#| exports
 def real_floor(judge: Judge,            # a trained `Judge`
                reference: torch.Tensor, # (N, D) judge features of the real images to compare with
                images: torch.Tensor,    # (M, C, H, W) real images in [-1, 1], e.g. the held-out split
@@ -691,7 +691,7 @@ def _check_batch(images: torch.Tensor):
 
 
 # %%
-#| export
+#| exports
 @torch.no_grad()
 def inception_features(images: torch.Tensor,  # (N, C, H, W), uint8 or floats in [-1, 1], C = 3 (or 1, repeated)
                        batch_size: int = 200,  # images per forward pass

@@ -24,9 +24,8 @@ if importlib.util.find_spec('minddpm') is None:
 # %%
 #| export
 from __future__ import annotations
-import argparse, json, sys, time
+import time
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
 
@@ -46,6 +45,7 @@ from minddpm.measure import PeakMemory, median_time, training_batches
 #| hide
 from fastcore.test import *
 from nbdev.showdoc import show_doc
+import json
 import matplotlib.pyplot as plt
 import math
 from torch import nn
@@ -163,7 +163,7 @@ ax.legend();
 # `bench_precision` makes that choice for the benchmark:
 
 # %%
-#| export
+#| exports
 def _dtype_name(dtype) -> str: return {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[dtype]
 
 def bench_precision(device,            # a torch device or its name
@@ -187,7 +187,7 @@ print(f"{describe_device('cpu')}: bf16 instructions {'yes' if cpu_has_bf16() els
 # setting: the seed UNet at 32×32, batch 16.
 
 # %%
-#| export
+#| exports
 def ladder(kind: str = 'training',  # 'training' (`measure_training`) or 'sampling' (`measure_sampling`)
            size: int = 32,            # image side in pixels; a multiple of 8
            batch: int = 16,           # images per training step or sampling batch
@@ -415,7 +415,7 @@ def _check_bench_args(size: int, batch: int, steps: int):
 # measurements beside the table's figures and their ratios to the original:
 
 # %%
-#| export
+#| exports
 def run_bench(size: int = 32,           # image side in pixels: a multiple of 8
               batch: int = 16,          # images per training step and per sampling batch
               device='auto',            # 'auto' (CUDA, then MPS, then CPU), or a torch device or its name
@@ -517,42 +517,8 @@ show_doc(format_table)
 
 
 # %% [markdown]
-# The command parses its arguments, refusing bad ones with a message before any measuring, and leaves
-# the rest to `run_bench` and `format_table`:
-
-# %%
-#| export
-def minddpm_bench(argv=None):  # the command-line arguments, without the program's name; None: `sys.argv[1:]`
-    "Command line: measure minddpm against the original recipe, print the table and write the results as JSON."
-    p = argparse.ArgumentParser(prog='minddpm_bench', description=minddpm_bench.__doc__)
-    p.add_argument('--size', type=int, default=32, help="image size, a multiple of 8 (default 32)")
-    p.add_argument('--batch', type=int, default=16, help="images per training step and per sampling batch (default 16)")
-    p.add_argument('--device', default='auto', help="auto (cuda, then mps, then cpu), cpu, cuda, …")
-    p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
-                   help="minddpm's autocast precision; auto: what the device does best (bf16 on a CPU only with AMX or AVX512-BF16)")
-    p.add_argument('--compile', default='auto', choices=('auto', 'on', 'off'), help="torch.compile minddpm; auto: on for CUDA only")
-    p.add_argument('--full', action='store_true', help="run the 999- and 1000-step samplers to the end instead of estimating them")
-    p.add_argument('--largest-batch', default='auto', choices=('auto', 'on', 'off'),
-                   help="find the largest training batch within 15 GiB; auto: on for CUDA only")
-    p.add_argument('--steps', type=int, default=5, help="training steps timed per setting, after 2 warm-up steps (default 5)")
-    p.add_argument('--json', default='minddpm_bench.json', help="where to write the results (default minddpm_bench.json)")
-    a = p.parse_args(argv)
-    try: _check_bench_args(a.size, a.batch, a.steps)
-    except ValueError as e: p.error(f'--{e}')   # "--size must be a multiple of 8 …"
-    try: device = pick_device(a.device); torch.empty(0, device=device)
-    except (RuntimeError, AssertionError, ValueError) as e: p.error(f"--device {a.device} is not usable here: {e}")
-    on_off = {'auto': None, 'on': True, 'off': False}
-    res = run_bench(a.size, a.batch, device, a.precision, 'auto' if a.compile == 'auto' else on_off[a.compile], a.full,
-                    on_off[a.largest_batch], a.steps, log=lambda m: print(m, file=sys.stderr, flush=True))
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(res, indent=1))
-    print(format_table(res))
-    print(f"\n{res['seconds'] / 60:.1f} min; results in {a.json}")
-
-
-# %% [markdown]
-# The run the course's figures come from, on this machine: the command `minddpm_bench` does the same
-# and also writes the results as JSON (`--json`, default `minddpm_bench.json`).
+# The run the course's figures come from, on this machine: the command `minddpm_bench` (page *Commands*)
+# does the same and also writes the results as JSON (`--json`, default `minddpm_bench.json`).
 
 # %%
 res = run_bench(log=lambda m: None)

@@ -144,7 +144,7 @@ def _first_then_rest(place, fn, args, kwargs):
 
 
 # %%
-#| export
+#| exports
 TIMEOUT = datetime.timedelta(minutes=30)  # how long a collective waits for the slowest rank, e.g. while rank 0 draws a grid
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def _rank_device(place: Place, device: str, d: torch.device) -> torch.device:
 
 
 # %%
-#| export
+#| exports
 def launched() -> bool:
     "Was this process started by `torchrun` (or `srun torchrun`): does its environment name a rank and a world size?"
     return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
@@ -296,7 +296,7 @@ def _refuse_uneven(batch_size: int, world_size: int, grad_accum: int):
 
 
 # %%
-#| export
+#| exports
 def local_batch_size(batch_size: int, # the global batch: images per optimiser step, over all ranks and micro-batches
                      world_size: int, # processes in the run
                      grad_accum: int, # micro-batches per optimiser step on each process
@@ -368,7 +368,7 @@ except ValueError as e: print(e)
 # numbers: microseconds on a GPU) and no communication.
 
 # %%
-#| export
+#| exports
 def _key(seed: int, step: int) -> int:
     "A 63-bit seed for (seed, step), mixed by NumPy's SeedSequence: nearby pairs give unrelated streams."
     return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> np.uint64(1))
@@ -607,7 +607,7 @@ ax.set_xticks(torch.arange(297, 312) + .45, range(297, 312)); ax.spines[['top', 
 # starts with its source location and ends with advice) into the line above:
 
 # %%
-#| export
+#| exports
 def rank_failure(place: Place,      # this rank
                  step: int,         # the optimiser steps done when it failed
                  error: Exception,  # what the backend raised

@@ -90,7 +90,7 @@ g = lambda seed=0: torch.Generator().manual_seed(seed)
 # evenly felt). `noise_level` and `noise_level_step` are the two directions.
 
 # %%
-#| export
+#| exports
 def noise_level(diffusion: Diffusion, # the noise schedule (ᾱ_t)
                 t,                    # timestep(s) in {0, …, T−1}: an int or a tensor
                 ) -> torch.Tensor:
@@ -247,7 +247,7 @@ test_close(r * (1 - d.alpha_bars[100]) + (1 - r), 1 - d.alpha_bars[400], eps=1e-
 # one sharp image that could lie under it.
 
 # %%
-#| export
+#| exports
 def denoise(model: nn.Module,         # the network, as `sample` takes it
             diffusion: Diffusion,     # its noise schedule and objective
             x: torch.Tensor,          # (B, C, H, W) noisy images: clean ones in [-1, 1] plus Gaussian noise of level `sigma`
@@ -331,7 +331,7 @@ show_images(torch.cat(examples), torch.arange(len(rows)).repeat(len(sigmas)), ['
 # against realism as the new class (high); at strength 1 the input is all but forgotten.
 
 # %%
-#| export
+#| exports
 def img2img(model: nn.Module,         # the network, as `sample` takes it
             diffusion: Diffusion,     # its noise schedule and objective
             x: torch.Tensor,          # (B, C, H, W) images in [-1, 1]
@@ -543,7 +543,7 @@ for cond, labels in (('given the label', y_val), ('unconditional', None)):
 # equal the input's exactly, up to clipping to $[-1, 1]$.
 
 # %%
-#| export
+#| exports
 def upsample(model: nn.Module,         # the network, as `sample` takes it, for images `factor` times the input's side
              diffusion: Diffusion,     # its noise schedule and objective
              low: torch.Tensor,        # (B, C, h, w) low-resolution images in [-1, 1]

@@ -31,7 +31,7 @@ if importlib.util.find_spec('gradio') is None:
 # %%
 #| export
 from __future__ import annotations
-import argparse, hashlib, io, math, os, queue, socket, tempfile, threading, time
+import hashlib, io, math, os, queue, tempfile, threading, time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,6 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from minddpm.args import int_arg
 from minddpm.data import to_uint8
 from minddpm.sampling import DEFAULT_SPACING, PRECISIONS, _finite, _network, _sampling, ddim_timesteps, denoise_steps
 from minddpm.training import Trained, load_model
@@ -147,7 +146,7 @@ ax.set_xticks(batches, batches); ax.legend(); plt.show()
 # First, a request as it comes from a form or an HTTP call, checked field by field:
 
 # %%
-#| export
+#| exports
 DEMO_SAMPLERS = ('dpm++', 'ddim')   # the deterministic ones: an image depends on its own seed alone
 MAX_IMAGES, MAX_STEPS, MAX_GUIDANCE = 16, 100, 20.0   # per request
 SEED_MAX = 2**31 - 1
@@ -369,7 +368,7 @@ test_eq(together[7], seed7)
 #   what runs together.
 
 # %%
-#| export
+#| exports
 def grid_png(images: torch.Tensor,   # (B, C, H, W) uint8, C = 1 (saved greyscale) or 3
              ncols: int | None = None, # images per row; None: all in one row
              scale: int = 1,          # each pixel becomes scale × scale (nearest neighbour)
@@ -541,7 +540,7 @@ ax.set_xticks(clients, clients); ax.legend(); plt.show()
 # %% [markdown]
 # ## From the command line, and on Colab
 #
-# `minddpm_demo [CHECKPOINT]` serves the shipped model, or any checkpoint or exported `.pt2` file, at
+# `minddpm_demo [CHECKPOINT]` (page *Commands*) serves the shipped model, or any checkpoint or exported `.pt2` file, at
 # http://127.0.0.1:7860 until you stop it; `--share` asks Gradio for a public link, `--host 0.0.0.0` serves your
 # network. Other programs call the same server:
 #
@@ -570,37 +569,6 @@ test_eq(png_bytes, Path(client.predict('7', 4, 3.0, 20, 0, api_name='/png')).rea
 plt.figure(figsize=(3, 1)); plt.imshow(Image.open(io.BytesIO(png_bytes)), cmap='gray'); plt.axis('off'); plt.show()
 app.close(); app.batcher.close()
 
-
-# %%
-#| export
-def minddpm_demo(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
-    "Entry point of `minddpm_demo`: serve a trained model as a Gradio demo and HTTP API until stopped."
-    p = argparse.ArgumentParser(prog='minddpm_demo', description=minddpm_demo.__doc__)
-    p.add_argument('checkpoint', nargs='?', help='a checkpoint from minddpm_train, or a model file from --export '
-                                                 '(default: the shipped tiny digits model)')
-    p.add_argument('--host', default='127.0.0.1', help='address to serve on (default: 127.0.0.1, this machine only; '
-                                                       '0.0.0.0 serves the network)')
-    p.add_argument('--port', type=int_arg(1, 65535), default=7860, help='port (default: 7860)')
-    p.add_argument('--share', action='store_true', help="also ask Gradio for a public link through its tunnel (off by default)")
-    p.add_argument('--max-rows', type=int_arg(2 * MAX_IMAGES), default=128,
-                   help=f'network rows per batch of requests; a guided image is two (default: 128, at least {2 * MAX_IMAGES})')
-    p.add_argument('--no-batching', action='store_true', help='sample each request alone')
-    p.add_argument('--precision', default='auto', choices=PRECISIONS,
-                   help="the network's: fp32, bf16, or auto (the default): bf16 on a CPU with bf16 instructions")
-    a = p.parse_args(argv)
-    try: app = demo_app(a.checkpoint, a.max_rows, a.precision, not a.no_batching)
-    except (ImportError, ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_demo: error: {e}\n")
-    try:   # a taken port or an unknown host, said here in the command's terms before Gradio tries
-        family, kind, _, _, address = socket.getaddrinfo(a.host, a.port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server will
-            s.bind(address)
-    except OSError as e:
-        app.batcher.close()
-        p.exit(2, f"minddpm_demo: error: cannot serve on {a.host}:{a.port} ({e.strerror or e}): give another --port, "
-                  f"or a --host this machine has\n")
-    try: app.launch(server_name=a.host, server_port=a.port, share=a.share)
-    finally: app.batcher.close()
 
 # %% [markdown]
 # On Colab a server on the notebook's machine cannot be reached from your browser, so the next cell asks for a

@@ -3,7 +3,7 @@
 
 # %% [markdown]
 # # Commands
-# > `minddpm_data`, `minddpm_train`, `minddpm_sample` and `minddpm_edit`: every number checked as it is parsed, every output path before any work
+# > The six commands, `minddpm_data`, `minddpm_train`, `minddpm_sample`, `minddpm_edit`, `minddpm_bench` and `minddpm_demo`: every number checked as it is parsed, every output path before any work
 
 # %%
 #| hide
@@ -15,7 +15,8 @@ from PIL import Image
 from minddpm.data import load_bundled, resize_uint8
 
 # %% [markdown]
-# Lesson 00 loads data, lesson 07 trains, lesson 05 samples and lesson 11 edits; this page turns them into
+# Lesson 00 loads data, lesson 07 trains, lesson 05 samples, lesson 11 edits, lesson 09 measures and lesson 12
+# serves; this page turns them into
 # the commands that `pip install minddpm` puts on your path. Their arguments come from a terminal, where odd
 # values are common and costly: `nan` parses as a float and would draw black images, `-4` parses as an int, a
 # path can point into a file or at a folder, and a mistake found after an hour of training loses the hour.
@@ -27,7 +28,7 @@ from minddpm.data import load_bundled, resize_uint8
 
 # %%
 #| export
-import argparse, contextlib, dataclasses, io, os
+import argparse, contextlib, dataclasses, io, json, os, socket, sys
 from pathlib import Path
 
 import torch
@@ -36,8 +37,10 @@ from minddpm.args import (MASKS, USER_ERRORS, _drop_empty, _image_files, _label_
                           _upsample_factor, cli_warnings, image_suffixes, read_image, read_mask, writable_dir, writable_file)
 from minddpm.data import get_datasets, pick_device, show_images
 from minddpm.distributed import launched, leave
+from minddpm.bench import _check_bench_args, format_table, run_bench
+from minddpm.demo import demo_app
 from minddpm.parsers import (EDIT_TASKS, _check_edit_options, _check_gamma, _check_sampler_options, _train_changes,
-                             data_parser, edit_parser, sample_parser, train_parser)
+                             bench_parser, data_parser, demo_parser, edit_parser, sample_parser, train_parser)
 from minddpm.training import TRAIN_PRESETS, Run, export_model, load_checkpoint, load_model, resume, set_steps, train
 from minddpm.sampling import sample
 
@@ -268,6 +271,56 @@ minddpm_edit([shipped, str(pngs), '--task', 'inpaint', '--mask', 'bottom', '--st
 Picture(filename=work/'edited.png')
 
 # %% [markdown]
+# ## Measuring speed and serving a model
+#
+# `minddpm_bench` runs lesson 09's measurements, minddpm against the original recipe on this machine, prints
+# the table and writes the results as JSON; `minddpm_demo` serves a trained model as lesson 12's Gradio demo
+# and HTTP API. Both check their arguments before any work: the bench its sizes and device, the demo its model
+# and whether the port can be served on, so that a taken port is said in the command's terms, not as a
+# traceback from inside the web server.
+#
+# ```sh
+# minddpm_bench --size 32 --json bench.json
+# minddpm_demo runs/digits/checkpoint.pt --port 7861
+# ```
+
+# %%
+#| export
+def minddpm_bench(argv=None):  # command-line arguments as a list of strings; None: `sys.argv[1:]`
+    "Entry point of `minddpm_bench`: measure minddpm against the original recipe, print the table and write the results as JSON."
+    p = bench_parser(minddpm_bench.__doc__)
+    a = p.parse_args(argv)
+    try: _check_bench_args(a.size, a.batch, a.steps)
+    except ValueError as e: p.error(f'--{e}')   # "--size must be a multiple of 8 …"
+    try: device = pick_device(a.device); torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as e: p.error(f"--device {a.device} is not usable here: {e}")
+    on_off = {'auto': None, 'on': True, 'off': False}
+    res = run_bench(a.size, a.batch, device, a.precision, 'auto' if a.compile == 'auto' else on_off[a.compile], a.full,
+                    on_off[a.largest_batch], a.steps, log=lambda m: print(m, file=sys.stderr, flush=True))
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=1))
+    print(format_table(res))
+    print(f"\n{res['seconds'] / 60:.1f} min; results in {a.json}")
+
+def minddpm_demo(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
+    "Entry point of `minddpm_demo`: serve a trained model as a Gradio demo and HTTP API until stopped."
+    p = demo_parser(minddpm_demo.__doc__)
+    a = p.parse_args(argv)
+    try: app = demo_app(a.checkpoint, a.max_rows, a.precision, not a.no_batching)
+    except (ImportError, ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_demo: error: {e}\n")
+    try:   # a taken port or an unknown host, said here in the command's terms before Gradio tries
+        family, kind, _, _, address = socket.getaddrinfo(a.host, a.port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server will
+            s.bind(address)
+    except OSError as e:
+        app.batcher.close()
+        p.exit(2, f"minddpm_demo: error: cannot serve on {a.host}:{a.port} ({e.strerror or e}): give another --port, "
+                  f"or a --host this machine has\n")
+    try: app.launch(server_name=a.host, server_port=a.port, share=a.share)
+    finally: app.batcher.close()
+
+# %% [markdown]
 # Whatever the command, each mistake below is refused in well under a second, before a model is loaded or
 # an image is drawn, with a message that names the argument, what it got and what it takes:
 
@@ -292,5 +345,6 @@ for command, args in [(minddpm_sample, [shipped, '--guidance', 'nan']), (minddpm
                       (minddpm_edit, [shipped, str(blocker.parent), '--task', 'img2img', '--strength', '0']),
                       (minddpm_edit, [shipped, str(blocker.parent), '--task', 'upsample', '--mask', 'left']),
                       (minddpm_train, ['--lr', 'inf']), (minddpm_train, ['--out', str(blocker/'run')]),
-                      (minddpm_train, ['--resume', shipped, '--preset', 'colab']), (minddpm_data, ['--dataset', 'cifar100'])]:
+                      (minddpm_train, ['--resume', shipped, '--preset', 'colab']), (minddpm_data, ['--dataset', 'cifar100']),
+                      (minddpm_bench, ['--size', '12']), (minddpm_demo, [shipped, '--port', '80000'])]:
     print(refused(command, *args).replace(str(blocker.parent), '…'))

@@ -15,6 +15,7 @@ from minddpm.data import DATASETS
 from minddpm.forward import OBJECTIVES, WEIGHTINGS
 from minddpm.sampling import PRECISIONS, SAMPLERS, SPACINGS
 from minddpm.training import TRAIN_PRESETS
+from minddpm.demo import MAX_IMAGES
 
 # %%
 #| hide
@@ -201,6 +202,48 @@ def _check_edit_options(p: argparse.ArgumentParser, a: argparse.Namespace):
     if a.task == 'denoise' and a.sigma is None: p.error("--task denoise needs --sigma, the noise level of the images")
     if a.task == 'inpaint' and a.mask is None: p.error(f"--task inpaint needs --mask: {', '.join(MASKS)}, or a black-and-white image")
     if a.guidance is not None and a.label is None: p.error("--guidance needs --label: it weighs the class against no class")
+
+
+# %% [markdown]
+# `minddpm_bench` times minddpm against the original recipe (lesson 09); its sizes are checked together by
+# `_check_bench_args` of that lesson, since a size must also be a multiple of 8. `minddpm_demo` serves a model
+# (lesson 12): a port is a number from 1 to 65535, and a batch of requests must hold the largest request.
+
+# %%
+#| export
+def bench_parser(description: str = None, # what `--help` says first: the command's docstring
+                 ) -> argparse.ArgumentParser:
+    "The options of `minddpm_bench`."
+    p = argparse.ArgumentParser(prog='minddpm_bench', description=description)
+    p.add_argument('--size', type=int, default=32, help="image size, a multiple of 8 (default 32)")
+    p.add_argument('--batch', type=int, default=16, help="images per training step and per sampling batch (default 16)")
+    p.add_argument('--device', default='auto', help="auto (cuda, then mps, then cpu), cpu, cuda, …")
+    p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
+                   help="minddpm's autocast precision; auto: what the device does best (bf16 on a CPU only with AMX or AVX512-BF16)")
+    p.add_argument('--compile', default='auto', choices=('auto', 'on', 'off'), help="torch.compile minddpm; auto: on for CUDA only")
+    p.add_argument('--full', action='store_true', help="run the 999- and 1000-step samplers to the end instead of estimating them")
+    p.add_argument('--largest-batch', default='auto', choices=('auto', 'on', 'off'),
+                   help="find the largest training batch within 15 GiB; auto: on for CUDA only")
+    p.add_argument('--steps', type=int, default=5, help="training steps timed per setting, after 2 warm-up steps (default 5)")
+    p.add_argument('--json', default='minddpm_bench.json', help="where to write the results (default minddpm_bench.json)")
+    return p
+
+def demo_parser(description: str = None, # what `--help` says first: the command's docstring
+                ) -> argparse.ArgumentParser:
+    "The options of `minddpm_demo`, each number checked as it is parsed."
+    p = argparse.ArgumentParser(prog='minddpm_demo', description=description)
+    p.add_argument('checkpoint', nargs='?', help='a checkpoint from minddpm_train, or a model file from --export '
+                                                 '(default: the shipped tiny digits model)')
+    p.add_argument('--host', default='127.0.0.1', help='address to serve on (default: 127.0.0.1, this machine only; '
+                                                       '0.0.0.0 serves the network)')
+    p.add_argument('--port', type=int_arg(1, 65535), default=7860, help='port (default: 7860)')
+    p.add_argument('--share', action='store_true', help="also ask Gradio for a public link through its tunnel (off by default)")
+    p.add_argument('--max-rows', type=int_arg(2 * MAX_IMAGES), default=128,
+                   help=f'network rows per batch of requests; a guided image is two (default: 128, at least {2 * MAX_IMAGES})')
+    p.add_argument('--no-batching', action='store_true', help='sample each request alone')
+    p.add_argument('--precision', default='auto', choices=PRECISIONS,
+                   help="the network's: fp32, bf16, or auto (the default): bf16 on a CPU with bf16 instructions")
+    return p
 
 
 # %%

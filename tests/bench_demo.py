@@ -31,7 +31,7 @@ def free_port() -> int:
 def serve(*options):
     "Start `minddpm_demo` with `options`; its URL and process once it answers."
     port = free_port()
-    proc = subprocess.Popen([sys.executable, '-c', 'from minddpm.demo import minddpm_demo; minddpm_demo()', '--port', str(port),
+    proc = subprocess.Popen([sys.executable, '-c', 'from minddpm.cli import minddpm_demo; minddpm_demo()', '--port', str(port),
                              *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, **({'OMP_NUM_THREADS': str(a.threads)} if a.threads else {})})
     url = f'http://127.0.0.1:{port}/'

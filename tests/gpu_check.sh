@@ -75,7 +75,7 @@ part lesson_07 "${B[1]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/07_t
 part lesson_13 "${B[2]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/13_cifar10.ipynb" "$WORK/lesson_13.json"
 part ddp "${B[3]}" "$PY" "$ROOT/tests/bench_ddp.py" --one "$MODE"
 if command -v minddpm_bench >/dev/null && [ -z "$SHIM" ]; then BENCH=(minddpm_bench)
-else BENCH=("$PY" -c 'import sys; from minddpm.bench import minddpm_bench; minddpm_bench(sys.argv[1:])'); fi
+else BENCH=("$PY" -c 'import sys; from minddpm.cli import minddpm_bench; minddpm_bench(sys.argv[1:])'); fi
 if [ $MODE = cuda ]; then BENCH+=(--size 64 --largest-batch on)
 else BENCH+=(--size 8 --batch 2 --steps 1 --precision fp32 --compile off --largest-batch off); fi
 part bench "${B[4]}" "${BENCH[@]}" --json "$OUTDIR/bench.json"

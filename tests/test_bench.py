@@ -123,7 +123,7 @@ def test_table_ratios_point_the_right_way():
     assert '≥ 2× ✓' in table and '≥ 5× ✗' in table and '* estimated' in table
 
 def run_cli(*args, **kw):
-    return subprocess.run([sys.executable, '-c', 'from minddpm.bench import minddpm_bench; minddpm_bench()', *args],
+    return subprocess.run([sys.executable, '-c', 'from minddpm.cli import minddpm_bench; minddpm_bench()', *args],
                           capture_output=True, text=True, **kw)
 
 def test_minddpm_bench_writes_the_table_and_json(tmp_path):

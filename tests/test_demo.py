@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minddpm.demo import Batcher, DEMO_SAMPLERS, grid_png, minddpm_demo, parse_request, _gradio
+from minddpm.cli import minddpm_demo
+from minddpm.demo import Batcher, DEMO_SAMPLERS, grid_png, parse_request, _gradio
 from minddpm.sampling import sample
 from minddpm.training import load_model
 from test_project import ROOT
@@ -121,7 +122,7 @@ def server(tmp_path_factory):
     "`minddpm_demo` (the shipped model) on a free loopback port: (url, log file); stopped after the module's tests."
     port, log = free_port(), tmp_path_factory.mktemp('demo')/'server.log'
     with open(log, 'w') as out:
-        p = subprocess.Popen([sys.executable, '-c', 'from minddpm.demo import minddpm_demo; minddpm_demo()', '--port', str(port),
+        p = subprocess.Popen([sys.executable, '-c', 'from minddpm.cli import minddpm_demo; minddpm_demo()', '--port', str(port),
                               '--precision', 'fp32'], stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
                              env={**os.environ, 'OMP_NUM_THREADS': '1'})
     url = f'http://127.0.0.1:{port}/'
