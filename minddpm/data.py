@@ -96,7 +96,7 @@ def split_indices(n: int,          # number of items, indexed `range(n)`; at lea
 
 # %% ../nbs/00_data.ipynb #5ef3782a
 def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
-                labels=None,          # B class indices drawn as titles
+                labels=None,          # B titles: class indices (named by `classes`), or strings drawn as they are
                 classes=None,         # class names for the labels
                 ncols: int = 8,       # images per row
                 scale: float = 1.1,   # inches per image
@@ -114,8 +114,8 @@ def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
         img = images[i].permute(1, 2, 0).numpy()
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap='gray', vmin=0, vmax=255, interpolation='nearest')
         if labels is not None:
-            lbl = int(labels[i])
-            ax.set_title(classes[lbl] if classes is not None else str(lbl), fontsize=8)
+            lbl = labels[i] if isinstance(labels[i], str) else int(labels[i])
+            ax.set_title(classes[lbl] if classes is not None and not isinstance(lbl, str) else str(lbl), fontsize=8)
     if title: fig.suptitle(title)
     fig.tight_layout()
 

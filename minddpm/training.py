@@ -99,8 +99,9 @@ def validate(run: Run,       # gives the held-out split, the diffusion, the devi
              seed: int = 0,  # seeds the timesteps and the noise: every call sees the same
              ) -> float:
     "Mean ε-MSE over the whole held-out split (a true mean over images), with fixed timesteps and noise, whatever the target."
-    model = model or run.ema.model
-    model.eval()
+    model = run.ema.model if model is None else model
+    was_training = model.training
+    model.eval()                                  # scored as it samples; its mode is given back at the end
     g = torch.Generator(device=run.device).manual_seed(seed)
     total, n = 0.0, 0
     for x, y in run.val_dl:
@@ -111,6 +112,7 @@ def validate(run: Run,       # gives the held-out split, the diffusion, the devi
             out = model(xt, t, y).float()
         total += F.mse_loss(run.diffusion.predictions(xt, t, out)[0], eps, reduction='sum').item()
         n += eps.numel()
+    model.train(was_training)
     return total / n
 
 # %% ../nbs/07_training.ipynb #49fe586a

@@ -285,13 +285,13 @@ test_fail(lambda: split_indices(10, float('nan')), contains='strictly between 0 
 # %% [markdown]
 # ## Showing images
 #
-# `show_images` draws a grid with each image's class name as its title. It takes floats in [-1, 1]
+# `show_images` draws a grid with each image's class name (or any string) as its title. It takes floats in [-1, 1]
 # (what the loaders and, later, the samplers return) or uint8.
 
 # %%
 #| exports
 def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
-                labels=None,          # B class indices drawn as titles
+                labels=None,          # B titles: class indices (named by `classes`), or strings drawn as they are
                 classes=None,         # class names for the labels
                 ncols: int = 8,       # images per row
                 scale: float = 1.1,   # inches per image
@@ -309,8 +309,8 @@ def show_images(images: torch.Tensor, # (B, C, H, W) floats in [-1, 1], or uint8
         img = images[i].permute(1, 2, 0).numpy()
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap='gray', vmin=0, vmax=255, interpolation='nearest')
         if labels is not None:
-            lbl = int(labels[i])
-            ax.set_title(classes[lbl] if classes is not None else str(lbl), fontsize=8)
+            lbl = labels[i] if isinstance(labels[i], str) else int(labels[i])
+            ax.set_title(classes[lbl] if classes is not None and not isinstance(lbl, str) else str(lbl), fontsize=8)
     if title: fig.suptitle(title)
     fig.tight_layout()
 

@@ -36,10 +36,10 @@ from minddpm.scrubber import Scrubber, fig_to_png
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.device import pick_device, pick_preset
 
 # %%
-from minddpm.data import pick_device, pick_preset, show_images   # lesson 00
-from minddpm.training import load_model                          # the shipped model that lesson 07 trains
+print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
 
 # %%
 #| hide
@@ -47,7 +47,8 @@ plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina disp
 torch.manual_seed(0)              # the same pictures on every run
 
 # %%
-print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
+from minddpm.data import show_images        # lesson 00
+from minddpm.training import load_model     # the shipped model that lesson 07 trains
 
 # %% [markdown]
 # The forward process $q$ is the easy half of diffusion: no learning, just noise. One step is

@@ -7,7 +7,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/07_training.ipynb)
-# On a free Colab T4 its one GPU cell takes about 9 minutes: an estimate from its 2.4 PFLOP at a quarter of the T4's fp16 peak, plus the overheads measured on an H200 (see "On a GPU"). Without a GPU it ran top to bottom in 47 seconds on a 2-core CPU (measured).
+# On a free Colab T4 its one GPU cell takes about 7 minutes: an estimate from its 2.4 PFLOP at a quarter of the T4's fp16 peak, plus the overheads measured on an H200 (see "On a GPU"). Without a GPU it ran top to bottom in 47 seconds on a 2-core CPU (measured).
 
 # %%
 #| hide
@@ -54,16 +54,11 @@ from minddpm.trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedUNet, OnnxUN
 from fastcore.test import *
 from nbdev.showdoc import show_doc
 from IPython.display import Image
+import matplotlib.pyplot as plt
+from minddpm.device import pick_device, pick_preset
 
 # %%
-import dataclasses, itertools, tempfile
-import matplotlib.pyplot as plt
-import torch.nn.functional as F
-from minddpm.data import get_dataloaders, show_images          # lesson 00
-from minddpm.device import pick_device, pick_preset
-from minddpm.forward import Diffusion                          # lesson 02
-from minddpm.unet import unet_preset                           # lesson 03
-from minddpm.conditioning import NULL_LABEL, ConditionalUNet   # lesson 04
+print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
 
 # %%
 #| hide
@@ -71,7 +66,12 @@ plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina disp
 torch.manual_seed(0)              # the same pictures on every run
 
 # %%
-print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
+import dataclasses, itertools, tempfile
+import torch.nn.functional as F
+from minddpm.data import get_dataloaders, show_images          # lesson 00
+from minddpm.forward import Diffusion                          # lesson 02
+from minddpm.unet import unet_preset                           # lesson 03
+from minddpm.conditioning import NULL_LABEL, ConditionalUNet   # lesson 04
 
 # %% [markdown]
 # Everything the earlier lessons built comes together here. One training step:
@@ -213,7 +213,7 @@ xt = run.diffusion.add_noise(x0, t, eps)[0]
 i = t.argsort()[::8]                                   # 8 of the 64, from the smallest t to the largest
 x0, y, t, xt = x0[i], y[i], t[i], xt[i]
 names = ['∅' if int(l) == NULL_LABEL else str(int(l)) for l in y[:8]] + [f't={int(s)}' for s in t[:8]]
-show_images(torch.cat([x0[:8], xt[:8]]), labels=range(16), classes=names, ncols=8)
+show_images(torch.cat([x0[:8], xt[:8]]), names, ncols=8)
 
 # %% [markdown]
 # Above, eight of the batch's clean images with their labels (∅: dropped, so that the network also learns to
@@ -232,8 +232,9 @@ def validate(run: Run,       # gives the held-out split, the diffusion, the devi
              seed: int = 0,  # seeds the timesteps and the noise: every call sees the same
              ) -> float:
     "Mean ε-MSE over the whole held-out split (a true mean over images), with fixed timesteps and noise, whatever the target."
-    model = model or run.ema.model
-    model.eval()
+    model = run.ema.model if model is None else model
+    was_training = model.training
+    model.eval()                                  # scored as it samples; its mode is given back at the end
     g = torch.Generator(device=run.device).manual_seed(seed)
     total, n = 0.0, 0
     for x, y in run.val_dl:
@@ -244,6 +245,7 @@ def validate(run: Run,       # gives the held-out split, the diffusion, the devi
             out = model(xt, t, y).float()
         total += F.mse_loss(run.diffusion.predictions(xt, t, out)[0], eps, reduction='sum').item()
         n += eps.numel()
+    model.train(was_training)
     return total / n
 
 # %% [markdown]
@@ -254,8 +256,8 @@ def validate(run: Run,       # gives the held-out split, the diffusion, the devi
 
 # %%
 with autocast(torch.device('cpu'), torch.bfloat16): print('in its own with, autocast is on: ', torch.is_autocast_enabled('cpu'))
-seed_bug = torch.autocast('cpu', dtype=torch.bfloat16) and contextlib.nullcontext()  # the originals' `and`
-with seed_bug: print("after the originals' `and`, it is on:", torch.is_autocast_enabled('cpu'))
+originals_and = torch.autocast('cpu', dtype=torch.bfloat16) and contextlib.nullcontext()  # the originals' `and`
+with originals_and: print("after the originals' `and`, it is on:", torch.is_autocast_enabled('cpu'))
 
 # %% [markdown]
 # ## The loop
@@ -467,8 +469,9 @@ test_eq(load_checkpoint(out/'nan'/'checkpoint.pt')['step'], 5)
 # The same `train` on CUDA runs in bf16 (fp16 with a scaler on a T4), with channels_last weights, and can
 # compile the model. The cell below trains the `colab` preset's UNet (15.7 M parameters) on the bundled
 # digits at 32×32, compiled. On an H200 it took 4½ minutes (measured: compilation, validation and eight
-# sample grids included; it now draws four, at least 500 steps apart) and drew clean digits of every class; on a T4 expect roughly twice that (an
-# estimate: the 2,000 steps are 2.4 PFLOP, 2½ minutes at 16 TFLOP/s, plus the same overheads).
+# sample grids included; it now draws four, at least 500 steps apart) and drew clean digits of every class. On a
+# T4 expect about 7 minutes (an estimate: the 2,000 steps are 2.4 PFLOP, 2½ minutes at 16 TFLOP/s, plus at most
+# the H200's 4½ minutes of compilation, grids and Python).
 # `tests/test_cuda.py` checks on a GPU that autocast is on, the weights are channels_last, the scaler
 # scales in fp16 and compiled training matches eager. On a CPU the lesson runs the short run above
 # instead.

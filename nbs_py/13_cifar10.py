@@ -4,7 +4,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/13_cifar10.ipynb)
-# On a free Colab T4 its GPU cells take about 55 minutes: an estimate from their floating-point work at a quarter of the T4's fp16 peak (40 minutes of training, as lesson 07 estimates it, then 7 minutes of sampling and 4 of Inception features; see "How long, and how much memory"). Without a GPU its dress rehearsal ran top to bottom in about a minute on a 2-core CPU (measured).
+# On a free Colab T4 its GPU cells take about 50 minutes: an estimate from their floating-point work at a quarter of the T4's fp16 peak (37 minutes of arithmetic for training, about 40 with the overheads lesson 07 measured, then 7 minutes of sampling and 3 of Inception features; see "How long, and how much memory"). Without a GPU its dress rehearsal ran top to bottom in about a minute on a 2-core CPU (measured).
 
 # %%
 #| hide
