@@ -54,12 +54,12 @@ from minddpm.device import pick_preset
 from minddpm.unet import unet_preset
 
 # %%
+print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
+
+# %%
 #| hide
 plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
 torch.manual_seed(0)              # the same weights on every run
-
-# %%
-print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on a CUDA GPU, 'tiny' elsewhere
 
 # %% [markdown]
 # Lessons 03–07 made choices for speed and said why: attention through
