@@ -532,6 +532,8 @@ test_close(sample(net, short, labels[:4], sampler='ddim', steps=40, eta=1.0, gen
 # for a row of labels. Early on, $\hat x_0$ is a blurry average of everything the class could be; the
 # details are decided later, and $x_t$ follows. `reverse_scrubber` keeps every step of `sample`'s loop and
 # hands frames to the `Scrubber` of the forward lesson: a live widget in a kernel, the static player on this page.
+# The two scrubber cells below import what they use and build their own denoiser: the docs site re-runs them
+# on their own while it is built (`#| exec_doc`), without the lesson's other cells.
 
 # %%
 #| export
