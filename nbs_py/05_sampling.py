@@ -356,14 +356,13 @@ show_rows([ddim_loop(ideal, spread(5)), dpm_loop(ideal, spread(5)), ddim_loop(id
 # The network call first, as every sampler needs it: lesson 04's classifier-free guidance mixes the
 # conditional and unconditional outputs, $\hat\varepsilon = \hat\varepsilon(x_t, \varnothing) + w\,\big(\hat\varepsilon(x_t, y) - \hat\varepsilon(x_t, \varnothing)\big)$
 # ($w = 0$ unconditional, 1 conditional, above 1 guided), then the output is read as $\hat\varepsilon$ whatever the
-# network's target (lesson 02's table).
+# network's target (lesson 02's table). The mix works on any target: at fixed $(x_t, t)$, ε, v and x₀ are affine in one
+# another and the mix's weights sum to 1, so mixing then converting equals converting then mixing.
 
 # %%
 #| exports
 def _eps(model, diffusion, x, t, y, w):
-    """ε̂ at timesteps t: unconditional when `y` is None, else classifier-free guided with weight `w` (one batched pass).
-    Guidance mixes the network's outputs, whatever its target: ε, v and x0 are affine in one another at fixed (x_t, t),
-    and the mix's weights sum to 1, so mixing then converting equals converting then mixing."""
+    "ε̂ at timesteps t: unconditional when `y` is None, else classifier-free guided with weight `w` (one batched pass)."
     out = model(x, t) if y is None else guided_eps(model, x, t, y, w)
     return diffusion.predictions(x, t, out)[0]
 
@@ -487,8 +486,7 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            shape=(1, 16, 16),             # (C, H, W) of one image
            sampler: str = 'ddim',         # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'
            steps: int = 50,               # network calls of DDIM and DPM-Solver++ (DDPM always takes T)
-           spacing: str | None = None,    # timesteps of DDIM and DPM-Solver++: 'linspace' or 'trailing' (`ddim_timesteps`); None: the
-                                          # sampler's default, linspace for DDIM, trailing for DPM-Solver++ (lesson 08); DDPM takes all
+           spacing: str | None = None,    # DDIM's and DPM-Solver++'s 'linspace' or 'trailing'; None: linspace for DDIM, trailing for DPM-Solver++
            w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
            eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?"); DPM-Solver++ is deterministic
            variance: str = 'beta',        # DDPM σ²: 'beta' or 'beta_tilde'
@@ -498,9 +496,8 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            uint8: bool = False,           # return uint8 images (rounded) instead of floats in [-1, 1]
            trajectory: list | None = None,  # if a list (or anything with `append`), (t, x_t, x̂0) of every step is appended
            precision: str = 'fp32'):      # the network's: 'fp32', 'bf16' (a bf16 copy of its weights), or 'auto': bf16 on a CPU with bf16 instructions
-    """Sample images with DDPM, DDIM or DPM-Solver++(2M) and classifier-free guidance; the sampler's own arithmetic is
-    float32 at any `precision`. Raises `ValueError` for an unknown sampler, spacing or precision, a non-finite `w` or `eta`
-    outside [0, 1] or an `x_T` of the wrong shape, `FloatingPointError` if the images come out non-finite."""
+    """Sample with DDPM, DDIM or DPM-Solver++(2M) and guidance, in float32 arithmetic at any `precision`. `ValueError` for an unknown sampler,
+    spacing or precision, a non-finite `w`, `eta` outside [0, 1] or a wrong `x_T` shape; `FloatingPointError` for non-finite images."""
     spacing, b = _check_sample(labels, n, sampler, spacing, variance, w, eta, shape, x_T)
     ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps, spacing)
     y = labels.to(diffusion.betas.device) if labels is not None else None

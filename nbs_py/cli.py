@@ -283,6 +283,10 @@ Picture(filename=work/'edited.png')
 # minddpm_bench --size 32 --json bench.json
 # minddpm_demo runs/digits/checkpoint.pt --port 7861
 # ```
+#
+# The page `minddpm_demo` serves, as `tests/test_demo.py` finds it in a real browser (its screenshot):
+#
+# ![minddpm_demo's page: the class, image count, guidance, sampler, steps and seed on the left; the samples and the trajectory of the first one on the right](images/demo.png)
 
 # %%
 #| export
