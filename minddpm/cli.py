@@ -24,7 +24,7 @@ from .sampling import sample
 
 # %% ../nbs/cli.ipynb #b0988d2d
 def minddpm_data(argv=None): # command-line arguments as a list of strings; None reads `sys.argv[1:]`
-    "Entry point of `minddpm_data`: load a dataset as training would, summarise it and save a labelled grid."
+    "Load a dataset as training would, summarise it and save a labelled grid."
     p = data_parser(minddpm_data.__doc__)
     args = p.parse_args(argv)
     with cli_warnings('minddpm_data'):
@@ -66,7 +66,7 @@ def _export_target(path) -> Path:
 
 # %% ../nbs/cli.ipynb #f197628b
 def minddpm_train(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
-    "Entry point of `minddpm_train`: train a conditional DDPM from a preset, or resume a checkpoint."
+    "Train a conditional DDPM from a preset, or resume a checkpoint."
     p = train_parser(minddpm_train.__doc__)
     rank = int(os.environ.get('RANK', 0)) if launched() else 0
     with contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
@@ -97,7 +97,7 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
 
 # %% ../nbs/cli.ipynb #a8a559b4
 def minddpm_sample(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
-    "Entry point of `minddpm_sample`: draw a labelled grid of samples from a checkpoint's EMA weights."
+    "Draw a labelled grid of samples from a checkpoint's EMA weights, or from the shipped digits model."
     p = sample_parser(minddpm_sample.__doc__)
     a = p.parse_args(argv)
     _check_sampler_options(p, a)
@@ -138,7 +138,7 @@ def _edit_grid(a: argparse.Namespace, files: list, before, result, classes: list
 
 # %% ../nbs/cli.ipynb #314cb5ab
 def minddpm_edit(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
-    "Entry point of `minddpm_edit`: denoise, edit (SDEdit), inpaint or upsample images with a trained model (lesson 11)."
+    "Denoise, edit (SDEdit), inpaint or upsample images with a trained model (lesson 11)."
     p = edit_parser(minddpm_edit.__doc__)
     a = p.parse_args(argv)
     _check_edit_options(p, a)
@@ -180,23 +180,24 @@ def minddpm_edit(argv=None): # command-line arguments as a list of strings; None
 
 # %% ../nbs/cli.ipynb #35a3cbde
 def minddpm_bench(argv=None):  # command-line arguments as a list of strings; None: `sys.argv[1:]`
-    "Entry point of `minddpm_bench`: measure minddpm against the original recipe, print the table and write the results as JSON."
+    "Measure minddpm against the original recipe, print the table and write the results as JSON."
     p = bench_parser(minddpm_bench.__doc__)
     a = p.parse_args(argv)
     try: _check_bench_args(a.size, a.batch, a.steps)
     except ValueError as e: p.error(f'--{e}')   # "--size must be a multiple of 8 …"
+    try: out = writable_file(a.json)    # before minutes of measuring, not after
+    except ValueError as e: p.error(f'--json: {e}')
     try: device = pick_device(a.device); torch.empty(0, device=device)
     except (RuntimeError, AssertionError, ValueError) as e: p.error(f"--device {a.device} is not usable here: {e}")
     on_off = {'auto': None, 'on': True, 'off': False}
     res = run_bench(a.size, a.batch, device, a.precision, 'auto' if a.compile == 'auto' else on_off[a.compile], a.full,
                     on_off[a.largest_batch], a.steps, log=lambda m: print(m, file=sys.stderr, flush=True))
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(res, indent=1))
+    out.write_text(json.dumps(res, indent=1))
     print(format_table(res))
     print(f"\n{res['seconds'] / 60:.1f} min; results in {a.json}")
 
 def minddpm_demo(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
-    "Entry point of `minddpm_demo`: serve a trained model as a Gradio demo and HTTP API until stopped."
+    "Serve a trained model as a Gradio demo and HTTP API until stopped."
     p = demo_parser(minddpm_demo.__doc__)
     a = p.parse_args(argv)
     try: app = demo_app(a.checkpoint, a.max_rows, a.precision, not a.no_batching)

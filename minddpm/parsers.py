@@ -91,7 +91,8 @@ def sample_parser(description: str = None, # what `--help` says first: the comma
                   ) -> argparse.ArgumentParser:
     "The options of `minddpm_sample`, each number checked as it is parsed."
     p = argparse.ArgumentParser(prog='minddpm_sample', description=description)
-    p.add_argument('checkpoint', help='a checkpoint from minddpm_train, or a model file from --export')
+    p.add_argument('checkpoint', nargs='?', help='a checkpoint from minddpm_train, or a model file from --export '
+                                                 '(default: the shipped tiny digits model)')
     p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
     p.add_argument('--n', type=int_arg(1), default=1, help='images per label (default: 1)')
     p.add_argument('--sampler', default='ddim', choices=SAMPLERS,

@@ -149,3 +149,10 @@ def test_minddpm_bench_refuses_bad_arguments(args, message, tmp_path):
     r = run_cli(*args, '--json', str(tmp_path/'x.json'), timeout=120)
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert not (tmp_path/'x.json').exists()
+
+@pytest.mark.parametrize('where,message', [('a_file/res.json', 'is a file'), ('a_folder/', 'is a folder; give a file name in it')])
+def test_minddpm_bench_checks_its_json_path_before_measuring(where, message, tmp_path):
+    "A --json that cannot be written is refused at once, not after minutes of measuring."
+    (tmp_path/'a_file').write_text('notes'); (tmp_path/'a_folder').mkdir()
+    r = run_cli('--json', str(tmp_path) + '/' + where, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and 'training' not in r.stderr, r.stderr
