@@ -167,19 +167,29 @@ SAMPLERS = ('ddim', 'dpm++', 'ddpm')
 DEFAULT_SPACING = {'ddim': 'linspace', 'dpm++': 'trailing'}   # each sampler's best on the shipped model (lesson 08)
 PRECISIONS = ('fp32', 'bf16', 'auto')
 
-def _check_sample(labels, n, sampler, spacing, variance, w, eta, shape, x_T) -> tuple[str, int]:
-    "`sample`'s arguments checked, each refused by a `ValueError` saying what is allowed; returns (spacing, batch size)."
+def _check_sample(model, labels, n, sampler, spacing, variance, w, eta, shape, x_T) -> tuple[str, int, torch.Tensor | None]:
+    """`sample`'s arguments checked, each refused by a `ValueError` saying what is allowed (a `TypeError` for a model that is
+    not a network); returns (spacing, batch size, labels as a tensor or None)."""
+    if not callable(model):
+        hint = '; pass its .model, with its .diffusion and .shape' if hasattr(model, 'diffusion') else ''
+        raise TypeError(f"model must be a network called as model(x, t[, y]), got a {type(model).__name__}{hint}")
+    if labels is not None:
+        labels = torch.as_tensor(labels)
+        if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be a 1-D sequence of class indices, e.g. [3, 7], got {labels.tolist()!r}")
     if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
     if spacing is None: spacing = DEFAULT_SPACING.get(sampler, 'linspace')
     if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
     if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
     if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
     if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
+    if labels is None and n is None: raise ValueError("pass labels, or n for unconditional samples")
     b = len(labels) if labels is not None else n
-    if not b: raise ValueError("pass labels, or n for unconditional samples")
+    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+        raise ValueError("labels is empty; pass at least one class index" if labels is not None else f"n must be a whole number, at least 1, got {n!r}")
     if x_T is not None and tuple(x_T.shape) != (b, *shape):
         raise ValueError(f"x_T has shape {tuple(x_T.shape)}; this call samples {(b, *shape)}")
-    return spacing, b
+    return spacing, b, labels
 
 def _network(model, precision: str, device: torch.device):
     """What a sampling loop calls: `model` in fp32, or in bf16 with its weights cast once (a copy), taking and giving float32.
@@ -238,7 +248,7 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            precision: str = 'fp32'):      # the network's: 'fp32', 'bf16' (a bf16 copy of its weights), or 'auto': bf16 on a CPU with bf16 instructions
     """Sample with DDPM, DDIM or DPM-Solver++(2M) and guidance, in float32 arithmetic at any `precision`. `ValueError` for an unknown sampler,
     spacing or precision, a non-finite `w`, `eta` outside [0, 1] or a wrong `x_T` shape; `FloatingPointError` for non-finite images."""
-    spacing, b = _check_sample(labels, n, sampler, spacing, variance, w, eta, shape, x_T)
+    spacing, b, labels = _check_sample(model, labels, n, sampler, spacing, variance, w, eta, shape, x_T)
     ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps, spacing)
     y = labels.to(diffusion.betas.device) if labels is not None else None
     with _sampling(model, diffusion, precision, (b, *shape), generator) as (net, randn):

@@ -170,6 +170,8 @@ def load_model(path=None,            # a checkpoint, a file from `export_model` 
                ) -> Trained:
     "The model of a checkpoint or of a file from `export_model`; no path: the tiny digits model shipped with minddpm."
     if weights not in ('ema', 'raw'): raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file's path (a str or Path) or None for the shipped model, got {path!r}")
     if path is None: path = resources.files('minddpm.assets') / 'digits_tiny.pt'
     if Path(path).suffix in GRAPH_SUFFIXES and Path(path).is_file():
         if weights == 'raw': raise ValueError(f"{path} holds the EMA network only; weights='raw' needs a checkpoint or a weights export")

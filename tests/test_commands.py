@@ -86,6 +86,13 @@ def test_sample_out_without_an_ending_is_refused_and_a_png_is_written_where_it_s
     assert code == 0 and 'saved 1 sample to runs/x.png' in out and Image.open(tmp_path/'runs'/'x.png').size[0] > 10
     assert sorted(p.name for p in (tmp_path/'runs').iterdir()) == ['x.png']
 
+def test_sample_without_a_checkpoint_draws_from_the_shipped_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(minddpm_sample, '--steps', 2, '--labels', 3, 7, '--out', 'x.png', capsys=capsys)
+    assert code == 0 and 'saved 2 samples to x.png' in out, err
+    code, out, err = run(minddpm_sample, SHIPPED, '--steps', 2, '--labels', 3, 7, '--out', 'y.png', capsys=capsys)
+    assert (tmp_path/'x.png').read_bytes() == (tmp_path/'y.png').read_bytes()   # the same model, the same seed
+
 @pytest.mark.parametrize('command,args,message', [
     (minddpm_sample, [SHIPPED, '--out', 'a_file/grid.png'], 'cannot use a_file as a folder: a_file is a file'),
     (minddpm_sample, [SHIPPED, '--out', 'a_dir'], 'a_dir is a folder; give a file name in it, e.g. a_dir/out.png'),

@@ -131,9 +131,17 @@ def test_uint8_is_the_rounded_float_sample_and_bad_arguments_are_refused_by_name
     for kw, says in [(dict(sampler='euler'), "use 'ddim', 'dpm++', 'ddpm'"), (dict(spacing='leading'), "use 'linspace' or 'trailing'"),
                      (dict(steps=0), 'steps must be a whole number between 1 and T=1000'), (dict(labels=None), 'pass labels, or n'),
                      (dict(variance='sigma'), "Unknown variance 'sigma'"), (dict(w=float('nan')), 'w must be a finite number'),
-                     (dict(eta=1.5), r'eta must be in \[0, 1\]')]:
+                     (dict(eta=1.5), r'eta must be in \[0, 1\]'), (dict(labels=3), r'labels must be a 1-D sequence of class indices'),
+                     (dict(labels=None, n=0), 'n must be a whole number, at least 1, got 0'),
+                     (dict(labels=None, n=-1), 'n must be a whole number, at least 1, got -1')]:
         with pytest.raises(ValueError, match=says.replace('+', r'\+')):
             sample(ideal, diffusion, **{'labels': labels, **kw})
+    shape = tuple(d['images'].shape[1:])
+    assert torch.equal(sample(ideal, diffusion, labels.tolist(), shape=shape, steps=3, generator=g()),
+                       sample(ideal, diffusion, labels, shape=shape, steps=3, generator=g()))
+    with pytest.raises(TypeError, match=r"got a Trained; pass its .model, with its .diffusion and .shape"):
+        from minddpm.trained import load_model
+        sample(load_model(), diffusion, labels)
 
 # ---- the loop itself ------------------------------------------------------------------------------------------------
 
