@@ -7,7 +7,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/02_forward.ipynb)
-# This lesson has no GPU-only cells: it ran top to bottom in 10 seconds on a 2-core CPU (measured); a Colab runtime is no slower.
+# This lesson has no GPU-only cells: it ran top to bottom in 12 seconds on a 2-core CPU (measured); a Colab runtime is no slower.
 
 # %%
 #| hide

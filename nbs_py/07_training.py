@@ -7,7 +7,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/07_training.ipynb)
-# On a free Colab T4 its one GPU cell takes about 7 minutes: an estimate from its 2.4 PFLOP at a quarter of the T4's fp16 peak, plus the overheads measured on an H200 (see "On a GPU"). Without a GPU it ran top to bottom in 47 seconds on a 2-core CPU (measured).
+# On a free Colab T4 its one GPU cell takes about 7 minutes: an estimate from its 2.4 PFLOP at a quarter of the T4's fp16 peak, plus the overheads measured on an H200 (see "On a GPU"). Without a GPU it ran top to bottom in about a minute on a 2-core CPU (measured: 63 s).
 
 # %%
 #| hide
