@@ -43,13 +43,18 @@ class Request:
     def loop(self) -> tuple: return (self.sampler, self.steps, self.w)    # what requests sampled in one loop must share
 
 # %% ../nbs/12_deploy.ipynb #3786798f
+def _shown(value, most: int = 40) -> str:
+    "`repr(value)`, cut to `most` characters: a message must not echo a 10,000-character field back."
+    r = repr(value)
+    return r if len(r) <= most else r[:most - 1] + '…'
+
 def _number(name: str, value, lo, hi, whole: bool):
     "`value` as a form or an HTTP call gives it (a number or a string) → a number in [lo, hi]; `ValueError` saying why not."
     allowed = f"a whole number from {lo} to {hi}" if whole else f"a number from {lo:g} to {hi:g}"
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)): raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)): raise ValueError(f"{name} must be {allowed}, got {_shown(value)}")
     try: x = float(value)
-    except ValueError: raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
-    if not math.isfinite(x) or not lo <= x <= hi or (whole and x != int(x)): raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    except ValueError: raise ValueError(f"{name} must be {allowed}, got {_shown(value)}") from None
+    if not math.isfinite(x) or not lo <= x <= hi or (whole and x != int(x)): raise ValueError(f"{name} must be {allowed}, got {_shown(value)}")
     return int(x) if whole else x
 
 class _RequestQueue:
@@ -120,11 +125,11 @@ def parse_request(classes: list,       # the model's class names; label i is cla
     key = label.strip() if isinstance(label, str) else label
     if isinstance(key, str) and key in names: i = names.index(key)
     elif isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(names): i = key
-    elif isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < len(names): i = int(key)
-    else: raise ValueError(f"unknown class {label!r}: this model knows {', '.join(names)} "
+    elif isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 9 and int(key) < len(names): i = int(key)
+    else: raise ValueError(f"unknown class {_shown(label)}: this model knows {', '.join(names)} "
                            f"(by name, or by index 0 … {len(names) - 1})")
     if sampler not in DEMO_SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}: the demo offers {' and '.join(DEMO_SAMPLERS)} (deterministic: "
+        raise ValueError(f"unknown sampler {_shown(sampler)}: the demo offers {' and '.join(DEMO_SAMPLERS)} (deterministic: "
                          f"a seed gives the same images whatever else is in the batch)")
     return Request(i, _number('n', n, 1, MAX_IMAGES, True), _number('w', w, 0, MAX_GUIDANCE, False), sampler,
                    _number('steps', steps, 1, MAX_STEPS, True), _number('seed', seed, 0, SEED_MAX, True))

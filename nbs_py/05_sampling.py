@@ -254,7 +254,8 @@ def ddim_timesteps(T: int,                   # diffusion steps of the schedule
                    ) -> list[int]:
     "`steps` timesteps from T−1 down, evenly spaced (rounded, no repeats): to 0 ('linspace'), or ending T/steps above it ('trailing')."
     _check_steps(T, steps, spacing)
-    ts = torch.linspace(T - 1, 0, steps) if spacing == 'linspace' else torch.arange(T, 0, -T / steps).round() - 1
+    i = torch.arange(steps, dtype=torch.float64)   # T − 1 − i·T/steps for trailing: exactly `steps` values (a float arange can overrun)
+    ts = torch.linspace(T - 1, 0, steps) if spacing == 'linspace' else (T - i * T / steps).round() - 1
     return ts.round().long().unique_consecutive().tolist()
 
 # %%

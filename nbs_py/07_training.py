@@ -24,7 +24,7 @@ if importlib.util.find_spec('minddpm') is None:
 # %%
 #| export
 from __future__ import annotations
-import contextlib, math, os, time
+import contextlib, math, os, socket, time, urllib.parse, warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -358,12 +358,26 @@ def save_samples(run: Run,         # its EMA model, diffusion, classes, image sh
     fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
     return path
 
+def _reachable(url: str, seconds: float = 5.0) -> bool:
+    "Can a TCP connection to `url`'s host be opened within `seconds`?"
+    u = urllib.parse.urlsplit(url)
+    try: socket.create_connection((u.hostname, u.port or (443 if u.scheme == 'https' else 80)), timeout=seconds).close()
+    except (OSError, ValueError): return False
+    return True
+
 class _Wandb:
-    "Weights & Biases logging: online with credentials, else offline (never a prompt)."
+    """Weights & Biases logging: online with credentials and a route to the server, else offline (never a prompt). With
+    credentials and no route (a cluster node, a laptop on a plane), wandb would wait minutes and raise; this says so in a
+    line and logs offline, for `wandb sync` later."""
     def __init__(self, run: Run):
         try: import wandb
         except ImportError: raise RuntimeError('W&B logging needs wandb: pip install "minddpm[wandb]"') from None
         mode = os.environ.get('WANDB_MODE') or ('online' if wandb.login(prompt=False, verify=False) else 'offline')
+        server = os.environ.get('WANDB_BASE_URL', 'https://api.wandb.ai')
+        if mode == 'online' and not _reachable(server):
+            warnings.warn(f"W&B credentials found, but {server} cannot be reached: logging offline to {run.cfg.out}/wandb "
+                          f"(`wandb sync` uploads it later; WANDB_MODE=offline skips this check)")
+            mode = 'offline'
         Path(run.cfg.out).mkdir(parents=True, exist_ok=True)
         self.wandb, self.run = wandb, wandb.init(project='minddpm', config=asdict(run.cfg), dir=run.cfg.out, mode=mode)
     def log(self, step, **values): self.run.log({k: v for k, v in values.items() if v is not None}, step=step)

@@ -27,6 +27,16 @@ def test_ddim_eta_0_is_deterministic_and_spacing_is_documented():
     ts = ddim_timesteps(1000, 50)
     assert ts[0] == 999 and ts[-1] == 0 and len(ts) == 50 and ts == sorted(ts, reverse=True)
 
+@pytest.mark.parametrize('T', [1000, 37])
+def test_every_step_count_gives_that_many_distinct_valid_timesteps(T):
+    "For 1 to T steps and both spacings: exactly `steps` timesteps, strictly falling from T − 1, none below 0 (a float arange once gave an extra −1)."
+    for spacing in ('linspace', 'trailing'):
+        for steps in range(1, T + 1):
+            ts = ddim_timesteps(T, steps, spacing)
+            assert len(ts) == steps and ts[0] == T - 1 and ts[-1] >= 0, (spacing, steps, ts[-3:])
+            assert all(a > b for a, b in zip(ts, ts[1:])), (spacing, steps)
+    assert ddim_timesteps(1000, 50, 'trailing')[:3] == [999, 979, 959] and ddim_timesteps(1000, 50, 'trailing')[-1] == 19
+
 def test_bf16_sampling_stays_close_to_fp32_and_leaves_the_model_alone():
     "bf16 weights are a copy: the model keeps its fp32 weights; images differ by bf16's rounding, not by a wrong cast."
     from minddpm.training import load_model

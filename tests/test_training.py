@@ -117,6 +117,16 @@ def test_wandb_runs_offline_without_credentials_and_never_prompts(tmp_path):
     for key in (b'loss', b'lr', b'val_loss', b'samples', b'minddpm-'):   # scalars, the grid, the checkpoint artifact
         assert key in log, key
 
+def test_wandb_with_credentials_and_no_route_logs_offline_at_once(tmp_path):
+    "A key but no way to the server (here a closed local port): one line says so within seconds, and the run logs offline."
+    env = {k: v for k, v in os.environ.items() if not k.startswith('WANDB_')} | {
+        'HOME': str(tmp_path), 'NETRC': str(tmp_path/'none'), 'WANDB_API_KEY': 'x' * 40, 'WANDB_BASE_URL': 'http://127.0.0.1:9'}
+    t0 = time.monotonic()
+    r = cli('minddpm_train', '--steps', '4', '--batch-size', '8', '--wandb', '--out', 'run', cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'minddpm_train: warning: W&B credentials found, but http://127.0.0.1:9 cannot be reached: logging offline' in r.stderr
+    assert len(list((tmp_path/'run'/'wandb').glob('offline-run-*'))) == 1 and time.monotonic() - t0 < 90
+
 def test_exported_model_samples_like_its_checkpoint(tmp_path):
     run = train(TrainConfig(steps=30, batch_size=16, sample_every=0, out=str(tmp_path)), progress=False)
     path = export_model(tmp_path/'checkpoint.pt', tmp_path/'model.pt')
