@@ -15,7 +15,7 @@ from .folders import IMAGE_EXTENSIONS, is_hidden, load_rgb
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'MASKS', 'int_arg', 'float_arg', 'writable_dir', 'writable_file', 'image_suffixes', 'cli_warnings',
-           'read_image', 'read_mask']
+           'read_image', 'read_mask', 'read_auth']
 
 # %% ../nbs/args.ipynb #c0694432
 def int_arg(minimum: int = 1,           # the smallest value allowed
@@ -194,3 +194,19 @@ def _upsample_factor(first: Path, shape: tuple) -> tuple[int, str]:
     if factor is None: raise ValueError(f"{first} is {w0}×{h0} pixels; upsample needs a whole fraction of {W}×{H}, "
                                         f"such as {W // 2}×{H // 2} or {W // 4}×{H // 4}")
     return factor, f" (the size of {first.name}, the first image: upsampled ×{factor} to the model's {W}×{H})"
+
+# %% ../nbs/args.ipynb #58a42b07
+def read_auth(path, # a text file of `user:password` lines; blank lines and lines starting with `#` are skipped
+              ) -> list[tuple[str, str]]:
+    "The (user, password) pairs of `path`; `ValueError` for a missing file, a line that is not `user:password`, or no pair at all."
+    p = Path(path)
+    if not p.is_file(): raise ValueError(f"{path} is not a file of user:password lines")
+    pairs = []
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith('#'): continue
+        user, sep, password = line.partition(':')
+        if not (sep and user.strip() and password): raise ValueError(f"line {i} of {path} is not user:password")
+        pairs.append((user.strip(), password))
+    if not pairs: raise ValueError(f"{path} holds no user:password line")
+    return pairs

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from .args import (MASKS, USER_ERRORS, _drop_empty, _image_files, _label_index, _new_folders, _refuse, _save_pngs,
-                          _upsample_factor, cli_warnings, image_suffixes, read_image, read_mask, writable_dir, writable_file)
+                          _upsample_factor, cli_warnings, image_suffixes, read_auth, read_image, read_mask, writable_dir,
+                          writable_file)
 from .data import get_datasets, pick_device, show_images
 from .distributed import launched, leave
 from .bench import _check_bench_args, format_table, run_bench
@@ -200,8 +201,13 @@ def minddpm_demo(argv=None): # command-line arguments as a list of strings; None
     "Serve a trained model as a Gradio demo and HTTP API until stopped."
     p = demo_parser(minddpm_demo.__doc__)
     a = p.parse_args(argv)
+    try: auth = read_auth(a.auth_file) if a.auth_file else None
+    except ValueError as e: p.error(f'--auth-file: {e}')
     try: app = demo_app(a.checkpoint, a.max_rows, a.precision, not a.no_batching)
     except (ImportError, ValueError, FileNotFoundError, RuntimeError) as e: p.exit(2, f"minddpm_demo: error: {e}\n")
+    if not auth and (a.share or a.host not in ('127.0.0.1', 'localhost', '::1')):
+        print(f"minddpm_demo: warning: {'the public --share link' if a.share else a.host} serves the model to anyone who "
+              f"reaches it, with no login; --auth-file FILE (user:password lines) asks for one", file=sys.stderr)
     try:   # a taken port or an unknown host, said here in the command's terms before Gradio tries
         family, kind, _, _, address = socket.getaddrinfo(a.host, a.port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind) as s:
@@ -211,5 +217,5 @@ def minddpm_demo(argv=None): # command-line arguments as a list of strings; None
         app.batcher.close()
         p.exit(2, f"minddpm_demo: error: cannot serve on {a.host}:{a.port} ({e.strerror or e}): give another --port, "
                   f"or a --host this machine has\n")
-    try: app.launch(server_name=a.host, server_port=a.port, share=a.share)
+    try: app.launch(server_name=a.host, server_port=a.port, share=a.share, auth=auth)
     finally: app.batcher.close()

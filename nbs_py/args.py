@@ -316,3 +316,38 @@ test_fail(lambda: read_mask(str(folder/'digit.png'), (16, 16)), contains='must b
 test_eq(_image_files([folder]), [folder/'digit.png', folder/'red.png'])
 test_eq(_label_index('3', [str(i) for i in range(10)]), 3)
 test_fail(lambda: _label_index('cat', ['a', 'b']), contains='--label cat is unknown to this model; it knows a, b (or 0 … 1)')
+
+# %% [markdown]
+# A served model is open to whoever reaches it. `minddpm_demo --auth-file FILE` asks for a login: the file holds
+# `user:password` lines, so that no password appears on a command line, where `ps` shows it to every user of
+# the machine. A wrong file is refused by line number, never by echoing a password.
+
+# %%
+#| export
+def read_auth(path, # a text file of `user:password` lines; blank lines and lines starting with `#` are skipped
+              ) -> list[tuple[str, str]]:
+    "The (user, password) pairs of `path`; `ValueError` for a missing file, a line that is not `user:password`, or no pair at all."
+    p = Path(path)
+    if not p.is_file(): raise ValueError(f"{path} is not a file of user:password lines")
+    pairs = []
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith('#'): continue
+        user, sep, password = line.partition(':')
+        if not (sep and user.strip() and password): raise ValueError(f"line {i} of {path} is not user:password")
+        pairs.append((user.strip(), password))
+    if not pairs: raise ValueError(f"{path} holds no user:password line")
+    return pairs
+
+# %%
+#| hide
+(folder/'auth').write_text('# who may use the demo\nada:s3cret:with:colons\n\nbob: pw\n')
+test_eq(read_auth(folder/'auth'), [('ada', 's3cret:with:colons'), ('bob', ' pw')])
+(folder/'bad').write_text('ada:ok\njust-a-password\n')
+test_fail(lambda: read_auth(folder/'bad'), contains='line 2 of')
+assert 'just-a-password' not in str(read_auth.__doc__)
+try: read_auth(folder/'bad')
+except ValueError as e: assert 'just-a-password' not in str(e)
+test_fail(lambda: read_auth(folder/'none'), contains='is not a file of user:password lines')
+(folder/'empty').write_text('# nobody\n')
+test_fail(lambda: read_auth(folder/'empty'), contains='holds no user:password line')

@@ -239,6 +239,8 @@ def demo_parser(description: str = None, # what `--help` says first: the command
                                                        '0.0.0.0 serves the network)')
     p.add_argument('--port', type=int_arg(1, 65535), default=7860, help='port (default: 7860)')
     p.add_argument('--share', action='store_true', help="also ask Gradio for a public link through its tunnel (off by default)")
+    p.add_argument('--auth-file', help="a file of user:password lines: the page and its API then ask for a login "
+                                       "(default: none, which suits 127.0.0.1 alone)")
     p.add_argument('--max-rows', type=int_arg(2 * MAX_IMAGES), default=128,
                    help=f'network rows per batch of requests; a guided image is two (default: 128, at least {2 * MAX_IMAGES})')
     p.add_argument('--no-batching', action='store_true', help='sample each request alone')

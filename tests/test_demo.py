@@ -97,7 +97,8 @@ def test_without_gradio_the_demo_says_how_to_install_it(monkeypatch, capsys):
 
 def test_the_command_refuses_bad_options_before_serving(tmp_path, capsys):
     for argv, says in [(['--port', '70000'], 'must be at most 65535'), (['--port', 'x'], "must be a whole number, got 'x'"),
-                       (['--max-rows', '8'], 'must be at least 32'), ([str(tmp_path/'missing.pt')], 'missing.pt')]:
+                       (['--max-rows', '8'], 'must be at least 32'), ([str(tmp_path/'missing.pt')], 'missing.pt'),
+                       (['--auth-file', str(tmp_path/'none')], '--auth-file: ' + str(tmp_path/'none') + ' is not a file of user:password lines')]:
         with pytest.raises(SystemExit) as e: minddpm_demo(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and says in err and 'Traceback' not in err, (argv, err)
@@ -111,6 +112,15 @@ def test_a_taken_port_or_an_unknown_host_is_refused_in_the_commands_terms(capsys
             with pytest.raises(SystemExit) as e: minddpm_demo(argv)
             err = capsys.readouterr().err
             assert e.value.code == 2 and says in err and 'GRADIO_SERVER_PORT' not in err and 'Traceback' not in err, err
+
+def test_serving_beyond_this_machine_without_a_login_is_said(capsys):
+    "On 0.0.0.0 with no --auth-file, a warning says the model is open to anyone (here before the taken port stops it)."
+    with socket.socket() as taken:
+        taken.bind(('0.0.0.0', 0)); taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit): minddpm_demo(['--host', '0.0.0.0', '--port', str(port)])
+    err = capsys.readouterr().err
+    assert 'minddpm_demo: warning: 0.0.0.0 serves the model to anyone who reaches it, with no login; --auth-file' in err, err
 
 # ---- the real command on a loopback port ----------------------------------------------------------------------------
 
@@ -213,3 +223,29 @@ def test_the_two_step_http_call_of_the_lesson_returns_the_same_png(server, clien
     data = json.loads(next(line[6:] for line in answer.splitlines() if line.startswith('data: ')))
     png = httpx.get(data[0]['url'], timeout=60).content
     assert png == Path(client.predict('7', 4, 3.0, 20, 0, api_name='/png')).read_bytes() and png[:8] == b'\x89PNG\r\n\x1a\n'
+
+def test_with_an_auth_file_the_api_asks_for_a_login(tmp_path):
+    "`--auth-file`: a call without the login is refused; with it, the same PNG as anywhere else."
+    from gradio_client import Client
+    import httpx
+    (tmp_path/'logins').write_text('ada:s3cret\n')
+    port, log = free_port(), tmp_path/'server.log'
+    with open(log, 'w') as out:
+        p = subprocess.Popen([sys.executable, '-c', 'from minddpm.cli import minddpm_demo; minddpm_demo()', '--port', str(port),
+                              '--precision', 'fp32', '--auth-file', str(tmp_path/'logins')], stdout=out, stderr=subprocess.STDOUT,
+                             cwd=tmp_path, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    url = f'http://127.0.0.1:{port}/'
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(url, timeout=2).status_code == 200: break
+            except httpx.HTTPError: pass
+            assert p.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        r = httpx.post(f'{url}gradio_api/call/png', json={'data': ['3', 1, 3.0, 5, 0, 'dpm++']}, timeout=30)
+        assert r.status_code in (401, 403), (r.status_code, r.text[:300])
+        png = Path(Client(url, auth=('ada', 's3cret'), verbose=False).predict('3', 1, 3.0, 5, 0, api_name='/png')).read_bytes()
+        assert png[:8] == b'\x89PNG\r\n\x1a\n'
+        assert 's3cret' not in log.read_text()
+    finally:
+        p.terminate(); p.wait(timeout=30)
