@@ -59,6 +59,7 @@ def test_the_graph_checks_its_input_in_python(trained):
     with pytest.raises(ValueError, match=r'takes images of shape \(B, 1, 16, 16\), got \(2, 1, 8, 8\)'):
         m.model(torch.zeros(2, 1, 8, 8), torch.zeros(2))
     with pytest.raises(ValueError, match=r'labels must be in \[0, 10\)'): m.model(torch.zeros(2, 1, 16, 16), torch.zeros(2), torch.tensor([3, 12]))
+    with pytest.raises(ValueError, match=r'NULL_LABEL \(-1\); got \[-2\]'): m.model(torch.zeros(2, 1, 16, 16), torch.zeros(2), torch.tensor([-2, 3]))
 
 def test_what_cannot_be_exported_or_loaded_is_refused_by_name(trained, tmp_path):
     r, path, _ = trained
@@ -95,6 +96,7 @@ def test_the_onnx_file_equals_the_eager_network_and_samples_the_same_images(trai
         b = sample(eager.model, eager.diffusion, torch.arange(10), shape=eager.shape, generator=torch.Generator().manual_seed(1), **kw)
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match=r'takes images of shape \(B, 1, 16, 16\)'): m.model(torch.zeros(2, 1, 8, 8), torch.zeros(2))
+    with pytest.raises(ValueError, match=r'NULL_LABEL \(-1\); got \[-2\]'): m.model(torch.zeros(2, 1, 16, 16), torch.zeros(2), torch.tensor([-2, 3]))
     # ONNX Runtime alone, no minddpm: the labels arrive as embedding rows, the null label as row 10
     code = (f"import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession({str(path)!r}); "
             f"out = s.run(None, dict(x=np.zeros((3, 1, 16, 16), np.float32), t=np.array([0, 500, 999]), rows=np.array([1, 7, 10])))[0]; "
