@@ -185,7 +185,8 @@ class _Wandb:
         except ImportError: raise RuntimeError('W&B logging needs wandb: pip install "minddpm[wandb]"') from None
         mode = os.environ.get('WANDB_MODE') or ('online' if wandb.login(prompt=False, verify=False) else 'offline')
         server = os.environ.get('WANDB_BASE_URL', 'https://api.wandb.ai')
-        if mode == 'online' and not _reachable(server):
+        proxied = any(os.environ.get(k) for k in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy'))
+        if mode == 'online' and not proxied and not _reachable(server):   # through a proxy, wandb knows the way
             warnings.warn(f"W&B credentials found, but {server} cannot be reached: logging offline to {run.cfg.out}/wandb "
                           f"(`wandb sync` uploads it later; WANDB_MODE=offline skips this check)")
             mode = 'offline'

@@ -25,6 +25,7 @@ if importlib.util.find_spec('minddpm') is None:
 #| export
 from __future__ import annotations
 import copy, math
+from numbers import Integral
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -445,11 +446,11 @@ def _check_sample(model, labels, n, sampler, spacing, variance, w, eta, shape, x
     if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
     if labels is None and n is None: raise ValueError("pass labels, or n for unconditional samples")
     b = len(labels) if labels is not None else n
-    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+    if isinstance(b, bool) or not isinstance(b, Integral) or b < 1:
         raise ValueError("labels is empty; pass at least one class index" if labels is not None else f"n must be a whole number, at least 1, got {n!r}")
     if x_T is not None and tuple(x_T.shape) != (b, *shape):
         raise ValueError(f"x_T has shape {tuple(x_T.shape)}; this call samples {(b, *shape)}")
-    return spacing, b, labels
+    return spacing, int(b), labels
 
 def _network(model, precision: str, device: torch.device):
     """What a sampling loop calls: `model` in fp32, or in bf16 with its weights cast once (a copy), taking and giving float32.
