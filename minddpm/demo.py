@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_deploy.ipynb #7c69543b
 from __future__ import annotations
-import hashlib, io, math, os, queue, tempfile, threading, time
+import hashlib, io, json, math, os, queue, re, tempfile, threading, time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +18,8 @@ from .sampling import DEFAULT_SPACING, PRECISIONS, _finite, _network, _sampling,
 from .training import Trained, load_model
 
 # %% auto #0
-__all__ = ['DEMO_SAMPLERS', 'MAX_IMAGES', 'MAX_STEPS', 'MAX_GUIDANCE', 'SEED_MAX', 'Request', 'parse_request', 'Batcher',
-           'grid_png', 'demo_app']
+__all__ = ['DEMO_SAMPLERS', 'MAX_IMAGES', 'MAX_STEPS', 'MAX_GUIDANCE', 'SEED_MAX', 'API_INPUTS', 'Request', 'parse_request',
+           'Batcher', 'grid_png', 'demo_app']
 
 # %% ../nbs/12_deploy.ipynb #3da0e249
 DEMO_SAMPLERS = ('dpm++', 'ddim')   # the deterministic ones: an image depends on its own seed alone
@@ -207,6 +207,54 @@ def _trajectory(frames) -> np.ndarray:
     keep = [frames[round(i * (len(frames) - 1) / 7)] for i in range(8)] if len(frames) > 8 else frames
     return _picture(torch.stack([f[0] for f in keep] + [f[1] for f in keep]), ncols=len(keep), scale=4)
 
+# the values each API endpoint takes, in order, with the defaults a shorter plain-HTTP request gets (None: required)
+API_INPUTS = {'png': (('class', None), ('n', 4), ('w', 3.0), ('steps', 20), ('seed', 0), ('sampler', 'dpm++')),
+              'sample': (('class', None), ('n', 4), ('w', 3.0), ('sampler', 'dpm++'), ('steps', 20), ('seed', 0))}
+
+class _FilledInputs:
+    """ASGI middleware before Gradio's routes: a plain-HTTP call of `/png` or `/sample` (`{"data": [...]}`) with fewer
+    values than the endpoint takes gets the rest from `API_INPUTS`; one without a class is answered 422, in words."""
+    def __init__(self, app): self.app = app
+
+    async def __call__(self, scope, receive, send):
+        hit = scope['type'] == 'http' and scope['method'] == 'POST' and re.fullmatch(r'.*/(?:call|run|api)/(\w+)/?', scope['path'])
+        if not hit or hit.group(1) not in API_INPUTS: return await self.app(scope, receive, send)
+        body, more = b'', True
+        while more:
+            message = await receive()
+            body, more = body + message.get('body', b''), message.get('more_body', False)
+        try: request = json.loads(body)
+        except ValueError: request = None
+        inputs, name = API_INPUTS[hit.group(1)], hit.group(1)
+        if isinstance(request, dict) and isinstance(request.get('data'), list) and len(request['data']) < len(inputs):
+            if not request['data']:
+                text = json.dumps({'error': f"/{name} takes {', '.join(n for n, _ in inputs)}, in that order; "
+                                            "the class is needed, the others default to "
+                                            + ', '.join(f'{n} {d!r}' for n, d in inputs[1:])}).encode()
+                await send({'type': 'http.response.start', 'status': 422,
+                            'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(text)).encode())]})
+                return await send({'type': 'http.response.body', 'body': text})
+            request['data'] += [d for _, d in inputs[len(request['data']):]]
+            body = json.dumps(request).encode()
+            scope = {**scope, 'headers': [(k, v) for k, v in scope['headers'] if k.lower() != b'content-length']
+                                         + [(b'content-length', str(len(body)).encode())]}
+        replayed = False
+        async def replay():
+            nonlocal replayed
+            if replayed: return await receive()
+            replayed = True
+            return {'type': 'http.request', 'body': body, 'more_body': False}
+        await self.app(scope, replay, send)
+
+def _filling_launch(launch):
+    "Blocks.launch with `_FilledInputs` among the FastAPI app's middleware, whatever else `app_kwargs` brings."
+    from starlette.middleware import Middleware
+    def launched(*args, app_kwargs=None, **kwargs):
+        app_kwargs = dict(app_kwargs or {})
+        app_kwargs['middleware'] = [*app_kwargs.get('middleware', []), Middleware(_FilledInputs)]
+        return launch(*args, app_kwargs=app_kwargs, **kwargs)
+    return launched
+
 def _page(gr, m: Trained, generate, png, batcher):
     "The demo's `gr.Blocks`: the form, the `generate` button (`/sample`), the `png` API endpoint (`/png`), and `batcher` as `.batcher`."
     # Gradio types the endpoint from the hints, which `from __future__ import annotations` leaves as strings
@@ -232,7 +280,7 @@ def _page(gr, m: Trained, generate, png, batcher):
         button.click(generate, [label, n, w, sampler, steps, seed], [grid, traj, caption], api_name='sample',
                      concurrency_limit=None)
         gr.api(png, api_name='png', concurrency_limit=None)
-    app.batcher = batcher
+    app.batcher, app.launch = batcher, _filling_launch(app.launch)
     return app
 
 # %% ../nbs/12_deploy.ipynb #5546fca0

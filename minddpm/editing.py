@@ -232,7 +232,7 @@ def upsample(model: nn.Module,         # the network, as `sample` takes it, for 
              eta: float = 1.0,         # DDIM noise
              generator: torch.Generator | None = None,  # seeds every draw
              precision: str = 'fp32',  # the network's, as in `sample`
-             ) -> torch.Tensor:        # (B, C, h·factor, w·factor) images whose factor×factor block means match `low`
+             ) -> torch.Tensor:        # (B, C, h·factor, w·factor) images whose block means match `low`, but where pixels clip to [-1, 1]
     "ILVR (Choi et al. 2021): sample at `factor` times the size with the low frequencies of x_s set to those of `low` noised to s."
     device, factor = diffusion.betas.device, _whole('factor', factor)
     up = F.interpolate(_images(low).to(device), scale_factor=factor, mode='nearest')   # block-constant: φ(up) = up

@@ -103,7 +103,7 @@ def sample_parser(description: str = None, # what `--help` says first: the comma
     p.add_argument('--spacing', choices=SPACINGS,
                    help='their timesteps: linspace (T-1 down to 0; ddim\'s default) or trailing (Lin et al. 2023; '
                         'dpm++\'s default, which draws clean digits from 5 steps where linspace does not)')
-    p.add_argument('--guidance', type=float_arg(), default=3.0, help='w: 0 unconditional, 1 conditional (default: 3)')
+    p.add_argument('--guidance', type=float_arg(0), default=3.0, help='w: 0 unconditional, 1 conditional, above 1 guided (default: 3)')
     p.add_argument('--eta', type=float_arg(0, 1), help='ddim\'s noise, 0 (deterministic) to 1 (default: 1)')
     p.add_argument('--img-size', type=int_arg(1), help='image side (default: the training size)')
     p.add_argument('--precision', default='auto', choices=PRECISIONS,
@@ -137,7 +137,7 @@ def edit_parser(description: str = None, # what `--help` says first: the command
                    help='denoise: remove Gaussian noise of level --sigma; img2img: redraw towards --label (SDEdit); '
                         'inpaint: fill the --mask; upsample: sample at the model\'s size keeping the images\' block means (ILVR)')
     p.add_argument('--label', help="class name or index to draw towards (img2img) or fill with (others); default: none, unconditional")
-    p.add_argument('--guidance', type=float_arg(), help='w, with --label: 1 conditional, >1 guided (default: 3; denoise: 1)')
+    p.add_argument('--guidance', type=float_arg(0), help='w, with --label: 1 conditional, >1 guided (default: 3; denoise: 1)')
     p.add_argument('--sigma', type=float_arg(0, open_low=True), help='denoise: the noise level of the images, in [-1, 1] units (255 levels = 2)')
     p.add_argument('--add-noise', action='store_true', help='denoise: add noise of level --sigma to the images first, to try it on clean ones')
     p.add_argument('--strength', type=float_arg(0, 1, open_low=True), help='img2img: how far to noise, in (0, 1] (default: 0.6)')
@@ -168,8 +168,8 @@ def bench_parser(description: str = None, # what `--help` says first: the comman
                  ) -> argparse.ArgumentParser:
     "The options of `minddpm_bench`."
     p = argparse.ArgumentParser(prog='minddpm_bench', description=description)
-    p.add_argument('--size', type=int, default=32, help="image size, a multiple of 8 (default 32)")
-    p.add_argument('--batch', type=int, default=16, help="images per training step and per sampling batch (default 16)")
+    p.add_argument('--size', type=int_arg(8), default=32, help="image size, a multiple of 8 (default 32)")
+    p.add_argument('--batch', type=int_arg(1), default=16, help="images per training step and per sampling batch (default 16)")
     p.add_argument('--device', default='auto', help="auto (cuda, then mps, then cpu), cpu, cuda, …")
     p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
                    help="minddpm's autocast precision; auto: what the device does best (bf16 on a CPU only with AMX or AVX512-BF16)")
@@ -177,7 +177,7 @@ def bench_parser(description: str = None, # what `--help` says first: the comman
     p.add_argument('--full', action='store_true', help="run the 999- and 1000-step samplers to the end instead of estimating them")
     p.add_argument('--largest-batch', default='auto', choices=('auto', 'on', 'off'),
                    help="find the largest training batch within 15 GiB; auto: on for CUDA only")
-    p.add_argument('--steps', type=int, default=5, help="training steps timed per setting, after 2 warm-up steps (default 5)")
+    p.add_argument('--steps', type=int_arg(1), default=5, help="training steps timed per setting, after 2 warm-up steps (default 5)")
     p.add_argument('--json', default='minddpm_bench.json', help="where to write the results (default minddpm_bench.json)")
     return p
 

@@ -393,11 +393,14 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool):
     "One split of a torchvision dataset as (uint8 images (N, C, H, W), labels, classes)."
     from torchvision import datasets
     cls = getattr(datasets, _TORCHVISION_SETS[name])
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"root {root} is a file: it must be the folder that holds {name!r}, or will once downloaded "
+                         f"(default: $MINDDPM_DATA, else ./data)")
     try: ds = cls(root, train=train, download=download)
     except (OSError, RuntimeError) as e:
         raise RuntimeError(f"Could not load {name!r} from {root}/ ({type(e).__name__}: {e}). "
-                           f"Without internet, use the bundled dataset: get_dataloaders('digits'); "
-                           f"or put the files in {root}/ and pass download=False.") from e
+                           f"Without internet, use the bundled dataset: get_dataloaders('digits') (--dataset digits on the "
+                           f"command line); or put the files in {root}/ (in Python, with download=False).") from e
     data = torch.as_tensor(ds.data)  # CIFAR: (N, H, W, 3) numpy; MNIST: (N, H, W) tensor
     images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data[:, None]
     return images.contiguous(), torch.as_tensor(ds.targets), list(ds.classes)

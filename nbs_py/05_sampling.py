@@ -7,7 +7,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/05_sampling.ipynb)
-# This lesson has no GPU-only cells: on a 2-core CPU with nothing else to do it runs top to bottom in under a minute, and a Colab runtime is no slower; its last cell prints what this run took.
+# This lesson has no GPU-only cells: it runs top to bottom in under a minute on a 2-core CPU with nothing else to do, and a Colab runtime is no slower; its last cell prints what this run took.
 
 # %%
 #| hide

@@ -7,7 +7,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/09_performance.ipynb)
-# This lesson has no GPU-only cells: it runs top to bottom in about 5 minutes on an idle 2-core CPU; a Colab runtime is no slower.
+# This lesson has no GPU-only cells: it ran top to bottom in 2 minutes on an idle 2-core CPU (measured: 122 s); a Colab runtime is no slower. Its `#| slow` cells, the full-size ladders and bench, took 7 minutes more there, and `run_bench(full=True)` takes half an hour.
 
 # %%
 #| hide
@@ -324,27 +324,51 @@ test_eq(out.dtype, torch.bfloat16)   # a comma enters both
 # `torch.compile` traces the network and generates fused kernels: GroupNorm, GELU and the additions
 # around each convolution become a few kernels instead of many, and on a GPU the launches shrink.
 # The first call pays for the compilation: on a 2-core CPU 100 s for the training step and 45 s for
-# the sampling step, which never paid back there (see below). So the ladders on this page stop before
-# the compile rung; `ladder(kind)` with its default `compile=True` adds it, as the `#| slow` cell at the
-# end of this section does.
+# the sampling step, which never paid back there (see below).
 #
 # ### The ladder
+#
+# Every rung is a fresh process and several timed steps, so at the bench's setting (32×32, batch 16) the two
+# ladders take minutes on a 2-core CPU, compile rungs included. The cells here climb them at a quarter
+# of the pixels and half the batch, 16×16 and 8 images, without the compile rung, in about a minute. The
+# `#| slow` cell after them climbs both at the bench's setting, and what is said below is read from its
+# bars.
 #
 # Training first: AdamW, the EMA and all, as in `SeedTrainer`. Batched guidance does not apply.
 
 # %%
-train_rungs = ladder('training', compile=False)
-plot_ladder(train_rungs, 'training step, seed UNet 32×32, batch 16', memory=True);
+train_rungs = ladder('training', size=16, batch=8, compile=False)
+plot_ladder(train_rungs, 'training step, seed UNet 16×16, batch 8', memory=True);
 
 # %% [markdown]
-# One guided sampling step (w = 3), on 16 images:
+# One guided sampling step (w = 3), on 8 images:
 
 # %%
-sample_rungs = ladder('sampling', compile=False)
-plot_ladder(sample_rungs, 'guided sampling step, 32×32, batch 16');
+sample_rungs = ladder('sampling', size=16, batch=8, compile=False)
+plot_ladder(sample_rungs, 'guided sampling step, 16×16, batch 8');
+
+# %%
+#| hide
+test_eq([r['change'] for r in train_rungs][:3], ['original', 'attention kernel', 'broadcasting'])
+test_eq(sample_rungs[-1]['settings'], dict(attention='sdpa', broadcast=True, batched=True, channels_last=True,
+                                            amp=bench_precision('cpu'), compile=False))   # every change but compile on at the top
 
 # %% [markdown]
-# What the bars show, and what runs on other machines agree with:
+# These ratios are not those of the bench's setting. At 16×16 an attention map is a sixteenth of its size at
+# 32×32 (it grows with the square of the pixel count), and a step does a sixteenth of the arithmetic, so fixed
+# costs per call weigh more and each change moves by its own amount. Both ladders at 32×32, batch 16, each
+# ending with `torch.compile`, are in the next cell. It is flagged `slow`, so the tests skip it; its bars come
+# from `python tests/lessons.py 09_performance --slow=ladder`:
+
+# %%
+#| slow
+for kind in ('training', 'sampling'):
+    rungs = ladder(kind, log=lambda m: None)
+    plot_ladder(rungs, f'{kind}, every change and torch.compile, seed UNet 32×32, batch 16', memory=kind == 'training')
+    test_eq(rungs[-1]['settings']['compile'], True)
+
+# %% [markdown]
+# What the bars at 32×32 show, and what runs on other machines agree with:
 #
 # - **The attention kernel is the big structural win** in training, and it takes most of the training
 #   peak away, because the maps the original keeps for the backward pass are gone.
@@ -354,27 +378,11 @@ plot_ladder(sample_rungs, 'guided sampling step, 32×32, batch 16');
 # - **Broadcasting, batched guidance and channels_last gain less, and less steadily**: on a shared CPU
 #   their bars move from run to run by as much as they gain. They matter more on a GPU, where each kernel
 #   launch and memory pass costs more relative to the arithmetic.
-# - **`torch.compile` did not pay on a 2-core CPU**: from 13% slower to 6% faster than eager in two runs
-#   of the `#| slow` cell below, after 100 s (training) and 45 s (sampling) of compiling. On a GPU it
-#   does: on an H200 the `colab` preset trained at 16.1 steps/s in bf16 and 20.7 compiled (lesson 07's GPU
-#   check). So minddpm compiles on request (`--compile`), and `minddpm_bench` turns it on for CUDA only.
-
-# %%
-#| hide
-test_eq([r['change'] for r in train_rungs][:3], ['original', 'attention kernel', 'broadcasting'])
-test_eq(sample_rungs[-1]['settings'], dict(attention='sdpa', broadcast=True, batched=True, channels_last=True,
-                                            amp=bench_precision('cpu'), compile=False))   # every change but compile on at the top
-
-# %% [markdown]
-# The ladders with their compile rungs, about 4 minutes more on a 2-core CPU (flagged `slow`, so the tests
-# skip it; run it with `nbdev_test --flags slow --path nbs/09_performance.ipynb`):
-
-# %%
-#| slow
-for kind in ('training', 'sampling'):
-    rungs = ladder(kind, log=lambda m: None)
-    plot_ladder(rungs, f'{kind}, every change and torch.compile, seed UNet 32×32, batch 16', memory=kind == 'training')
-    test_eq(rungs[-1]['settings']['compile'], True)
+# - **`torch.compile` did not pay on a 2-core CPU**: in the run above it made the training step 26% slower
+#   than eager bf16 and the sampling step no faster (earlier runs: from 13% slower to 6% faster), after 100 s
+#   (training) and 45 s (sampling) of compiling. On a GPU it does: on an H200 the
+#   `colab` preset trained at 16.1 steps/s in bf16 and 20.7 compiled (lesson 07's GPU check). So minddpm
+#   compiles on request (`--compile`), and `minddpm_bench` turns it on for CUDA only.
 
 # %% [markdown]
 # ## minddpm against the baseline: `minddpm_bench`
@@ -517,11 +525,12 @@ show_doc(format_table)
 
 
 # %% [markdown]
-# The run the course's figures come from, on this machine: the command `minddpm_bench` (page *Commands*)
-# does the same and also writes the results as JSON (`--json`, default `minddpm_bench.json`).
+# The command `minddpm_bench` (page *Commands*) does the same and also writes the results as JSON (`--json`,
+# default `minddpm_bench.json`). At its default setting, 32×32 and batch 16, it takes minutes on a 2-core
+# CPU; here it runs at 16×16, batch 8, in under a minute:
 
 # %%
-res = run_bench(log=lambda m: None)
+res = run_bench(size=16, batch=8, log=lambda m: None)
 print(format_table(res))
 
 # %% [markdown]
@@ -529,24 +538,39 @@ print(format_table(res))
 # digit: they move by about 15% between runs on a shared machine):
 
 # %%
-rows, cols = list(res['ratios']), [c for c in res['columns'] if c != 'original']
-fig, ax = plt.subplots(figsize=(6, 0.45 * len(rows) * len(cols) + 0.8))
-for j, c in enumerate(cols):
-    ax.barh([i + 0.8 * j / len(cols) for i in range(len(rows))], [res['ratios'][r][c] or 0 for r in rows],
-            height=0.8 / len(cols), label=c)
-for i, r in enumerate(rows):
-    goal = res['targets'].get(r.split(' (')[0])
-    if goal: ax.plot([goal] * 2, [i - 0.1, i + 0.7], 'k--', lw=1, label='target' if i == 0 else None)
-ax.set_yticks([i + 0.4 * (len(cols) - 1) / len(cols) for i in range(len(rows))], rows); ax.invert_yaxis()
-ax.axvline(1, color='gray', lw=0.8)
-ax.set(xscale='log', xlabel='times better than the original (log scale)', title=f"{res['device']}, {res['precision']}")
-ax.legend(loc='lower right', fontsize=8);
+def plot_ratios(res):   # each minddpm column's ratio to the original, per row of the table, with the targets
+    rows, cols = list(res['ratios']), [c for c in res['columns'] if c != 'original']
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(rows) * len(cols) + 0.8))
+    for j, c in enumerate(cols):
+        ax.barh([i + 0.8 * j / len(cols) for i in range(len(rows))], [res['ratios'][r][c] or 0 for r in rows],
+                height=0.8 / len(cols), label=c)
+    for i, r in enumerate(rows):
+        goal = res['targets'].get(r.split(' (')[0])
+        if goal: ax.plot([goal] * 2, [i - 0.1, i + 0.7], 'k--', lw=1, label='target' if i == 0 else None)
+    ax.set_yticks([i + 0.4 * (len(cols) - 1) / len(cols) for i in range(len(rows))], rows); ax.invert_yaxis()
+    ax.axvline(1, color='gray', lw=0.8)
+    ax.set(xscale='log', xlabel='times better than the original (log scale)',
+           title=f"{res['device']}, {res['size']}×{res['size']}, batch {res['batch']}, {res['precision']}")
+    ax.legend(loc='lower right', fontsize=8)
+
+plot_ratios(res)
 
 # %%
 #| hide
 test_eq(res['columns'][0], 'original')
 test_eq(set(res['rows']), {'training images/s', 'training peak memory (MB)', 'guided step (ms)', 'DDPM end to end (s)', 'DDIM-50 end to end (s)'})
 test_eq(json.loads(json.dumps(res))['rows'], res['rows'])   # the results are plain JSON
+
+# %% [markdown]
+# The targets are set at the bench's setting, where the attention maps the original builds are sixteen
+# times larger. The run the course's figures come from, at 32×32 and batch 16, is flagged `slow`; its table
+# comes from `python tests/lessons.py 09_performance --slow=size=32`:
+
+# %%
+#| slow
+res_32 = run_bench(size=32, batch=16, log=lambda m: None)
+print(format_table(res_32))
+plot_ratios(res_32)
 
 # %% [markdown]
 # `full=True` (`--full`) runs the 999- and 1000-step samplers to the end, about half an hour on a 2-core

@@ -31,7 +31,7 @@ if importlib.util.find_spec('gradio') is None:
 # %%
 #| export
 from __future__ import annotations
-import hashlib, io, math, os, queue, tempfile, threading, time
+import hashlib, io, json, math, os, queue, re, tempfile, threading, time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -417,6 +417,54 @@ def _trajectory(frames) -> np.ndarray:
     keep = [frames[round(i * (len(frames) - 1) / 7)] for i in range(8)] if len(frames) > 8 else frames
     return _picture(torch.stack([f[0] for f in keep] + [f[1] for f in keep]), ncols=len(keep), scale=4)
 
+# the values each API endpoint takes, in order, with the defaults a shorter plain-HTTP request gets (None: required)
+API_INPUTS = {'png': (('class', None), ('n', 4), ('w', 3.0), ('steps', 20), ('seed', 0), ('sampler', 'dpm++')),
+              'sample': (('class', None), ('n', 4), ('w', 3.0), ('sampler', 'dpm++'), ('steps', 20), ('seed', 0))}
+
+class _FilledInputs:
+    """ASGI middleware before Gradio's routes: a plain-HTTP call of `/png` or `/sample` (`{"data": [...]}`) with fewer
+    values than the endpoint takes gets the rest from `API_INPUTS`; one without a class is answered 422, in words."""
+    def __init__(self, app): self.app = app
+
+    async def __call__(self, scope, receive, send):
+        hit = scope['type'] == 'http' and scope['method'] == 'POST' and re.fullmatch(r'.*/(?:call|run|api)/(\w+)/?', scope['path'])
+        if not hit or hit.group(1) not in API_INPUTS: return await self.app(scope, receive, send)
+        body, more = b'', True
+        while more:
+            message = await receive()
+            body, more = body + message.get('body', b''), message.get('more_body', False)
+        try: request = json.loads(body)
+        except ValueError: request = None
+        inputs, name = API_INPUTS[hit.group(1)], hit.group(1)
+        if isinstance(request, dict) and isinstance(request.get('data'), list) and len(request['data']) < len(inputs):
+            if not request['data']:
+                text = json.dumps({'error': f"/{name} takes {', '.join(n for n, _ in inputs)}, in that order; "
+                                            "the class is needed, the others default to "
+                                            + ', '.join(f'{n} {d!r}' for n, d in inputs[1:])}).encode()
+                await send({'type': 'http.response.start', 'status': 422,
+                            'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(text)).encode())]})
+                return await send({'type': 'http.response.body', 'body': text})
+            request['data'] += [d for _, d in inputs[len(request['data']):]]
+            body = json.dumps(request).encode()
+            scope = {**scope, 'headers': [(k, v) for k, v in scope['headers'] if k.lower() != b'content-length']
+                                         + [(b'content-length', str(len(body)).encode())]}
+        replayed = False
+        async def replay():
+            nonlocal replayed
+            if replayed: return await receive()
+            replayed = True
+            return {'type': 'http.request', 'body': body, 'more_body': False}
+        await self.app(scope, replay, send)
+
+def _filling_launch(launch):
+    "Blocks.launch with `_FilledInputs` among the FastAPI app's middleware, whatever else `app_kwargs` brings."
+    from starlette.middleware import Middleware
+    def launched(*args, app_kwargs=None, **kwargs):
+        app_kwargs = dict(app_kwargs or {})
+        app_kwargs['middleware'] = [*app_kwargs.get('middleware', []), Middleware(_FilledInputs)]
+        return launch(*args, app_kwargs=app_kwargs, **kwargs)
+    return launched
+
 def _page(gr, m: Trained, generate, png, batcher):
     "The demo's `gr.Blocks`: the form, the `generate` button (`/sample`), the `png` API endpoint (`/png`), and `batcher` as `.batcher`."
     # Gradio types the endpoint from the hints, which `from __future__ import annotations` leaves as strings
@@ -442,7 +490,7 @@ def _page(gr, m: Trained, generate, png, batcher):
         button.click(generate, [label, n, w, sampler, steps, seed], [grid, traj, caption], api_name='sample',
                      concurrency_limit=None)
         gr.api(png, api_name='png', concurrency_limit=None)
-    app.batcher = batcher
+    app.batcher, app.launch = batcher, _filling_launch(app.launch)
     return app
 
 # %%
@@ -555,8 +603,9 @@ ax.set_xticks(clients, clients); ax.legend(); plt.show()
 # Client('http://127.0.0.1:7860').predict('7', 4, 3.0, 20, 0, api_name='/png')   # → the PNG's path
 # ```
 #
-# or, without Python, Gradio's two-step HTTP API: post the request with all six values (class, n, w, steps, seed,
-# sampler; only `gradio_client` fills in the default sampler), then read the answer, which holds the PNG's URL:
+# or, without Python, Gradio's two-step HTTP API: post the request's values in order (class, n, w, steps, seed,
+# sampler; the class alone will do, the server fills in the others' defaults), then read the answer, which holds
+# the PNG's URL:
 #
 # ```bash
 # curl -s -H 'Content-Type: application/json' -d '{"data": ["7", 4, 3.0, 20, 0, "dpm++"]}' http://127.0.0.1:7860/gradio_api/call/png
@@ -566,13 +615,29 @@ ax.set_xticks(clients, clients); ax.legend(); plt.show()
 # The same two calls to the server this lesson started, with `httpx` (which Gradio brings):
 
 # %%
-import httpx, json
+import httpx
 event = httpx.post(f"{url}gradio_api/call/png", json={'data': ['7', 4, 3.0, 20, 0, 'dpm++']}).json()['event_id']
 answer = httpx.get(f"{url}gradio_api/call/png/{event}", timeout=120).text          # server-sent events; the last one is the result
 result = json.loads(answer.strip().splitlines()[-1].removeprefix('data:'))[0]
 png_bytes = httpx.get(result['url']).content
 test_eq(png_bytes, Path(client.predict('7', 4, 3.0, 20, 0, api_name='/png')).read_bytes())   # what the Python client gets
 plt.figure(figsize=(3, 1)); plt.imshow(Image.open(io.BytesIO(png_bytes)), cmap='gray'); plt.axis('off'); plt.show()
+
+# %%
+#| hide
+def plain_call(data, name='png'):   # the two-step HTTP call; the last event's data, or the refusal's JSON
+    posted = httpx.post(f"{url}gradio_api/call/{name}", json={'data': data})
+    if posted.status_code != 200: return posted.status_code, posted.json()
+    answer = httpx.get(f"{url}gradio_api/call/{name}/{posted.json()['event_id']}", timeout=120).text
+    return 200, json.loads(answer.strip().splitlines()[-1].removeprefix('data:'))
+status, result = plain_call(['7'])   # the class alone: n 4, w 3, 20 steps, seed 0, dpm++, as above
+test_eq((status, httpx.get(result[0]['url']).content), (200, png_bytes))
+status, refusal = plain_call([])
+test_eq(status, 422); assert 'the class is needed' in refusal['error'] and "sampler 'dpm++'" in refusal['error'], refusal
+status, result = plain_call(['5', 2], 'sample')   # the page's endpoint fills in the same way
+assert status == 200 and '2 × class' in result[2], result
+status, result = plain_call(['7', 4, 3.0, 20, 0, 'dpm++', 'extra'])   # Gradio ignores values past the last
+test_eq(status, 200)
 app.close(); app.batcher.close()
 
 

@@ -225,7 +225,11 @@ def _image_files(paths) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             found = sorted(f for f in path.iterdir() if f.is_file() and not is_hidden(f.name) and f.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found: raise ValueError(f"{path} holds no image files (by their endings: {', '.join(IMAGE_EXTENSIONS)})")
+            if not found:
+                subs = sorted(f.name for f in path.iterdir() if f.is_dir() and not is_hidden(f.name))
+                inside = (f"; its images are in sub-folders ({', '.join(subs[:3])}{', …' if len(subs) > 3 else ''}): "
+                          f"name one of them, e.g. {path/subs[0]}" if subs else '')
+                raise ValueError(f"{path} holds no image files (by their endings: {', '.join(IMAGE_EXTENSIONS)}){inside}")
             files += found
         elif path.is_file(): files.append(path)
         else: raise FileNotFoundError(f"no such image file or folder: {path}")

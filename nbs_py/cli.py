@@ -328,7 +328,14 @@ def minddpm_demo(argv=None): # command-line arguments as a list of strings; None
         app.batcher.close()
         p.exit(2, f"minddpm_demo: error: cannot serve on {a.host}:{a.port} ({e.strerror or e}): give another --port, "
                   f"or a --host this machine has\n")
-    try: app.launch(server_name=a.host, server_port=a.port, share=a.share, auth=auth)
+    try:   # Gradio's own lines speak of launch(); these speak of the command's options
+        _, local, public = app.launch(server_name=a.host, server_port=a.port, share=a.share, auth=auth, quiet=True,
+                                      prevent_thread_lock=True)
+        if a.share and not public:
+            print("minddpm_demo: warning: Gradio could not make a --share link (no route to its servers?)", file=sys.stderr)
+        print(f"minddpm_demo: serving at {local}" + (f" and {public}" if public else '' if a.share else
+              " (this machine only; --share for a public link)") + "; Ctrl+C stops it", flush=True)
+        app.block_thread()
     finally: app.batcher.close()
 
 # %% [markdown]

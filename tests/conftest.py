@@ -9,10 +9,10 @@ from test_project import copy_of_repo
 
 # The longest tests (minutes each on 2 cores; the run prints its slowest), started first. Under pytest-xdist tests are
 # then handed out one at a time, so no worker is left running a long one alone at the end.
-# xdist sends each worker two to start with: 09 and the main job to one, 08 and 10 to the other.
-LONGEST = ('test_lessons.py::test_outputs_are_fresh[09_', 'test_project.py::test_readme_main_job',
-           'test_lessons.py::test_outputs_are_fresh[08_', 'test_lessons.py::test_outputs_are_fresh[11_', 'test_install.py',
-           'test_lessons.py::test_outputs_are_fresh[07_', 'test_bench.py', 'test_training.py::test_train_then_sample')
+LONGEST = ('test_project.py::test_readme_main_job', 'test_lessons.py::test_outputs_are_fresh[09_',
+           'test_lessons.py::test_outputs_are_fresh[11_', 'test_lessons.py::test_outputs_are_fresh[08_',
+           'test_lessons.py::test_outputs_are_fresh[07_', 'test_lessons.py::test_outputs_are_fresh[13_', 'test_install.py',
+           'test_bench.py', 'test_training.py::test_train_then_sample')
 
 def pytest_configure(config):
     "Under pytest-xdist each worker, and every process it starts, gets its share of the cores, not all of them."

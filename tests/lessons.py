@@ -6,6 +6,8 @@
     python tests/lessons.py --check       # fail if a committed notebook's outputs are stale or missing
     python tests/lessons.py 08_evaluation --slow   # also run its `#| slow` cells and keep their outputs
                                                    # (a run without --slow keeps those committed outputs)
+    python tests/lessons.py 09_performance --slow=ladder,size=32   # only the `#| slow` cells whose source holds
+                                                   # 'ladder' or 'size=32'; the other slow cells keep their committed outputs
 """
 import os, subprocess, sys, time
 from pathlib import Path
@@ -27,16 +29,22 @@ def flagged(cell, flags):
     "Is `cell` marked with one of the test `flags` (e.g. `#| slow`)?"
     return bool(set(flags) & set(getattr(cell, 'directives_', None) or {}))
 
-def run_lesson(path, slow: bool = False):
-    "Execute the notebook at `path` as `nbdev_test` would (with `slow`: its `#| slow` cells too) and return it with its outputs."
+def chosen(cell, slow) -> bool:
+    "Does a `slow` argument (True, False, or comma-separated parts of sources) choose this slow cell to run?"
+    return slow is True or bool(slow) and any(part in cell.source for part in slow.split(','))
+
+def run_lesson(path, slow=False):
+    """Execute the notebook at `path` as `nbdev_test` would and return it with its outputs. `slow`: True runs its `#| slow`
+    cells too; a string runs only the slow cells whose source contains one of its comma-separated parts."""
     path, flags = Path(path), [f for f in get_config(path=ROOT).tst_flags.split() if not (slow and f == 'slow')]
+    skip = lambda c: flagged(c, flags) or (flagged(c, ['slow']) and not chosen(c, slow))
     nb = NBProcessor(path, process=True, rm_directives=False).nb
     for c in nb.cells:  # start clean: a cell that now prints nothing must not keep an old output
         if c.cell_type == 'code': c.outputs, c.execution_count = [], None
     shell = CaptureShell(path)
     os.environ['IN_TEST'] = '1'
     with working_directory(path.parent):
-        shell.run_all(nb, exc_stop=True, preproc=lambda c: c.cell_type != 'code' or flagged(c, flags))
+        shell.run_all(nb, exc_stop=True, preproc=lambda c: c.cell_type != 'code' or skip(c))
     return nb
 
 def output_kinds(nb):
@@ -61,8 +69,9 @@ def stale_cells(path):
                   | set(tracebacks(fresh_nb)) | set(tracebacks(committed_nb)))
 
 if __name__ == '__main__':
-    check, slow = '--check' in sys.argv, '--slow' in sys.argv
-    names = [a for a in sys.argv[1:] if a not in ('--check', '--slow')]
+    check = '--check' in sys.argv
+    slow = next((a.partition('=')[2] or True for a in sys.argv[1:] if a.split('=')[0] == '--slow'), False)
+    names = [a for a in sys.argv[1:] if a != '--check' and a.split('=')[0] != '--slow']
     paths = [NBS/f'{n.removesuffix(".ipynb")}.ipynb' for n in names] if names else notebooks()
     if check:
         stale = {p.name: cells for p in paths if (cells := stale_cells(p))}
@@ -72,10 +81,11 @@ if __name__ == '__main__':
     for p in paths:
         t0 = time.perf_counter()
         nb = run_lesson(p, slow)
-        if not slow:   # flagged cells did not run: keep the outputs a full run (`--slow`) committed, where the cell is unchanged
+        if slow is not True:   # flagged cells that did not run keep the outputs a full run (`--slow`) committed, where unchanged
             flags, kept = get_config(path=ROOT).tst_flags.split(), {c['source']: c for c in read_nb(p).cells if c.cell_type == 'code'}
             for c in nb.cells:
-                if c.cell_type == 'code' and flagged(c, flags) and c.source in kept: c.outputs = kept[c.source].outputs
+                ran = flagged(c, ['slow']) and chosen(c, slow)
+                if c.cell_type == 'code' and flagged(c, flags) and not ran and c.source in kept: c.outputs = kept[c.source].outputs
         for c in nb.cells: c.pop('directives_', None)
         write_nb(nb, p)
         print(f'ran {p.relative_to(ROOT)} in {time.perf_counter() - t0:.0f} s')

@@ -140,8 +140,8 @@ def test_minddpm_bench_writes_the_table_and_json(tmp_path):
 
 @pytest.mark.parametrize('args,message', [
     (['--size', '12'], '--size must be a multiple of 8'),
-    (['--batch', '0'], '--batch must be at least 1'),
-    (['--steps', '0'], '--steps must be at least 1'),
+    (['--batch', '0'], 'argument --batch: must be at least 1, got 0'),
+    (['--steps', '0'], 'argument --steps: must be at least 1, got 0'),
     (['--precision', 'int8'], "invalid choice: 'int8'"),
     (['--device', 'cuda:7'], '--device cuda:7 is not usable here'),
 ])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from minddpm.cli import minddpm_data, minddpm_sample, minddpm_train
+from minddpm.cli import minddpm_bench, minddpm_data, minddpm_sample, minddpm_train
 from minddpm.sampling import sample
 from minddpm.training import (TRAIN_PRESETS, Run, TrainConfig, export_model, load_checkpoint, load_model, resume,
                               save_checkpoint, train)
@@ -44,6 +44,10 @@ def small(tmp_path, **changes):
     (minddpm_train, ['--img-size', '-4'], 'argument --img-size: must be at least 1, got -4'),
     (minddpm_train, ['--seed', '-1'], 'argument --seed: must be at least 0, got -1'),
     (minddpm_data, ['--val-frac', 'nan'], "argument --val-frac: must be a finite number"),
+    (minddpm_sample, ['--guidance', '-1'], 'argument --guidance: must be at least 0, got -1'),
+    (minddpm_bench, ['--size', 'nan'], "argument --size: must be a whole number, got 'nan'"),
+    (minddpm_bench, ['--size', '4'], 'argument --size: must be at least 8, got 4'),
+    (minddpm_bench, ['--steps', '1.5'], "argument --steps: must be a whole number, got '1.5'"),
 ])
 def test_bad_numbers_are_refused_by_name(tmp_path, monkeypatch, capsys, command, args, message):
     monkeypatch.chdir(tmp_path)

@@ -158,6 +158,12 @@ def test_failed_download_names_the_bundled_set(tmp_path, offline, name):
     with pytest.raises(RuntimeError) as e: get_dataloaders(name, root=tmp_path/'data')
     msg = str(e.value)
     assert f"Could not load {name!r}" in msg and "get_dataloaders('digits')" in msg and 'download=False' in msg
+    assert '--dataset digits on the command line' in msg
+
+def test_a_file_given_as_root_is_refused_before_any_download(tmp_path, offline):
+    (tmp_path/'a_file').write_text('not a folder')
+    with pytest.raises(ValueError, match=r"root .*a_file is a file: it must be the folder that holds 'mnist'"):
+        get_dataloaders('mnist', root=tmp_path/'a_file')
 
 def test_missing_files_without_download(tmp_path):
     with pytest.raises(RuntimeError, match=r"bundled dataset: get_dataloaders\('digits'\)"):

@@ -223,6 +223,14 @@ def test_the_two_step_http_call_of_the_lesson_returns_the_same_png(server, clien
     data = json.loads(next(line[6:] for line in answer.splitlines() if line.startswith('data: ')))
     png = httpx.get(data[0]['url'], timeout=60).content
     assert png == Path(client.predict('7', 4, 3.0, 20, 0, api_name='/png')).read_bytes() and png[:8] == b'\x89PNG\r\n\x1a\n'
+    # the class alone: the server fills in the defaults, as gradio_client does
+    event = httpx.post(url + 'gradio_api/call/png', json={'data': ['7']}, timeout=60).json()['event_id']
+    answer = httpx.get(url + f'gradio_api/call/png/{event}', timeout=120).text
+    assert httpx.get(json.loads(answer.strip().splitlines()[-1][6:])[0]['url'], timeout=60).content == png
+    r = httpx.post(url + 'gradio_api/call/png', json={'data': []}, timeout=60)
+    assert r.status_code == 422 and r.json()['error'].startswith('/png takes class, n, w, steps, seed, sampler'), r.text
+    log = server[1].read_text()
+    assert f'minddpm_demo: serving at {url}' in log and '--share for a public link' in log and 'share=True' not in log, log
 
 def test_with_an_auth_file_the_api_asks_for_a_login(tmp_path):
     "`--auth-file`: a call without the login is refused; with it, the same PNG as anywhere else."

@@ -115,6 +115,8 @@ def images(tmp_path_factory):
     Image.new('L', (16, 16), 128).save(root/'grey_mask.png')
     m = Image.new('L', (16, 16), 255); m.paste(0, (0, 0, 16, 8)); m.save(root/'mask.png')
     (root/'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
+    (root/'classes'/'3').mkdir(parents=True)                                     # a training folder: images in class folders
+    Image.fromarray(images[0]).save(root/'classes'/'3'/'a.png')
     Image.fromarray(np.full((16, 16), 30000, np.uint16)).save(root/'mask16.png')   # 16-bit, mid-grey: Pillow's 'L' would clip it to white
     return root
 
@@ -151,6 +153,8 @@ def test_each_task_writes_a_grid_and_the_images(images, tmp_path, capsys, monkey
     (['digits', '--task', 'upsample'], "0.png is 16×16 pixels; upsample needs a whole fraction of 16×16"),
     (['digits', '--task', 'img2img', '--guidance', '2'], "--guidance needs --label"),
     (['missing.png', '--task', 'img2img'], "no such image file or folder: missing.png"),
+    (['classes', '--task', 'denoise', '--sigma', '0.2'], "its images are in sub-folders (3): name one of them, e.g. classes/3"),
+    (['digits', '--task', 'img2img', '--label', '3', '--guidance', '-1'], "argument --guidance: must be at least 0, got -1"),
     (['--task', 'warp', 'digits'], "argument --task: invalid choice: 'warp'"),
     (['digits', '--task', 'inpaint', '--mask', 'left', '--resample', '1000'], "argument --resample: must be at most 100, got 1000"),
     (['digits', '--task', 'inpaint', '--mask', 'mask16.png'], "--mask mask16.png must be black (fill) and white (keep) only"),

@@ -1,6 +1,6 @@
 """What `pip install minddpm` users and Colab students get: a wheel that carries the bundled data once,
 and a package that works from any folder in a fresh virtual environment, without nbdev or fastcore."""
-import json, os, runpy, subprocess, sys, venv, zipfile
+import json, re, os, runpy, subprocess, sys, venv, zipfile
 
 import pytest
 import torch
@@ -81,6 +81,8 @@ def test_every_lesson_opens_for_colab():
         first_md = ''.join(''.join(c['source']) for c in cells[:3] if c['cell_type'] == 'markdown')
         assert f'colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/{nb.name}' in first_md, nb.name
         assert 'On a free Colab T4' in first_md or 'no GPU-only cells' in first_md, f"{nb.name}: no time estimate"
+        assert re.search(r'(\d[\d½]* (seconds?|minutes?)|a minute) on (an idle )?a? ?2-core CPU', first_md), \
+            f"{nb.name}: its CPU time is not stated (the test command's budget counts it)"
         code = [''.join(c['source']) for c in cells if c['cell_type'] == 'code'][:6]
         assert any('pick_device()' in c and 'pick_preset()' in c for c in code), f"{nb.name}: no device and preset line"
     assert len({c[0] for c in install_cells().values() if c}) == 1 and all(install_cells().values())
