@@ -4,7 +4,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/13_cifar10.ipynb)
-# On a free Colab T4 its GPU cells take about 50 minutes: an estimate from their floating-point work at a quarter of the T4's fp16 peak (37 minutes of arithmetic for training, about 40 with the overheads lesson 07 measured, then 7 minutes of sampling and 3 of Inception features; see "How long, and how much memory"). Without a GPU its dress rehearsal ran top to bottom in about a minute on a 2-core CPU (measured).
+# On a free Colab T4 its GPU cells take about 50 minutes: an estimate from their floating-point work at a quarter of the T4's fp16 peak (37 minutes of arithmetic for training, about 40 with the overheads lesson 07 measured, then 7 minutes of sampling and 3 of Inception features; see "How long, and how much memory"). Without a GPU its dress rehearsal ran top to bottom in 22 seconds on a 2-core CPU (measured).
 
 # %%
 #| hide
@@ -203,12 +203,13 @@ print(f"step {run.step}, held-out ε-MSE {run.history[-1][3]:.4f}, {run.device},
 #
 # `save_samples` draws with the EMA weights, DDIM with 50 steps and guidance w = 3, from a fixed seed,
 # one row per class. `train` also leaves grids under `samples/` in the run directory as it goes (every
-# 40 epochs in the `colab` preset). The rehearsal's grid, three per class to keep this page small, is
-# noise after 12 steps, yet its rows already differ in colour from one another: the label has begun to
+# 40 epochs in the `colab` preset). The rehearsal's grid, three per class to keep this page small and
+# drawn in 10 DDIM steps (as are all of the rehearsal's samples, to keep it quick on a CPU), is noise after 12
+# training steps, yet its rows already differ in colour from one another: the label has begun to
 # steer what is drawn.
 
 # %%
-Image(save_samples(run, Path(run.cfg.out)/'grid.png', n=3), width=150)
+Image(save_samples(run, Path(run.cfg.out)/'grid.png', n=3, steps=10), width=150)
 
 # %%
 #| cuda
@@ -241,20 +242,20 @@ def judge_features(judge, images: torch.Tensor, chunk: int = 1000) -> torch.Tens
     x = to_unit_range(images) if images.dtype == torch.uint8 else images
     return torch.cat([judge.features(b.to(dev)) for b in x.split(chunk)])
 
-def class_accuracy(run, dataset, per_class: int, **judge_kwargs) -> dict:
-    "Train a judge on `dataset`'s real images, then score `per_class` guided samples of every class against them."
+def class_accuracy(run, dataset, per_class: int, steps: int = 50, **judge_kwargs) -> dict:
+    "Train a judge on `dataset`'s real images, then score `per_class` guided samples (DDIM, `steps`) of every class against them."
     judge, judge_acc = train_judge(dataset, run.shape[-1], device=run.device, **judge_kwargs)
     train_split, val_split = get_datasets(dataset, run.shape[-1])
     (x_train, _), (x_val, y_val) = real_images(train_split, run.device), real_images(val_split, run.device)
     reference = judge_features(judge, x_train)
     res = evaluate(run.ema.model, run.diffusion, judge, reference, per_class=per_class,
-                   num_classes=len(run.classes), shape=run.shape, steps=50, w=3.0)
-    return dict(judge=judge, judge_accuracy=judge_acc, real=real_floor(judge, reference, x_val, y_val), samples=res)
+                   num_classes=len(run.classes), shape=run.shape, steps=steps, w=3.0)
+    return dict(judge=judge, judge_accuracy=judge_acc, real=real_floor(judge, reference, x_val, y_val), samples=res, steps=steps)
 
 def report(scores: dict):
     "Print the scores, and draw the samples' accuracy between the ceiling (real images) and chance."
     s, r = scores['samples'], scores['real']
-    print(f"guided samples (w = 3, DDIM 50): {s['accuracy']:.1%} right, judge-FID {s['fid']:.2f} ({s['samples']} samples)")
+    print(f"guided samples (w = 3, DDIM {scores['steps']}): {s['accuracy']:.1%} right, judge-FID {s['fid']:.2f} ({s['samples']} samples)")
     print(f"real held-out images:            {r['accuracy']:.1%} right, judge-FID {r['fid']:.2f} ({r['samples']} images)")
     fig, ax = plt.subplots(figsize=(6, 1.5))
     ax.barh(['chance', 'guided samples', 'real held-out images'], [1 / len(CIFAR10_CLASSES), s['accuracy'], r['accuracy']],
@@ -267,7 +268,7 @@ def report(scores: dict):
 # and the samples of a 12-step model are noise, which it gets right at most by luck (chance is 10 %).
 
 # %%
-scores = class_accuracy(run, str(standin), per_class=5)
+scores = class_accuracy(run, str(standin), per_class=5, steps=10)
 report(scores)
 assert 0 <= scores['samples']['accuracy'] <= 1 and scores['samples']['samples'] == 50
 
@@ -297,16 +298,16 @@ def draw(run, per_class: int, w: float = 3.0, steps: int = 50, chunk: int = 1000
                               generator=torch.Generator(run.device).manual_seed(seed + i)).cpu())
     return torch.cat(out)
 
-def fid(run, features, real_features: torch.Tensor, per_class: int, w: float) -> float:
+def fid(run, features, real_features: torch.Tensor, per_class: int, w: float, steps: int = 50) -> float:
     "FID between the real images' `real_features` and the `features` of `per_class` samples per class drawn at guidance `w`."
-    return frechet_distance(real_features, features(draw(run, per_class, w)))
+    return frechet_distance(real_features, features(draw(run, per_class, w, steps)))
 
 
 # %%
 real_u8 = to_uint8(real_images(get_datasets(str(standin), 32)[0], 'cpu')[0])
 stand_in_features = lambda images: judge_features(scores['judge'], images)
 real_features = stand_in_features(real_u8)      # once, for every w
-rehearsal_fid = {w: fid(run, stand_in_features, real_features, per_class=5, w=w) for w in (1, 3)}
+rehearsal_fid = {w: fid(run, stand_in_features, real_features, per_class=5, w=w, steps=10) for w in (1, 3)}
 print({f'w={w}': round(v, 2) for w, v in rehearsal_fid.items()}, "(the classifier's features, 50 samples)")
 
 # %% [markdown]

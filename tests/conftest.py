@@ -12,7 +12,7 @@ from test_project import copy_of_repo
 LONGEST = ('test_project.py::test_readme_main_job', 'test_lessons.py::test_outputs_are_fresh[09_',
            'test_lessons.py::test_outputs_are_fresh[11_', 'test_lessons.py::test_outputs_are_fresh[08_',
            'test_lessons.py::test_outputs_are_fresh[07_', 'test_lessons.py::test_outputs_are_fresh[13_', 'test_install.py',
-           'test_bench.py', 'test_training.py::test_train_then_sample')
+           'test_docs.py', 'test_pages_browser.py', 'test_bench.py', 'test_training.py::test_train_then_sample')
 
 def pytest_configure(config):
     "Under pytest-xdist each worker, and every process it starts, gets its share of the cores, not all of them."
@@ -23,6 +23,12 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
     if getattr(config.option, 'numprocesses', None) and getattr(config.option, 'maxschedchunk', 0) is None:
         config.option.maxschedchunk = 1   # the controller hands out one test at a time, in the order below
+    # A setup that takes a minute (a venv, the docs pre-render) is made once: the tests that share it (`xdist_group`)
+    # run on one worker. Workers read their options from the command line, so the controller tells them in the environment.
+    if getattr(config.option, 'numprocesses', None) and getattr(config.option, 'dist', None) == 'load':
+        config.option.dist, os.environ['MINDDPM_TEST_GROUPS'] = 'loadgroup', '1'
+    if os.environ.get('PYTEST_XDIST_WORKER') and os.environ.get('MINDDPM_TEST_GROUPS'):
+        config.option.loadgroup = True   # the worker names each grouped test `id@group`, for the controller's scheduler
 
 def pytest_collection_modifyitems(config, items):
     "The longest tests first (`LONGEST`, in that order), the rest as collected."

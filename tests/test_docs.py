@@ -11,6 +11,8 @@ from fastcore.docments import docments
 
 from test_project import ROOT
 
+pytestmark = pytest.mark.xdist_group('docs')   # its slow setup is made once, on one worker
+
 def lesson_notebooks(): return sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb'))
 
 def outputs(nb):

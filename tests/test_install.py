@@ -7,6 +7,8 @@ import torch
 
 from test_project import ROOT, copy_of_repo, settings
 
+pytestmark = pytest.mark.xdist_group('fresh_venv')   # its slow setup is made once, on one worker
+
 @pytest.fixture(scope='module')
 def source(tmp_path_factory):
     "A copy of the repo as a clone would have it, so building leaves the working tree alone."
@@ -26,6 +28,7 @@ import minddpm, minddpm.data
 from minddpm.all import get_dataloaders
 assert 'fastcore' not in sys.modules and 'nbdev' not in sys.modules, 'the runtime imported fastcore or nbdev'
 from minddpm.training import load_model
+
 train, val = get_dataloaders('digits', size=16)
 x, y = next(iter(train))
 assert load_model().shape == (1, 16, 16)   # the shipped model, read from the installed package

@@ -19,6 +19,8 @@ from test_docs import lesson_notebooks
 from test_player_browser import chromium
 from test_project import ROOT
 
+pytestmark = pytest.mark.xdist_group('docs')   # its slow setup is made once, on one worker
+
 SCREENSHOTS = ROOT/'screenshots'
 SHOOT = {'02_forward.ipynb', '13_cifar10.ipynb'}
 COLAB_BADGE = 'https://colab.research.google.com/assets/colab-badge.svg'
