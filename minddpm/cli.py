@@ -222,7 +222,9 @@ def minddpm_demo(argv=None): # command-line arguments as a list of strings; None
                                       prevent_thread_lock=True)
         if a.share and not public:
             print("minddpm_demo: warning: Gradio could not make a --share link (no route to its servers?)", file=sys.stderr)
-        print(f"minddpm_demo: serving at {local}" + (f" and {public}" if public else '' if a.share else
-              " (this machine only; --share for a public link)") + "; Ctrl+C stops it", flush=True)
+        where = (f" and {public}" if public else '' if a.share else
+                 " (this machine only; --share for a public link)" if a.host in ('127.0.0.1', 'localhost', '::1') else
+                 " and on every address of this machine" if a.host in ('0.0.0.0', '::') else f" and on {a.host}")
+        print(f"minddpm_demo: serving at {local}{where}; Ctrl+C stops it", flush=True)
         app.block_thread()
     finally: app.batcher.close()

@@ -213,7 +213,8 @@ API_INPUTS = {'png': (('class', None), ('n', 4), ('w', 3.0), ('steps', 20), ('se
 
 class _FilledInputs:
     """ASGI middleware before Gradio's routes: a plain-HTTP call of `/png` or `/sample` (`{"data": [...]}`) with fewer
-    values than the endpoint takes gets the rest from `API_INPUTS`; one without a class is answered 422, in words."""
+    values than the endpoint takes gets the rest from `API_INPUTS`; one with no class, more values than it takes, or a
+    body that is not such an object is answered 422, in words."""
     def __init__(self, app): self.app = app
 
     async def __call__(self, scope, receive, send):
@@ -226,15 +227,18 @@ class _FilledInputs:
         try: request = json.loads(body)
         except ValueError: request = None
         inputs, name = API_INPUTS[hit.group(1)], hit.group(1)
-        if isinstance(request, dict) and isinstance(request.get('data'), list) and len(request['data']) < len(inputs):
-            if not request['data']:
-                text = json.dumps({'error': f"/{name} takes {', '.join(n for n, _ in inputs)}, in that order; "
-                                            "the class is needed, the others default to "
-                                            + ', '.join(f'{n} {d!r}' for n, d in inputs[1:])}).encode()
-                await send({'type': 'http.response.start', 'status': 422,
-                            'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(text)).encode())]})
-                return await send({'type': 'http.response.body', 'body': text})
-            request['data'] += [d for _, d in inputs[len(request['data']):]]
+        data = request.get('data') if isinstance(request, dict) else None
+        if not isinstance(data, list) or not 1 <= len(data) <= len(inputs):
+            got = ('no JSON object' if not isinstance(request, dict) else "no 'data' list" if not isinstance(data, list)
+                   else f"{len(data)} values")
+            text = json.dumps({'error': f"/{name} takes {{\"data\": [{', '.join(n for n, _ in inputs)}]}}, in that order, "
+                                        f"and got {got}; the class is needed, the others default to "
+                                        + ', '.join(f'{n} {d!r}' for n, d in inputs[1:])}).encode()
+            await send({'type': 'http.response.start', 'status': 422,
+                        'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(text)).encode())]})
+            return await send({'type': 'http.response.body', 'body': text})
+        if len(data) < len(inputs):
+            request['data'] += [d for _, d in inputs[len(data):]]
             body = json.dumps(request).encode()
             scope = {**scope, 'headers': [(k, v) for k, v in scope['headers'] if k.lower() != b'content-length']
                                          + [(b'content-length', str(len(body)).encode())]}

@@ -423,7 +423,8 @@ API_INPUTS = {'png': (('class', None), ('n', 4), ('w', 3.0), ('steps', 20), ('se
 
 class _FilledInputs:
     """ASGI middleware before Gradio's routes: a plain-HTTP call of `/png` or `/sample` (`{"data": [...]}`) with fewer
-    values than the endpoint takes gets the rest from `API_INPUTS`; one without a class is answered 422, in words."""
+    values than the endpoint takes gets the rest from `API_INPUTS`; one with no class, more values than it takes, or a
+    body that is not such an object is answered 422, in words."""
     def __init__(self, app): self.app = app
 
     async def __call__(self, scope, receive, send):
@@ -436,15 +437,18 @@ class _FilledInputs:
         try: request = json.loads(body)
         except ValueError: request = None
         inputs, name = API_INPUTS[hit.group(1)], hit.group(1)
-        if isinstance(request, dict) and isinstance(request.get('data'), list) and len(request['data']) < len(inputs):
-            if not request['data']:
-                text = json.dumps({'error': f"/{name} takes {', '.join(n for n, _ in inputs)}, in that order; "
-                                            "the class is needed, the others default to "
-                                            + ', '.join(f'{n} {d!r}' for n, d in inputs[1:])}).encode()
-                await send({'type': 'http.response.start', 'status': 422,
-                            'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(text)).encode())]})
-                return await send({'type': 'http.response.body', 'body': text})
-            request['data'] += [d for _, d in inputs[len(request['data']):]]
+        data = request.get('data') if isinstance(request, dict) else None
+        if not isinstance(data, list) or not 1 <= len(data) <= len(inputs):
+            got = ('no JSON object' if not isinstance(request, dict) else "no 'data' list" if not isinstance(data, list)
+                   else f"{len(data)} values")
+            text = json.dumps({'error': f"/{name} takes {{\"data\": [{', '.join(n for n, _ in inputs)}]}}, in that order, "
+                                        f"and got {got}; the class is needed, the others default to "
+                                        + ', '.join(f'{n} {d!r}' for n, d in inputs[1:])}).encode()
+            await send({'type': 'http.response.start', 'status': 422,
+                        'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(text)).encode())]})
+            return await send({'type': 'http.response.body', 'body': text})
+        if len(data) < len(inputs):
+            request['data'] += [d for _, d in inputs[len(data):]]
             body = json.dumps(request).encode()
             scope = {**scope, 'headers': [(k, v) for k, v in scope['headers'] if k.lower() != b'content-length']
                                          + [(b'content-length', str(len(body)).encode())]}
@@ -633,11 +637,14 @@ def plain_call(data, name='png'):   # the two-step HTTP call; the last event's d
 status, result = plain_call(['7'])   # the class alone: n 4, w 3, 20 steps, seed 0, dpm++, as above
 test_eq((status, httpx.get(result[0]['url']).content), (200, png_bytes))
 status, refusal = plain_call([])
-test_eq(status, 422); assert 'the class is needed' in refusal['error'] and "sampler 'dpm++'" in refusal['error'], refusal
+test_eq(status, 422); assert 'got 0 values; the class is needed' in refusal['error'] and "sampler 'dpm++'" in refusal['error'], refusal
 status, result = plain_call(['5', 2], 'sample')   # the page's endpoint fills in the same way
 assert status == 200 and '2 × class' in result[2], result
-status, result = plain_call(['7', 4, 3.0, 20, 0, 'dpm++', 'extra'])   # Gradio ignores values past the last
-test_eq(status, 200)
+status, refusal = plain_call(['7', 4, 3.0, 20, 0, 'dpm++', 'extra'])   # a value too many is a mistake, not a default
+test_eq(status, 422); assert 'got 7 values' in refusal['error'], refusal
+for body in ('3', {'data': '3'}):   # not {"data": [...]}
+    posted = httpx.post(f"{url}gradio_api/call/png", **({'content': body} if isinstance(body, str) else {'json': body}))
+    assert posted.status_code == 422 and '/png takes {"data": [class, n, w, steps, seed, sampler]}' in posted.json()['error'], posted.text
 app.close(); app.batcher.close()
 
 

@@ -228,7 +228,7 @@ def test_the_two_step_http_call_of_the_lesson_returns_the_same_png(server, clien
     answer = httpx.get(url + f'gradio_api/call/png/{event}', timeout=120).text
     assert httpx.get(json.loads(answer.strip().splitlines()[-1][6:])[0]['url'], timeout=60).content == png
     r = httpx.post(url + 'gradio_api/call/png', json={'data': []}, timeout=60)
-    assert r.status_code == 422 and r.json()['error'].startswith('/png takes class, n, w, steps, seed, sampler'), r.text
+    assert r.status_code == 422 and r.json()['error'].startswith('/png takes {"data": [class, n, w, steps, seed, sampler]}'), r.text
     log = server[1].read_text()
     assert f'minddpm_demo: serving at {url}' in log and '--share for a public link' in log and 'share=True' not in log, log
 
