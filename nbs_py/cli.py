@@ -308,6 +308,8 @@ def minddpm_bench(argv=None):  # command-line arguments as a list of strings; No
     print(format_table(res))
     print(f"\n{res['seconds'] / 60:.1f} min; results in {a.json}")
 
+# %%
+#| export
 def minddpm_demo(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
     "Serve a trained model as a Gradio demo and HTTP API until stopped."
     p = demo_parser(minddpm_demo.__doc__)
