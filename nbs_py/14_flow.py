@@ -1,0 +1,209 @@
+# %%
+#| default_exp flow
+
+# %% [markdown]
+# # Flow matching
+# > A straight line from data to noise, the velocity along it as the target, Euler steps back, and one round of reflow that straightens the paths: on a 2-D toy first
+
+# %% [markdown]
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/14_flow.ipynb)
+# This lesson has no GPU-only cells: it ran top to bottom in 15 seconds on a 2-core CPU (measured); a Colab runtime is no slower.
+
+# %%
+#| hide
+# On Colab, or wherever minddpm is missing, install it: from PyPI, else from the course's repository.
+# Where it is installed (as in CI) this does nothing.
+import importlib.util, subprocess, sys
+if importlib.util.find_spec('minddpm') is None:
+    for source in ('minddpm', 'git+https://github.com/minddpm/minddpm'):
+        if subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', source]).returncode == 0:
+            print(f"installed minddpm from {'PyPI' if source == 'minddpm' else source}"); break
+        print(f"pip could not install {source}" + (", trying the course's repository" if source == 'minddpm' else ''))
+    else: raise RuntimeError('could not install minddpm from PyPI or from https://github.com/minddpm/minddpm')
+
+# %%
+#| export
+from __future__ import annotations
+import math
+
+import torch
+
+# %%
+#| hide
+from fastcore.test import *
+import matplotlib.pyplot as plt
+from torch import nn
+from minddpm.data import pick_device, pick_preset
+
+# %%
+print(f"device: {pick_device()}; preset: {pick_preset()}")   # the toy runs on the CPU anywhere
+
+# %%
+#| hide
+plt.rcParams['figure.dpi'] = 60  # small committed images; Jupyter's retina display doubles it
+torch.manual_seed(0)
+
+# %% [markdown]
+# Lessons 01–05 went from data to noise in a thousand small Gaussian steps and learned to walk back. Flow
+# matching (Lipman et al. 2023; Liu et al. 2022, "rectified flow") keeps the idea and drops the schedule: pair
+# each data point $x_0$ with a noise draw $\varepsilon$, join them with a straight line,
+#
+# $$x_t = (1 - t)\,x_0 + t\,\varepsilon,\qquad t \in [0, 1],$$
+#
+# and teach a network the velocity along it, $\frac{d x_t}{dt} = \varepsilon - x_0$. Sampling starts at
+# $x_1 = \varepsilon$ and follows the learned velocity back to $t = 0$ with Euler steps. Stable Diffusion 3 and
+# FLUX train this way. This lesson shows it on points in the plane first, where every path can be drawn.
+
+# %%
+#| exports
+def linear_path(x0: torch.Tensor,   # (B, …) data
+                eps: torch.Tensor,  # (B, …) noise, the same shape
+                t: torch.Tensor,    # (B,) times in [0, 1]; 0 is the data, 1 the noise
+                ) -> torch.Tensor:  # (B, …) the points x_t on the straight lines
+    "x_t = (1 − t)·x0 + t·ε: the straight path of rectified flow (Liu et al. 2022) and of SD3's flow matching."
+    t = t.reshape(-1, *[1] * (x0.ndim - 1))
+    return (1 - t) * x0 + t * eps
+
+def flow_target(x0: torch.Tensor,    # (B, …) data
+                eps: torch.Tensor,   # (B, …) noise, the same shape
+                ) -> torch.Tensor:   # (B, …) ε − x0
+    "The velocity d x_t / dt = ε − x0 along `linear_path`: what the network learns to predict, the same at every t."
+    return eps - x0
+
+@torch.no_grad()
+def euler_sample(velocity,              # f(x, t) → the predicted ε − x0; t is a (B,) tensor of times in [0, 1]
+                 x1: torch.Tensor,      # (B, …) the noise to start from, at t = 1
+                 steps: int = 50,       # Euler steps (network calls), uniform in t from 1 to 0
+                 trajectory: list | None = None,  # if a list, x at every time visited is appended, x1 first
+                 ) -> torch.Tensor:     # (B, …) the points at t = 0
+    "Follow the learned velocity from t = 1 back to t = 0 with `steps` Euler steps: x ← x + (t_next − t)·v(x, t)."
+    if steps < 1: raise ValueError(f"steps must be at least 1, got {steps}")
+    ts, x = torch.linspace(1, 0, steps + 1).tolist(), x1.clone()
+    if trajectory is not None: trajectory.append(x.clone())
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        x = x + (t_next - t) * velocity(x, torch.full((len(x),), t, device=x.device))
+        if trajectory is not None: trajectory.append(x.clone())
+    return x
+
+# %% [markdown]
+# The data: two moons, and a network of a few thousand weights that takes the point and the time.
+
+# %%
+def moons(n, generator=None):   # n points on two interleaved half circles, a little noise
+    a = torch.rand(n, generator=generator) * math.pi
+    upper = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(upper[:, None], torch.stack([a.cos(), a.sin()], 1), torch.stack([1 - a.cos(), 0.5 - a.sin()], 1))
+    return (x - torch.tensor([0.5, 0.25])) * 1.5 + 0.05 * torch.randn(n, 2, generator=generator)
+
+class VelocityMLP(nn.Module):
+    def __init__(self, hidden=64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 2))
+    def forward(self, x, t): return self.net(torch.cat([x, t[:, None]], 1))
+
+def fit(pairs, steps=3000, batch=512, seed=0):   # regress ε − x0 at x_t on (x0, ε) pairs drawn by `pairs(batch)`
+    torch.manual_seed(seed)
+    net = VelocityMLP()
+    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        x0, eps = pairs(batch)
+        t = torch.rand(batch)
+        loss = ((net(linear_path(x0, eps, t), t) - flow_target(x0, eps)) ** 2).mean()
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+    return net.eval()
+
+g = torch.Generator().manual_seed(0)
+x0_show, eps_lines = moons(40, g), torch.randn(40, 2, generator=g)
+fig, ax = plt.subplots(figsize=(3.5, 3.5))
+for a, b in zip(x0_show, eps_lines): ax.plot([a[0], b[0]], [a[1], b[1]], c='C1', lw=.6)
+ax.scatter(*x0_show.T, s=8, c='C0', label='data x₀ (t = 0)'); ax.scatter(*eps_lines.T, s=8, c='0.5', label='noise ε (t = 1)')
+ax.set(title='training pairs: straight lines that cross', xticks=[], yticks=[], aspect='equal'); ax.legend(fontsize=7);
+
+# %%
+net = fit(lambda b: (moons(b), torch.randn(b, 2)))
+print(f"{sum(p.numel() for p in net.parameters()):,} weights")
+
+# %% [markdown]
+# Independent pairs cross: the line from a noise point to its data point passes others going elsewhere. At a
+# crossing the network can only learn the *average* of the velocities through it, so the paths it learns bend
+# round each other. Here are 300 of them, each followed with 100 Euler steps from its noise (grey) to where it
+# lands (blue):
+
+# %%
+def plot_paths(velocity, eps, steps, ax, title):
+    path = []
+    euler_sample(velocity, eps, steps, trajectory=path)
+    path = torch.stack(path)                                           # (steps + 1, N, 2)
+    ax.plot(path[..., 0], path[..., 1], lw=.4, c='C1', alpha=.5)
+    ax.scatter(*path[0].T, s=2, c='0.6'); ax.scatter(*path[-1].T, s=2, c='C0')
+    ax.set(title=title, xticks=[], yticks=[], aspect='equal')
+
+eps_show = torch.randn(300, 2, generator=torch.Generator().manual_seed(1))
+fig, ax = plt.subplots(figsize=(3.5, 3.5))
+plot_paths(net, eps_show, 100, ax, 'learned paths, 100 Euler steps')
+
+# %% [markdown]
+# Straightness measures how far a path strays from the line between its ends: the mean of
+# $|v(x_t, t) - (x_1 - x_0)|^2$ along it (Liu et al. 2022), zero for a straight path, which one Euler step
+# follows exactly. And the energy distance (Székely and Rizzo) compares a cloud of samples with the data: zero
+# only when they have the same distribution.
+
+# %%
+#| exports
+@torch.no_grad()
+def straightness(velocity,            # f(x, t) → velocity, as `euler_sample` takes it
+                 x1: torch.Tensor,    # (B, …) noise the paths start from
+                 steps: int = 100,    # Euler steps used to follow them
+                 ) -> float:
+    "Mean of |v(x_t, t) − (x1 − x0)|² along Euler paths from `x1` to their ends x0: 0 for straight paths (Liu et al. 2022)."
+    path = []
+    x0 = euler_sample(velocity, x1, steps, trajectory=path)
+    ts = torch.linspace(1, 0, steps + 1)
+    chord = x1 - x0
+    return torch.stack([((velocity(x, torch.full((len(x),), float(t))) - chord) ** 2).flatten(1).sum(1).mean()
+                        for x, t in zip(path[:-1], ts[:-1])]).mean().item()
+
+def energy_distance(a: torch.Tensor,  # (N, D) samples
+                    b: torch.Tensor,  # (M, D) samples
+                    ) -> float:
+    "2·E|a − b| − E|a − a′| − E|b − b′| (Székely and Rizzo 2013): 0 exactly when the two distributions are the same."
+    d = lambda u, v: torch.cdist(u, v).mean()
+    return (2 * d(a, b) - d(a, a) - d(b, b)).item()
+
+# %%
+eps_test, data_test = torch.randn(2000, 2, generator=torch.Generator().manual_seed(2)), moons(2000, torch.Generator().manual_seed(3))
+def scores(velocity):   # energy distance to the data after 1, 2, 4 and 100 Euler steps, and straightness
+    return {n: energy_distance(euler_sample(velocity, eps_test, n), data_test) for n in (1, 2, 4, 100)}, straightness(velocity, eps_test)
+before, straight_before = scores(net)
+print('flow:   ', {f'{n} steps': round(e, 4) for n, e in before.items()}, f'straightness {straight_before:.3f}')
+
+# %% [markdown]
+# ## Reflow
+#
+# The model now defines a *deterministic* map from noise to data: follow its paths. Pairs made by that map do
+# not cross, since two paths of one ODE never meet. Reflow (Liu et al. 2022) trains a second model on those
+# pairs, $(\hat x_0, \varepsilon)$ with $\hat x_0$ the first model's sample from $\varepsilon$, instead of on
+# independent ones. Its straight lines no longer cross, so it can learn them as they are.
+
+# %%
+eps_pairs = torch.randn(20000, 2, generator=torch.Generator().manual_seed(4))
+x0_pairs = euler_sample(net, eps_pairs, 100)
+def coupled(b):
+    i = torch.randint(0, len(eps_pairs), (b,))
+    return x0_pairs[i], eps_pairs[i]
+reflowed = fit(coupled)
+after, straight_after = scores(reflowed)
+print('reflow: ', {f'{n} steps': round(e, 4) for n, e in after.items()}, f'straightness {straight_after:.3f}')
+assert after[1] <= before[1] / 2   # one reflow at least halves the 1-step sample's distance to the data
+
+# %%
+fig, axs = plt.subplots(1, 4, figsize=(12, 3.2))
+plot_paths(net, eps_show, 100, axs[0], 'flow: paths')
+plot_paths(reflowed, eps_show, 100, axs[1], 'after one reflow: paths')
+for ax, (name, v) in zip(axs[2:], (('flow', net), ('after reflow', reflowed))):
+    ax.scatter(*data_test[:500].T, s=2, c='0.8', label='data')
+    ax.scatter(*euler_sample(v, eps_test[:500], 1).T, s=2, c='C3', label='1 Euler step')
+    ax.set(title=f'{name}: one step', xticks=[], yticks=[], aspect='equal')
+axs[2].legend(fontsize=7, markerscale=4); fig.tight_layout()
