@@ -67,3 +67,6 @@ class NoiseSchedule(nn.Module):
         for name, v in coefs.items(): self.register_buffer(name, v.float(), persistent=False)
 
     def extra_repr(self): return f"kind={self.kind!r}, T={self.T}"
+
+    @property
+    def device(self) -> torch.device: return self.betas.device   # where its tensors, and a sampler's, are

@@ -16,7 +16,8 @@ import minddpm
 from .checkpoint import _read, load_checkpoint, saved_config
 from .conditioning import ConditionalUNet
 from .forward import Diffusion
-from .run import Run, TrainConfig
+from .flow import FlowMatching
+from .run import Run, TrainConfig, noising_process
 from .unet import unet_preset
 
 # %% auto #0
@@ -27,7 +28,7 @@ __all__ = ['EXPORT_FORMATS', 'GRAPH_SUFFIXES', 'Trained', 'ExportedUNet', 'OnnxU
 class Trained:
     "A model ready to sample (EMA or raw weights, in eval mode), its diffusion, class names and image shape."
     model: ConditionalUNet # the network (EMA or raw weights) in eval mode, on the requested device
-    diffusion: Diffusion   # the forward process (schedule, T) it was trained with
+    diffusion: Diffusion | FlowMatching   # the forward process (schedule, T) it was trained with; a flow model's path
     classes: list          # class names; label i is classes[i]
     shape: tuple           # (C, H, W) it was trained at
     config: TrainConfig    # the config of the run that trained it
@@ -84,7 +85,8 @@ def _export_graph(source, path: Path, format: str) -> Path:
         m = load_model(source)
         net, cfg, classes, step, shape = m.model, m.config, m.classes, m.step, m.shape
     net = net.float().cpu().eval()
-    example = (torch.zeros(2, *shape), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+    t = torch.zeros(2, dtype=torch.float32 if cfg.objective == 'flow' else torch.long)   # a flow model is given 1000·t
+    example = (torch.zeros(2, *shape), t, torch.zeros(2, dtype=torch.long))
     batch = torch.export.Dim('batch', min=1)
     meta = dict(config=asdict(cfg), classes=list(classes), step=step, shape=list(shape), version=minddpm.__version__)
     if format == 'onnx':
@@ -145,7 +147,7 @@ def _load_exported(path, device) -> Trained:
     meta = json.loads(extra['minddpm.json'])
     cfg = saved_config(meta)
     model = ExportedUNet(program, len(meta['classes']), meta['shape']).to(device)
-    diffusion = Diffusion(cfg.schedule, cfg.T, objective=cfg.objective).to(device)
+    diffusion = noising_process(cfg).to(device)
     return Trained(model.eval(), diffusion, list(meta['classes']), tuple(meta['shape']), cfg, meta['step'])
 
 def _load_onnx(path, device) -> Trained:
@@ -160,7 +162,7 @@ def _load_onnx(path, device) -> Trained:
     meta = json.loads(meta)
     cfg = saved_config(meta)
     model = OnnxUNet(session, len(meta['classes']), meta['shape'])
-    diffusion = Diffusion(cfg.schedule, cfg.T, objective=cfg.objective).to(device)
+    diffusion = noising_process(cfg).to(device)
     return Trained(model.eval(), diffusion, list(meta['classes']), tuple(meta['shape']), cfg, meta['step'])
 
 # %% ../nbs/trained.ipynb #1d7f0d0a
@@ -185,6 +187,6 @@ def load_model(path=None,            # a checkpoint, a file from `export_model` 
     c = weights['inc.net.0.weight'].shape[1]                          # the image channels the network takes
     model = ConditionalUNet(len(state['classes']), **unet_preset(cfg.unet, in_channels=c))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-    diffusion = Diffusion(cfg.schedule, cfg.T, objective=cfg.objective).to(device)
+    diffusion = noising_process(cfg).to(device)
     return Trained(model.to(device).eval(), diffusion, list(state['classes']),
                    (c, cfg.img_size, cfg.img_size), cfg, state['step'])

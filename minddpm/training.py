@@ -43,8 +43,9 @@ def step_inputs(run: Run,        # the run: its seed, step, batch size, device a
         raise ValueError(f"this process takes {K * run.micro_batch} images per step (batch_size {cfg.batch_size} over "
                          f"{run.place.world_size} process(es)), got {len(x)}")
     x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    flow = run.diffusion.objective == 'flow'   # lesson 14's continuous t, drawn in the same place
     d = step_draws(cfg.seed, run.step, cfg.batch_size, rank_positions(run.place, cfg.batch_size), x.shape[1:], run.diffusion.T,
-                   cfg.p_uncond, run.generator)
+                   cfg.p_uncond, run.generator, run.diffusion.sample_timesteps if flow else None)
     if cfg.hflip: x = torch.where(d.flip[:, None, None, None], x.flip(-1), x)
     return x, torch.where(d.drop, NULL_LABEL, y), d.t, d.eps
 
@@ -66,12 +67,12 @@ def _backward(run: Run, loss_fn, *batch) -> float:
 def weighted_loss(run: Run,        # gives the network, the diffusion, the weighting and the precision
                   x0: torch.Tensor, # (B, C, H, W) clean images in [-1, 1]
                   y: torch.Tensor,  # (B,) labels, some already `NULL_LABEL`
-                  t: torch.Tensor,  # (B,) timesteps in {0, …, T−1}
+                  t: torch.Tensor,  # (B,) timesteps in {0, …, T−1}, or a flow run's times in [0, 1]
                   eps: torch.Tensor, # (B, C, H, W) the noise
                   ) -> torch.Tensor: # scalar: the batch's mean weighted MSE
     "The loss of one (micro-)batch: each image's MSE on the run's target, times its timestep's weight (DDPM's L_simple for ε, uniform)."
     with autocast(run.device, run.dtype):
-        out = run.forward(run.diffusion.add_noise(x0, t, eps)[0], t, y).float()        # the prediction, in fp32
+        out = run.forward(run.diffusion.add_noise(x0, t, eps)[0], run.diffusion.network_time(t), y).float()   # the prediction, in fp32
     err = (out - run.diffusion.target(x0, eps, t)).square().flatten(1).mean(1)      # (B,) each image's MSE
     return (run.diffusion.loss_weights(t, run.cfg.weighting, run.cfg.snr_gamma) * err).mean()
 
@@ -106,10 +107,10 @@ def validate(run: Run,       # gives the held-out split, the diffusion, the devi
     total, n = 0.0, 0
     for x, y in run.val_dl:
         x, y = x.to(run.device), y.to(run.device)
-        t = torch.randint(0, run.diffusion.T, (len(x),), device=run.device, generator=g)
+        t = run.diffusion.sample_timesteps(len(x), generator=g)      # steps, or a flow's times in [0, 1]
         xt, eps = run.diffusion.add_noise(x, t, torch.randn(x.shape, device=run.device, generator=g))
         with autocast(run.device, run.dtype):
-            out = model(xt, t, y).float()
+            out = model(xt, run.diffusion.network_time(t), y).float()
         total += F.mse_loss(run.diffusion.predictions(xt, t, out)[0], eps, reduction='sum').item()
         n += eps.numel()
     model.train(was_training)

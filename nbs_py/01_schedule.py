@@ -158,6 +158,9 @@ class NoiseSchedule(nn.Module):
 
     def extra_repr(self): return f"kind={self.kind!r}, T={self.T}"
 
+    @property
+    def device(self) -> torch.device: return self.betas.device   # where its tensors, and a sampler's, are
+
 
 # %% [markdown]
 # What sampling will get from it: the posterior's mean is a mix of $x_0$ and $x_t$, and its variance $\tilde\beta_t$

@@ -425,12 +425,30 @@ show_rows([x_t[0], x0[0], x_t[1], x0[1]], ['x_t', 'x̂0'] * 2, title='t = ' + ',
 #| export
 #| hide
 SAMPLERS = ('ddim', 'dpm++', 'ddpm')
+FLOW_SAMPLERS = ('euler', 'heun')   # a flow-matching model's (lesson 14)
 DEFAULT_SPACING = {'ddim': 'linspace', 'dpm++': 'trailing'}   # each sampler's best on the shipped model (lesson 08)
 PRECISIONS = ('fp32', 'bf16', 'auto')
 
-def _check_sample(model, labels, n, sampler, spacing, variance, w, eta, shape, x_T) -> tuple[str, int, torch.Tensor | None]:
+def _check_sampler(diffusion, sampler: str | None, spacing: str | None) -> tuple[str, str | None]:
+    """(sampler, spacing) for `diffusion`'s objective: None gives its default; a flow model's samplers (lesson 14) and the
+    others are refused for the other kind of model, by name."""
+    flow = diffusion.objective == 'flow'
+    sampler = sampler or ('euler' if flow else 'ddim')
+    if sampler not in SAMPLERS + FLOW_SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, FLOW_SAMPLERS if flow else SAMPLERS))}")
+    if flow and sampler not in FLOW_SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} walks a diffusion's timesteps; this model was trained with flow matching "
+                         f"(objective 'flow', lesson 14): use {' or '.join(map(repr, FLOW_SAMPLERS))}")
+    if not flow and sampler in FLOW_SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} follows a flow-matching model (lesson 14); this model predicts "
+                         f"{diffusion.objective!r}: use {', '.join(map(repr, SAMPLERS))}")
+    if flow and spacing is not None:
+        raise ValueError(f"spacing is for DDIM's and DPM-Solver++'s timesteps; {sampler} steps evenly in t from 1 to 0: leave it out")
+    return sampler, spacing if flow else (spacing or DEFAULT_SPACING.get(sampler, 'linspace'))
+
+def _check_sample(model, labels, n, spacing, variance, w, eta, shape, x_T) -> tuple[int, torch.Tensor | None]:
     """`sample`'s arguments checked, each refused by a `ValueError` saying what is allowed (a `TypeError` for a model that is
-    not a network); returns (spacing, batch size, labels as a tensor or None)."""
+    not a network); returns (batch size, labels as a tensor or None)."""
     if not callable(model):
         hint = '; pass its .model, with its .diffusion and .shape' if hasattr(model, 'diffusion') else ''
         raise TypeError(f"model must be a network called as model(x, t[, y]), got a {type(model).__name__}{hint}")
@@ -438,9 +456,7 @@ def _check_sample(model, labels, n, sampler, spacing, variance, w, eta, shape, x
         labels = torch.as_tensor(labels)
         if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(f"labels must be a 1-D sequence of class indices, e.g. [3, 7], got {labels.tolist()!r}")
-    if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, SAMPLERS))}")
-    if spacing is None: spacing = DEFAULT_SPACING.get(sampler, 'linspace')
-    if spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
+    if spacing is not None and spacing not in SPACINGS: raise ValueError(f"Unknown spacing {spacing!r}; use {' or '.join(map(repr, SPACINGS))}")
     if variance not in ('beta', 'beta_tilde'): raise ValueError(f"Unknown variance {variance!r}; use 'beta' or 'beta_tilde'")
     if not math.isfinite(w): raise ValueError(f"w must be a finite number, got {w!r}")
     if not 0 <= eta <= 1: raise ValueError(f"eta must be in [0, 1], got {eta!r}")   # NaN fails too
@@ -450,7 +466,7 @@ def _check_sample(model, labels, n, sampler, spacing, variance, w, eta, shape, x
         raise ValueError("labels is empty; pass at least one class index" if labels is not None else f"n must be a whole number, at least 1, got {n!r}")
     if x_T is not None and tuple(x_T.shape) != (b, *shape):
         raise ValueError(f"x_T has shape {tuple(x_T.shape)}; this call samples {(b, *shape)}")
-    return spacing, int(b), labels
+    return int(b), labels
 
 def _network(model, precision: str, device: torch.device):
     """What a sampling loop calls: `model` in fp32, or in bf16 with its weights cast once (a copy), taking and giving float32.
@@ -477,7 +493,7 @@ def _sampling(model, diffusion: Diffusion, precision: str = 'fp32', shape=None, 
     ends, then back in the mode it was in."""
     was_training = getattr(model, 'training', False)
     if isinstance(model, nn.Module): model.eval()
-    try: yield _network(model, precision, diffusion.betas.device), _randn(shape, generator, diffusion.betas.device)
+    try: yield _network(model, precision, diffusion.device), _randn(shape, generator, diffusion.device)
     finally:
         if isinstance(model, nn.Module): model.train(was_training)
 
@@ -496,8 +512,8 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            labels: torch.Tensor | None = None,  # (B,) class of each image; None: unconditional
            n: int | None = None,          # number of images when `labels` is None
            shape=(1, 16, 16),             # (C, H, W) of one image
-           sampler: str = 'ddim',         # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'
-           steps: int = 50,               # network calls of DDIM and DPM-Solver++ (DDPM always takes T)
+           sampler: str | None = None,    # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'; a flow model's 'euler' or 'heun' (lesson 14); None: ddim, or euler
+           steps: int = 50,               # network calls of DDIM, DPM-Solver++ and Euler; Heun's steps take two but the last (DDPM always takes T)
            spacing: str | None = None,    # DDIM's and DPM-Solver++'s 'linspace' or 'trailing'; None: linspace for DDIM, trailing for DPM-Solver++
            w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
            eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?"); DPM-Solver++ is deterministic
@@ -508,14 +524,22 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            uint8: bool = False,           # return uint8 images (rounded) instead of floats in [-1, 1]
            trajectory: list | None = None,  # if a list (or anything with `append`), (t, x_t, x̂0) of every step is appended
            precision: str = 'fp32'):      # the network's: 'fp32', 'bf16' (a bf16 copy of its weights), or 'auto': bf16 on a CPU with bf16 instructions
-    """Sample with DDPM, DDIM or DPM-Solver++(2M) and guidance, in float32 arithmetic at any `precision`. `ValueError` for an unknown sampler,
-    spacing or precision, a non-finite `w`, `eta` outside [0, 1] or a wrong `x_T` shape; `FloatingPointError` for non-finite images."""
-    spacing, b, labels = _check_sample(model, labels, n, sampler, spacing, variance, w, eta, shape, x_T)
-    ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps, spacing)
-    y = labels.to(diffusion.betas.device) if labels is not None else None
+    """Sample with DDPM, DDIM or DPM-Solver++(2M), or a flow model with Euler or Heun (lesson 14), and guidance, in float32
+    arithmetic at any `precision`. `ValueError` for an unknown sampler (or one of the other kind of model), spacing or
+    precision, a non-finite `w`, `eta` outside [0, 1] or a wrong `x_T` shape; `FloatingPointError` for non-finite images."""
+    sampler, spacing = _check_sampler(diffusion, sampler, spacing)
+    b, labels = _check_sample(model, labels, n, spacing, variance, w, eta, shape, x_T)
+    if sampler in FLOW_SAMPLERS:
+        from minddpm.flow import flow_steps, flow_times   # lesson 14's loop, built on this lesson's pieces
+        _check_steps(diffusion.T, steps, 'linspace')
+        loop = lambda net, x, randn: flow_steps(net, diffusion, x, flow_times(steps), y, w, sampler, clip)
+    else:
+        ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps, spacing)
+        loop = lambda net, x, randn: denoise_steps(net, diffusion, x, ts, y, w, sampler, eta, variance, clip, randn)
+    y = labels.to(diffusion.device) if labels is not None else None
     with _sampling(model, diffusion, precision, (b, *shape), generator) as (net, randn):
-        x = randn() if x_T is None else x_T.to(diffusion.betas.device, torch.float32)
-        for t, x, x0 in denoise_steps(net, diffusion, x, ts, y, w, sampler, eta, variance, clip, randn):
+        x = randn() if x_T is None else x_T.to(diffusion.device, torch.float32)
+        for t, x, x0 in loop(net, x, randn):
             if trajectory is not None and t >= 0: trajectory.append((t, x.cpu(), x0.cpu()))
     x = _finite(x, 'sampling', w)     # the last step's x: the sampled images
     return to_uint8(x) if uint8 else x.clamp(-1, 1)

@@ -389,12 +389,13 @@ def step_draws(seed: int,              # the run's seed
                T: int,                 # diffusion steps: t is drawn from {0, …, T−1}
                p_uncond: float,        # probability of dropping a label, in [0, 1]
                generator: torch.Generator, # reseeded here; its device is where the draws are made
+               times=None,             # None: integer t as above; else a function (B, generator) → (B,) times drawn instead (a flow run's t in [0, 1], lesson 14)
                ) -> Draws:
     """Timestep, noise, label drop and flip of the samples at `positions`, as functions of (seed, step, position) alone: the
     whole global batch is drawn from one generator seeded by (seed, step) and the wanted rows are taken, so any split of
     the batch over ranks and micro-batches sees the same values."""
     g, device, B = generator.manual_seed(_key(seed, step)), generator.device, batch_size
-    t = torch.randint(0, T, (B,), device=device, generator=g)
+    t = torch.randint(0, T, (B,), device=device, generator=g) if times is None else times(B, g)
     drop = torch.rand(B, device=device, generator=g) < p_uncond
     flip = torch.rand(B, device=device, generator=g) < 0.5
     eps = torch.randn((B, *shape), device=device, generator=g)

@@ -163,6 +163,13 @@ def _strength(strength) -> float:
         raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
     return strength
 
+def _edits(diffusion):
+    "A `ValueError` for a flow-matching model (lesson 14), named: these edits walk a diffusion's timesteps."
+    if diffusion.objective == 'flow':
+        raise ValueError("editing walks a diffusion's timesteps (DDIM steps, re-noising by ᾱ_t); this model was trained with flow "
+                         "matching (objective 'flow', lesson 14), which the edits do not take yet: edit a model trained with "
+                         "objective eps, v or x0")
+
 def _reverse_inputs(diffusion, x, path, labels, w, eta) -> tuple:
     "`reverse`'s arguments checked, each refused by a `ValueError` saying what is allowed; returns (x, y) on the schedule's device."
     if not path or path[-1] != -1: raise ValueError(f"a path ends at −1 (the clean image); got {path[-3:]!r}")
@@ -212,6 +219,7 @@ def reverse(model: nn.Module,         # the network, as `sample` takes it (e.g. 
             trajectory: list | None = None,  # if a list, (t, x_t) of every timestep visited is appended
             ) -> torch.Tensor:        # (B, C, H, W) clean images in [-1, 1]
     "Walk `x` along `path` with DDIM steps and re-noisings, applying `constrain` after each step down; returns the clean images."
+    _edits(diffusion)
     x, y = _reverse_inputs(diffusion, x, path, labels, w, eta)
     with _sampling(model, diffusion, precision, x.shape, generator) as (net, randn):   # lesson 05's set-up
         for t, s in zip(path, path[1:]):
@@ -260,6 +268,7 @@ def denoise(model: nn.Module,         # the network, as `sample` takes it
             precision: str = 'fp32',  # the network's, as in `sample`
             ) -> torch.Tensor:        # (B, C, H, W) denoised images in [-1, 1]
     "Denoise images with Gaussian noise of level σ: scale them into x_t at t = `noise_level_step(σ)` and walk down. Raises `ValueError` for a bad σ."
+    _edits(diffusion)
     t = noise_level_step(diffusion, sigma)
     path = walk(t, steps, diffusion.T) if steps != 1 else [t, -1]
     return reverse(model, diffusion, diffusion.sqrt_alpha_bars[t] * _images(x).to(diffusion.betas.device), path, labels, w, eta,
@@ -345,6 +354,7 @@ def img2img(model: nn.Module,         # the network, as `sample` takes it
             trajectory: list | None = None,  # if a list, (t, x_t) of every step is appended
             ) -> torch.Tensor:        # (B, C, H, W) edited images in [-1, 1]
     "SDEdit (Meng et al. 2021): noise `x` to t0 = strength·T and sample back towards `labels`. Raises `ValueError` for strength outside [0, 1]."
+    _edits(diffusion)
     x, t0 = _images(x), round(_strength(strength) * diffusion.T) - 1
     if t0 < 0: return x.clone()
     device = diffusion.betas.device
@@ -481,6 +491,7 @@ def inpaint(model: nn.Module,         # the network, as `sample` takes it
             trajectory: list | None = None,  # if a list, (t, x_t) of every timestep visited is appended
             ) -> torch.Tensor:        # (B, C, H, W) images whose mask-1 pixels equal x's exactly
     "Fill the mask-0 pixels of `x`: replacement, or RePaint with `resample` > 1. Raises `ValueError` for a mask of another shape or not binary."
+    _edits(diffusion)
     device = diffusion.betas.device
     x = _images(x).to(device)
     m = _mask(mask, x)
@@ -582,6 +593,7 @@ def upsample(model: nn.Module,         # the network, as `sample` takes it, for 
              precision: str = 'fp32',  # the network's, as in `sample`
              ) -> torch.Tensor:        # (B, C, h·factor, w·factor) images whose block means match `low`, but where pixels clip to [-1, 1]
     "ILVR (Choi et al. 2021): sample at `factor` times the size with the low frequencies of x_s set to those of `low` noised to s."
+    _edits(diffusion)
     device, factor = diffusion.betas.device, _whole('factor', factor)
     up = F.interpolate(_images(low).to(device), scale_factor=factor, mode='nearest')   # block-constant: φ(up) = up
     phi = lambda x: F.interpolate(F.avg_pool2d(x, factor), scale_factor=factor, mode='nearest')

@@ -302,6 +302,10 @@ class Batcher(_RequestQueue):
                  precision: str = 'auto',    # the network's: 'fp32', 'bf16', or 'auto' (bf16 on a CPU with bf16 instructions)
                  batching: bool = True):     # False: one request per loop (to measure what batching buys)
         if max_rows < 2 * MAX_IMAGES: raise ValueError(f"max_rows must be at least {2 * MAX_IMAGES} (one request of {MAX_IMAGES} guided images), got {max_rows}")
+        if trained.diffusion.objective == 'flow':
+            raise ValueError("the demo samples with dpm++ and ddim along a diffusion's timesteps; this model was trained with flow "
+                             "matching (objective 'flow', lesson 14), which it does not serve yet: sample it with minddpm_sample "
+                             "--sampler euler or heun, or serve a model trained with objective eps, v or x0")
         self.trained, self.max_rows, self.batching = trained, max_rows, batching
         self.net = _network(trained.model, precision, trained.diffusion.betas.device)   # bf16 weights cast once
         self._start()

@@ -27,12 +27,16 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
+
+from minddpm.conditioning import NULL_LABEL, guided_eps
+from minddpm.forward import _ForwardChecks
+from minddpm.sampling import Step
 
 # %%
 #| hide
 from fastcore.test import *
 import matplotlib.pyplot as plt
-from torch import nn
 from minddpm.data import pick_device, pick_preset
 
 # %%
@@ -207,3 +211,129 @@ for ax, (name, v) in zip(axs[2:], (('flow', net), ('after reflow', reflowed))):
     ax.scatter(*euler_sample(v, eps_test[:500], 1).T, s=2, c='C3', label='1 Euler step')
     ax.set(title=f'{name}: one step', xticks=[], yticks=[], aspect='equal')
 axs[2].legend(fontsize=7, markerscale=4); fig.tight_layout()
+
+# %% [markdown]
+# ## The same on images
+#
+# Nothing in the recipe above is about points. For images, $x_0$ is a digit, $\varepsilon$ a noise image of its
+# shape, and the velocity network is the conditional UNet of lessons 03 and 04, unchanged. Three things differ from
+# the diffusion it learned before:
+#
+# - **time is continuous**: $t$ is any number in $[0, 1]$, not a step in $\{0, \dots, 999\}$. The UNet's sinusoidal
+#   embedding (lesson 03) is tuned to numbers up to a thousand, so it is given $1000\,t$, as Stable Diffusion 3 does;
+# - **how $t$ is drawn**: uniformly, or *logit-normal* ($t = \sigma(u)$ with $u \sim \mathcal N(0, 1)$), which SD3
+#   found best (Esser et al. 2024, §5.1): it trains the middle of the path, where the velocity is hardest to guess,
+#   more often than its ends;
+# - **the target** is $\varepsilon - x_0$, the same at every $t$ of a pair.
+#
+# Label drop and classifier-free guidance carry over as they are: the guided velocity is
+# $v_u + w\,(v_c - v_u)$, both branches in one batched pass, exactly lesson 04's mix. And the network's output can
+# be read back as lesson 02's $(\hat\varepsilon, \hat x_0)$: from $x_t = (1-t)x_0 + t\varepsilon$ and
+# $v = \varepsilon - x_0$,
+#
+# $$\hat x_0 = x_t - t\,\hat v, \qquad \hat\varepsilon = x_t + (1 - t)\,\hat v.$$
+#
+# `FlowMatching` plays the part `Diffusion` plays for the other objectives, so training (lesson 07), validation,
+# checkpoints and the commands take it as they take a `Diffusion`: `minddpm_train --objective flow`.
+
+# %%
+#| exports
+T_SAMPLINGS = ('uniform', 'logit_normal')   # how a flow run draws t in [0, 1]
+
+class FlowMatching(_ForwardChecks, nn.Module):
+    """The straight path x_t = (1 − t)·x0 + t·ε for images, t ∈ [0, 1], with a network predicting v = ε − x0: what
+    `Diffusion` is to the ε, v and x0 objectives (lesson 02), with the same methods, for the objective 'flow'."""
+    objective = 'flow'
+    def __init__(self, t_sampling: str = 'uniform', # how training draws t: 'uniform', or 'logit_normal' (σ(N(0, 1)), SD3)
+                 T: int = 1000):                    # the network is given T·t: the range the time embedding was built for
+        super().__init__()
+        self.t_sampling, self.T = self.check_choice('t_sampling', t_sampling, T_SAMPLINGS), T
+        self.register_buffer('origin', torch.zeros(()), persistent=False)   # follows .to(device), like the schedule's buffers
+
+    def extra_repr(self): return f"t_sampling={self.t_sampling!r}, T={self.T}"
+    @property
+    def device(self) -> torch.device: return self.origin.device
+
+    def sample_timesteps(self, n: int,                              # how many: one per image of a batch
+                         generator: torch.Generator | None = None,  # the draws' generator (its device is used); None: the global one
+                         ) -> torch.Tensor:                         # (n,) float32 times in (0, 1)
+        "`n` times t, uniform in [0, 1) or logit-normal: t = sigmoid(u), u ~ N(0, 1) (Esser et al. 2024, §3.1)."
+        device = generator.device if generator is not None else self.device
+        if self.t_sampling == 'uniform': return torch.rand(n, device=device, generator=generator)
+        return torch.randn(n, device=device, generator=generator).sigmoid()
+
+    def network_time(self, t: torch.Tensor) -> torch.Tensor: return t * self.T   # (B,) t in [0, 1] → what the UNet embeds
+
+    def add_noise(self, x0: torch.Tensor,              # clean images (B, C, H, W) in [-1, 1]
+                  t: torch.Tensor,                     # (B,) times in [0, 1]
+                  noise: torch.Tensor | None = None):  # ε with x0's shape; drawn when None
+        "x_t = (1 − t)·x0 + t·ε (`linear_path`); returns (x_t, ε)."
+        eps = self.check_noise(noise, x0)
+        return linear_path(x0, eps, t), eps
+
+    def target(self, x0, eps, t=None) -> torch.Tensor:
+        "v = ε − x0 (`flow_target`), the same at every t."
+        return flow_target(x0, eps)
+
+    def predictions(self, xt: torch.Tensor,  # images x_t (B, C, H, W)
+                    t: torch.Tensor,         # (B,) their times in [0, 1]
+                    out: torch.Tensor,       # the network's v̂, xt's shape
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        "The velocity read as (ε̂, x̂0) = (x_t + (1 − t)·v̂, x_t − t·v̂)."
+        t = t.reshape(-1, *[1] * (xt.ndim - 1))
+        return xt + (1 - t) * out, xt - t * out
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor: return ((1 - t) / t) ** 2   # signal-to-noise ratio of x_t
+
+    def loss_weights(self, t: torch.Tensor,      # (B,) times in [0, 1]
+                     weighting: str = 'uniform', # 'uniform' (plain MSE on v, as SD3) or 'min_snr'
+                     gamma: float = 5.0,         # min-SNR's γ
+                     ) -> torch.Tensor:          # (B,) weights of each image's v MSE
+        """Per-image weights of the velocity's MSE: 1, or min(SNR_t, γ)·t², which is min-SNR's min(SNR_t, γ) on the x0
+        error (Hang et al. 2023) since x̂0 − x0 = −t·(v̂ − v). `ValueError` for a bad weighting or γ."""
+        if self.check_weighting(weighting, gamma) == 'uniform': return torch.ones_like(t)
+        return self.snr(t).clamp(max=gamma) * t ** 2
+
+# %% [markdown]
+# Sampling walks $t$ from 1 down to 0 in equal steps. **Euler** takes one call a step. **Heun** takes an Euler step,
+# looks at the velocity where it landed, and redoes the step with the mean of the two (second order, as in Karras et
+# al. 2022): two calls a step, one on the last, where the velocity at $t = 0$ adds nothing. With `clip`, $\hat x_0$ is
+# clipped to $[-1, 1]$ and the velocity recomputed from it, $v = (x_t - \hat x_0)/t$: the same clipping as DDIM's.
+
+# %%
+#| exports
+def flow_times(steps: int) -> list[float]:
+    "`steps` + 1 times from 1 down to 0, equally spaced: the grid `flow_steps` walks."
+    return torch.linspace(1, 0, steps + 1).tolist()
+
+def _velocity(net, flow: FlowMatching, x, t: float, y, w, clip):
+    "v̂ at time `t` (guided when `y` is given), and x̂0; clipped x̂0 and the velocity it implies with `clip`."
+    tt = torch.full((len(x),), t, device=x.device)
+    tn = flow.network_time(tt)
+    out = net(x, tn) if y is None else guided_eps(net, x, tn, y, w)   # lesson 04's mix, both branches in one pass
+    x0 = flow.predictions(x, tt, out)[1]
+    if clip: x0 = x0.clamp(-1, 1); out = (x - x0) / t
+    return out, x0
+
+@torch.no_grad()
+def flow_steps(net,                      # called as net(x, 1000·t[, y]), predicting v = ε − x0
+               flow: FlowMatching,       # the path the network was trained on
+               x: torch.Tensor,          # (B, C, H, W) images at ts[0], usually pure noise at t = 1
+               ts: list[float],          # times from 1 down to 0 (`flow_times`)
+               y=None,                   # (B,) class labels; None: unconditional
+               w: float = 3.0,           # guidance weight: 0 unconditional, 1 conditional, >1 guided
+               sampler: str = 'euler',   # 'euler' (one call a step) or 'heun' (two, one on the last)
+               clip: bool = True):       # clip x̂0 to [-1, 1]
+    "Follow the velocity along `ts`, yielding `Step(t, x_t, x̂0)` at each time, then `Step(-1, x, x)` with the images."
+    for t, s in zip(ts[:-1], ts[1:]):
+        v, x0 = _velocity(net, flow, x, t, y, w, clip)
+        x_s = x + (s - t) * v                                            # Euler
+        if sampler == 'heun' and s > 0:
+            x_s = x + (s - t) * (v + _velocity(net, flow, x_s, s, y, w, clip)[0]) / 2   # the trapezoid: Heun
+        yield Step(t, x, x0)
+        x = x_s
+    yield Step(-1, x, x)
+
+def flow_calls(sampler: str, steps: int) -> int:
+    "Network evaluations (guided ones counted once) of `steps` steps of a flow sampler."
+    return steps if sampler == 'euler' else 2 * steps - 1

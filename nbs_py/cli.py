@@ -166,6 +166,9 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
             out = writable_file(a.out, image_suffixes())
             folder = writable_dir(a.each) if a.each else None
             m = load_model(a.checkpoint)
+            if m.diffusion.objective == 'flow' and a.eta is not None:
+                raise ValueError(f"--eta does nothing with a flow model ({a.checkpoint}, lesson 14): its samplers, euler and heun, "
+                                 "add no noise; leave it out")
             labels = list(range(len(m.classes))) if not a.labels else a.labels
             bad = [l for l in labels if not 0 <= l < len(m.classes)]
             if bad: raise ValueError(f"labels {bad} are unknown to this model; it knows 0 … {len(m.classes) - 1} ({', '.join(m.classes)})")

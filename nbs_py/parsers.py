@@ -12,8 +12,10 @@ import argparse
 
 from minddpm.args import MASKS, float_arg, int_arg
 from minddpm.data import DATASETS
-from minddpm.forward import OBJECTIVES, WEIGHTINGS
-from minddpm.sampling import PRECISIONS, SAMPLERS, SPACINGS
+from minddpm.flow import T_SAMPLINGS
+from minddpm.forward import WEIGHTINGS
+from minddpm.run import TRAIN_OBJECTIVES
+from minddpm.sampling import FLOW_SAMPLERS, PRECISIONS, SAMPLERS, SPACINGS
 from minddpm.training import TRAIN_PRESETS
 from minddpm.demo import MAX_IMAGES
 
@@ -74,8 +76,11 @@ def train_parser(description: str = None, # what `--help` says first: the comman
     p.add_argument('--grad-accum', type=int_arg(1),
                    help='micro-batches per step on each process: the same run in less memory (default: 1)')
     p.add_argument('--lr', type=float_arg(0, open_low=True), help='peak learning rate (on --resume: the schedule goes on at it)')
-    p.add_argument('--objective', choices=OBJECTIVES, help="what the network predicts: the noise ε (eps), v, or the clean image x0 "
-                                                           "(default: the preset's: v for tiny, eps for colab and full)")
+    p.add_argument('--objective', choices=TRAIN_OBJECTIVES, help="what the network predicts: the noise ε (eps), v, or the clean image x0 "
+                                                           "(default: the preset's: v for tiny, eps for colab and full); or flow: "
+                                                           "flow matching's velocity ε − x0 on the straight path (lesson 14)")
+    p.add_argument('--t-sampling', choices=T_SAMPLINGS, help="how a flow run draws t in [0, 1]: uniform (default) or logit_normal "
+                                                             "(SD3's); with --objective flow only")
     p.add_argument('--weighting', choices=WEIGHTINGS, help="loss weighting over timesteps: uniform, or min_snr (min-SNR-γ) "
                                                            "(default: the preset's: min_snr for tiny, uniform for colab and full)")
     p.add_argument('--snr-gamma', type=float_arg(0, open_low=True), help="min-SNR's γ, with --weighting min_snr only (default: 5)")
@@ -100,7 +105,7 @@ def train_parser(description: str = None, # what `--help` says first: the comman
 def _train_changes(a: argparse.Namespace) -> dict:
     "The config fields the command line sets; `minutes` always, since a time budget belongs to one command."
     changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size,
-                                     grad_accum=a.grad_accum, lr=a.lr, objective=a.objective, weighting=a.weighting,
+                                     grad_accum=a.grad_accum, lr=a.lr, objective=a.objective, t_sampling=a.t_sampling, weighting=a.weighting,
                                      snr_gamma=a.snr_gamma, val_frac=a.val_frac, out=a.out, device=a.device,
                                      precision=a.precision, seed=a.seed, hflip=a.hflip).items() if v is not None}
     return {**changes, **{k: True for k in ('wandb', 'compile') if getattr(a, k)}, 'minutes': a.minutes}
@@ -129,11 +134,12 @@ def sample_parser(description: str = None, # what `--help` says first: the comma
                                                  '(default: the shipped tiny digits model)')
     p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
     p.add_argument('--n', type=int_arg(1), default=1, help='images per label (default: 1)')
-    p.add_argument('--sampler', default='ddim', choices=SAMPLERS,
-                   help='ddim (default), dpm++ (DPM-Solver++(2M): the deterministic path of a v-prediction model such as '
+    p.add_argument('--sampler', choices=SAMPLERS + FLOW_SAMPLERS,
+                   help='ddim (the default), dpm++ (DPM-Solver++(2M): the deterministic path of a v-prediction model such as '
                         'the shipped one in 10 to 20 steps, where ddim with --eta 0 needs 50; ddim with --eta 1 scores better '
-                        'from 10 steps on that model, see lesson 08) or ddpm (all T steps)')
-    p.add_argument('--steps', type=int_arg(1), help='network calls of ddim and dpm++ (default: 50)')
+                        'from 10 steps on that model, see lesson 08) or ddpm (all T steps); a flow model (--objective flow): '
+                        'euler (its default) or heun (two calls a step, lesson 14)')
+    p.add_argument('--steps', type=int_arg(1), help='network calls of ddim, dpm++ and euler; heun\'s steps (default: 50)')
     p.add_argument('--spacing', choices=SPACINGS,
                    help='their timesteps: linspace (T-1 down to 0; ddim\'s default) or trailing (Lin et al. 2023; '
                         'dpm++\'s default, which draws clean digits from 5 steps where linspace does not)')
@@ -155,11 +161,13 @@ def sample_parser(description: str = None, # what `--help` says first: the comma
 #| export
 def _check_sampler_options(p: argparse.ArgumentParser, a: argparse.Namespace):
     "Refuse, rather than ignore, the options the chosen sampler does not use."
-    unused = {'ddpm': ('steps', 'spacing', 'eta'), 'dpm++': ('eta',), 'ddim': ()}[a.sampler]
+    unused = {'ddpm': ('steps', 'spacing', 'eta'), 'dpm++': ('eta',), 'euler': ('spacing', 'eta'), 'heun': ('spacing', 'eta')
+              }.get(a.sampler, ())
     given = ['--' + k for k in unused if getattr(a, k) is not None]
-    if given: p.error(f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with --sampler {a.sampler}: " +
-                      ("ddpm takes all T steps, each with its own noise" if a.sampler == 'ddpm' else "dpm++ is deterministic") +
-                      f"; leave {'it' if len(given) == 1 else 'them'} out, or use --sampler ddim")
+    why = {'ddpm': "ddpm takes all T steps, each with its own noise", 'dpm++': "dpm++ is deterministic"}.get(
+        a.sampler, f"{a.sampler} steps a flow model evenly in t, with no noise")
+    if given: p.error(f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with --sampler {a.sampler}: {why}"
+                      f"; leave {'it' if len(given) == 1 else 'them'} out" + (", or use --sampler ddim" if a.sampler in SAMPLERS else ''))
 
 # %%
 #| export

@@ -21,6 +21,7 @@ from minddpm.data import get_datasets
 from minddpm.device import resolve_precision
 from minddpm.distributed import join, local_batch_size
 from minddpm.ema import EMA
+from minddpm.flow import T_SAMPLINGS, FlowMatching
 from minddpm.forward import OBJECTIVES, WEIGHTINGS, Diffusion
 from minddpm.unet import unet_preset
 
@@ -47,7 +48,8 @@ class TrainConfig:
     unet: str = 'tiny'           # UNet preset: 'tiny' or 'seed'
     schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
     T: int = 1000                # diffusion steps
-    objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best
+    objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best; or 'flow' (lesson 14)
+    t_sampling: str = 'uniform'  # how a flow run draws t in [0, 1]: 'uniform' or 'logit_normal' (SD3); diffusion runs draw steps uniformly
     weighting: str = 'min_snr'   # loss weighting over t: 'uniform' or 'min_snr' (min-SNR-γ, Hang et al. 2023); lesson 08 measured min-SNR far faster
     snr_gamma: float = 5.0       # min-SNR's γ
     batch_size: int = 64         # the global batch: images per optimiser step, over all processes and micro-batches
@@ -76,6 +78,13 @@ class TrainConfig:
 # %%
 #| export
 #| hide
+TRAIN_OBJECTIVES = OBJECTIVES + ('flow',)   # what a run may train: lesson 02's targets, or lesson 14's flow matching
+
+def noising_process(cfg: TrainConfig) -> Diffusion | FlowMatching:
+    "What `cfg` trains on: a `Diffusion` with its schedule and objective, or for the objective 'flow' a `FlowMatching` path."
+    if cfg.objective == 'flow': return FlowMatching(cfg.t_sampling, cfg.T)
+    return Diffusion(cfg.schedule, cfg.T, objective=cfg.objective)
+
 def _check_config(cfg: TrainConfig):
     "Refuse a config no run could use, naming the field, what it got and what is allowed (NaN and ±inf included)."
     def bad(name, wanted): raise ValueError(f"TrainConfig.{name} must be {wanted}, got {getattr(cfg, name)!r}")
@@ -90,7 +99,10 @@ def _check_config(cfg: TrainConfig):
     for name in ('p_uncond', 'ema_beta'):
         if not (number(getattr(cfg, name)) and 0 <= getattr(cfg, name) <= 1): bad(name, 'a number in [0, 1]')
     if not (number(cfg.val_frac) and 0 < cfg.val_frac < 1): bad('val_frac', 'a share strictly between 0 and 1')
-    if cfg.objective not in OBJECTIVES: bad('objective', ' or '.join(map(repr, OBJECTIVES)))
+    if cfg.objective not in TRAIN_OBJECTIVES: bad('objective', ' or '.join(map(repr, TRAIN_OBJECTIVES)))
+    if cfg.t_sampling not in T_SAMPLINGS: bad('t_sampling', ' or '.join(map(repr, T_SAMPLINGS)))
+    if cfg.t_sampling != 'uniform' and cfg.objective != 'flow':
+        bad('t_sampling', f"'uniform' for objective {cfg.objective!r}: logit_normal is how a flow run (objective 'flow') draws t")
     if cfg.weighting not in WEIGHTINGS: bad('weighting', ' or '.join(map(repr, WEIGHTINGS)))
     if not (number(cfg.snr_gamma) and cfg.snr_gamma > 0): bad('snr_gamma', 'a finite number greater than 0')
     if cfg.minutes is not None and not (number(cfg.minutes) and cfg.minutes > 0): bad('minutes', 'None or a finite number greater than 0')
@@ -188,7 +200,7 @@ class Run:
         self.train_dl = DataLoader(train_set, cfg.batch_size // W, sampler=sampler, drop_last=True, pin_memory=pin)
         self.val_dl = DataLoader(val_set, cfg.batch_size, pin_memory=pin)
         classes, c = train_set.classes, train_set[0][0].shape[0]
-        self.diffusion = Diffusion(cfg.schedule, cfg.T, objective=cfg.objective).to(self.device)
+        self.diffusion = noising_process(cfg).to(self.device)
         self.model = ConditionalUNet(len(classes), **unet_preset(cfg.unet, in_channels=c)).to(self.device)
         if self.device.type == 'cuda': self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, cfg.ema_beta, cfg.ema_start)
