@@ -147,7 +147,7 @@ class Batcher(_RequestQueue):
         if max_rows < 2 * MAX_IMAGES: raise ValueError(f"max_rows must be at least {2 * MAX_IMAGES} (one request of {MAX_IMAGES} guided images), got {max_rows}")
         if trained.diffusion.objective == 'flow':
             raise ValueError("the demo samples with dpm++ and ddim along a diffusion's timesteps; this model was trained with flow "
-                             "matching (objective 'flow', lesson 14), which it does not serve yet: sample it with minddpm_sample "
+                             "matching (objective 'flow', lesson 13), which it does not serve yet: sample it with minddpm_sample "
                              "--sampler euler or heun, or serve a model trained with objective eps, v or x0")
         self.trained, self.max_rows, self.batching = trained, max_rows, batching
         self.net = _network(trained.model, precision, trained.diffusion.betas.device)   # bf16 weights cast once

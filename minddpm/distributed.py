@@ -167,7 +167,7 @@ def step_draws(seed: int,              # the run's seed
                T: int,                 # diffusion steps: t is drawn from {0, …, T−1}
                p_uncond: float,        # probability of dropping a label, in [0, 1]
                generator: torch.Generator, # reseeded here; its device is where the draws are made
-               times=None,             # None: integer t as above; else a function (B, generator) → (B,) times drawn instead (a flow run's t in [0, 1], lesson 14)
+               times=None,             # None: integer t as above; else a function (B, generator) → (B,) times drawn instead (a flow run's t in [0, 1], lesson 13)
                ) -> Draws:
     """Timestep, noise, label drop and flip of the samples at `positions`, as functions of (seed, step, position) alone: the
     whole global batch is drawn from one generator seeded by (seed, step) and the wanted rows are taken, so any split of

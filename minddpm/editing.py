@@ -69,10 +69,10 @@ def _strength(strength) -> float:
     return strength
 
 def _edits(diffusion):
-    "A `ValueError` for a flow-matching model (lesson 14), named: these edits walk a diffusion's timesteps."
+    "A `ValueError` for a flow-matching model (lesson 13), named: these edits walk a diffusion's timesteps."
     if diffusion.objective == 'flow':
         raise ValueError("editing walks a diffusion's timesteps (DDIM steps, re-noising by ᾱ_t); this model was trained with flow "
-                         "matching (objective 'flow', lesson 14), which the edits do not take yet: edit a model trained with "
+                         "matching (objective 'flow', lesson 13), which the edits do not take yet: edit a model trained with "
                          "objective eps, v or x0")
 
 def _reverse_inputs(diffusion, x, path, labels, w, eta) -> tuple:

@@ -56,7 +56,7 @@ def train_parser(description: str = None, # what `--help` says first: the comman
     p.add_argument('--lr', type=float_arg(0, open_low=True), help='peak learning rate (on --resume: the schedule goes on at it)')
     p.add_argument('--objective', choices=TRAIN_OBJECTIVES, help="what the network predicts: the noise ε (eps), v, or the clean image x0 "
                                                            "(default: the preset's: v for tiny, eps for colab and full); or flow: "
-                                                           "flow matching's velocity ε − x0 on the straight path (lesson 14)")
+                                                           "flow matching's velocity ε − x0 on the straight path (lesson 13)")
     p.add_argument('--t-sampling', choices=T_SAMPLINGS, help="how a flow run draws t in [0, 1]: uniform (default) or logit_normal "
                                                              "(SD3's); with --objective flow only")
     p.add_argument('--weighting', choices=WEIGHTINGS, help="loss weighting over timesteps: uniform, or min_snr (min-SNR-γ) "
@@ -104,7 +104,7 @@ def sample_parser(description: str = None, # what `--help` says first: the comma
                    help='ddim (the default), dpm++ (DPM-Solver++(2M): the deterministic path of a v-prediction model such as '
                         'the shipped one in 10 to 20 steps, where ddim with --eta 0 needs 50; ddim with --eta 1 scores better '
                         'from 10 steps on that model, see lesson 08) or ddpm (all T steps); a flow model (--objective flow): '
-                        'euler (its default) or heun (two calls a step, lesson 14)')
+                        'euler (its default) or heun (two calls a step, lesson 13)')
     p.add_argument('--steps', type=int_arg(1), help='network calls of ddim, dpm++ and euler; heun\'s steps (default: 50)')
     p.add_argument('--spacing', choices=SPACINGS,
                    help='their timesteps: linspace (T-1 down to 0; ddim\'s default) or trailing (Lin et al. 2023; '

@@ -34,7 +34,7 @@ class TrainConfig:
     unet: str = 'tiny'           # UNet preset: 'tiny' or 'seed'
     schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
     T: int = 1000                # diffusion steps
-    objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best; or 'flow' (lesson 14)
+    objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best; or 'flow' (lesson 13)
     t_sampling: str = 'uniform'  # how a flow run draws t in [0, 1]: 'uniform' or 'logit_normal' (SD3); diffusion runs draw steps uniformly
     weighting: str = 'min_snr'   # loss weighting over t: 'uniform' or 'min_snr' (min-SNR-γ, Hang et al. 2023); lesson 08 measured min-SNR far faster
     snr_gamma: float = 5.0       # min-SNR's γ
@@ -62,7 +62,7 @@ class TrainConfig:
     def __post_init__(self): _check_config(self)
 
 # %% ../nbs/run.ipynb #4a5d8fe6
-TRAIN_OBJECTIVES = OBJECTIVES + ('flow',)   # what a run may train: lesson 02's targets, or lesson 14's flow matching
+TRAIN_OBJECTIVES = OBJECTIVES + ('flow',)   # what a run may train: lesson 02's targets, or lesson 13's flow matching
 
 def noising_process(cfg: TrainConfig) -> Diffusion | FlowMatching:
     "What `cfg` trains on: a `Diffusion` with its schedule and objective, or for the objective 'flow' a `FlowMatching` path."

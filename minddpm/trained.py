@@ -48,9 +48,10 @@ class ExportedUNet(nn.Module):
     exported = True   # its weights live in the graph: `sample` autocasts it to bf16 rather than casting a copy
     def __init__(self, program,            # a `torch.export.ExportedProgram` of `_Arithmetic`, batch size dynamic
                  num_classes: int,         # labels are 0 … num_classes − 1, or `NULL_LABEL`
-                 shape: tuple):            # (C, H, W) of the images it takes: fixed when it was exported
+                 shape: tuple,             # (C, H, W) of the images it takes: fixed when it was exported
+                 time_dtype=torch.long):   # what the graph takes as t: timesteps, or a flow model's float 1000·t (lesson 13)
         super().__init__()
-        self.graph, self.num_classes, self.shape = program.module(), num_classes, tuple(shape)
+        self.graph, self.num_classes, self.shape, self.time_dtype = program.module(), num_classes, tuple(shape), time_dtype
 
     def check_input(self, x: torch.Tensor):
         "Raise `ValueError` unless x is (B, C, H, W) with the (C, H, W) the network was exported for."
@@ -60,7 +61,7 @@ class ExportedUNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         "The network's prediction for images `x` (B, C, H, W) at timesteps `t` (B,) given labels `y` (B,); `y=None` is unconditional."
         self.check_input(x)
-        return self.graph(x, t.long(), ConditionalUNet.check_labels(self, y, len(x), x.device))
+        return self.graph(x, t.to(self.time_dtype), ConditionalUNet.check_labels(self, y, len(x), x.device))
 
     def train(self, mode: bool = True): # ignored: an exported graph has one mode, inference
         "Keep the flag only: `sample` switches models to eval and back, and an exported graph cannot change mode."
@@ -146,7 +147,8 @@ def _load_exported(path, device) -> Trained:
     if not extra['minddpm.json']: raise ValueError(f"{path} is a torch.export file, but not one from minddpm's export_model: it has no config")
     meta = json.loads(extra['minddpm.json'])
     cfg = saved_config(meta)
-    model = ExportedUNet(program, len(meta['classes']), meta['shape']).to(device)
+    model = ExportedUNet(program, len(meta['classes']), meta['shape'],
+                         torch.float32 if cfg.objective == 'flow' else torch.long).to(device)
     diffusion = noising_process(cfg).to(device)
     return Trained(model.eval(), diffusion, list(meta['classes']), tuple(meta['shape']), cfg, meta['step'])
 

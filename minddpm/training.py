@@ -17,7 +17,8 @@ from .run import TRAIN_PRESETS, Run, TrainConfig
 from .sampling import sample
 
 # %% auto #0
-__all__ = ['step_inputs', 'weighted_loss', 'train_step', 'validate', 'TrainStep', 'train_steps', 'save_samples', 'train']
+__all__ = ['step_inputs', 'weighted_loss', 'train_step', 'fit_step', 'validate', 'TrainStep', 'train_steps', 'save_samples',
+           'train']
 
 # %% ../nbs/07_training.ipynb #5fd4482f
 # the loop's bookkeeping, and the names a run's pages define, importable from here as before they had pages
@@ -43,7 +44,7 @@ def step_inputs(run: Run,        # the run: its seed, step, batch size, device a
         raise ValueError(f"this process takes {K * run.micro_batch} images per step (batch_size {cfg.batch_size} over "
                          f"{run.place.world_size} process(es)), got {len(x)}")
     x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-    flow = run.diffusion.objective == 'flow'   # lesson 14's continuous t, drawn in the same place
+    flow = run.diffusion.objective == 'flow'   # lesson 13's continuous t, drawn in the same place
     d = step_draws(cfg.seed, run.step, cfg.batch_size, rank_positions(run.place, cfg.batch_size), x.shape[1:], run.diffusion.T,
                    cfg.p_uncond, run.generator, run.diffusion.sample_timesteps if flow else None)
     if cfg.hflip: x = torch.where(d.flip[:, None, None, None], x.flip(-1), x)
@@ -81,10 +82,13 @@ def train_step(run: Run,        # the run to advance: its weights, EMA, optimise
                y: torch.Tensor, # their class labels (batch_size,); a share `cfg.p_uncond` of them is dropped
                ) -> float:      # the batch's loss
     "One optimiser step. Raises `FloatingPointError` on a non-finite loss, before the weights change."
-    x, y, t, eps = step_inputs(run, x, y)          # to the device; seeded label drops, timesteps, noise
+    return fit_step(run, *step_inputs(run, x, y))   # to the device, with seeded label drops, timesteps and noise
+
+def fit_step(run: Run, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> float:
+    "`train_step` given its inputs (as `weighted_loss` takes them, on the run's device): reflow (lesson 13) brings its own pairs."
     run.model.train()
     run.opt.zero_grad(set_to_none=True)
-    loss = _backward(run, weighted_loss, x, y, t, eps)
+    loss = _backward(run, weighted_loss, x0, y, t, eps)
     if not math.isfinite(loss): raise FloatingPointError(f"the loss became {loss} in step {run.step + 1}")
     run.scaler.unscale_(run.opt)                    # fp16: gradients back to their true scale before clipping
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)

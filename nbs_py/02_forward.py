@@ -325,7 +325,7 @@ class Diffusion(ForwardProcess):
 
     def extra_repr(self): return f"kind={self.kind!r}, T={self.T}, objective={self.objective!r}"
 
-    def network_time(self, t): return t   # what the network is given for step t: t itself (lesson 14's flow gives 1000·t)
+    def network_time(self, t): return t   # what the network is given for step t: t itself (lesson 13's flow gives 1000·t)
 
     def target(self, x0: torch.Tensor, # clean images (B, C, H, W) in [-1, 1]
                eps: torch.Tensor,      # the noise they were noised with, x0's shape

@@ -425,12 +425,12 @@ show_rows([x_t[0], x0[0], x_t[1], x0[1]], ['x_t', 'x̂0'] * 2, title='t = ' + ',
 #| export
 #| hide
 SAMPLERS = ('ddim', 'dpm++', 'ddpm')
-FLOW_SAMPLERS = ('euler', 'heun')   # a flow-matching model's (lesson 14)
+FLOW_SAMPLERS = ('euler', 'heun')   # a flow-matching model's (lesson 13)
 DEFAULT_SPACING = {'ddim': 'linspace', 'dpm++': 'trailing'}   # each sampler's best on the shipped model (lesson 08)
 PRECISIONS = ('fp32', 'bf16', 'auto')
 
 def _check_sampler(diffusion, sampler: str | None, spacing: str | None) -> tuple[str, str | None]:
-    """(sampler, spacing) for `diffusion`'s objective: None gives its default; a flow model's samplers (lesson 14) and the
+    """(sampler, spacing) for `diffusion`'s objective: None gives its default; a flow model's samplers (lesson 13) and the
     others are refused for the other kind of model, by name."""
     flow = diffusion.objective == 'flow'
     sampler = sampler or ('euler' if flow else 'ddim')
@@ -438,9 +438,9 @@ def _check_sampler(diffusion, sampler: str | None, spacing: str | None) -> tuple
         raise ValueError(f"Unknown sampler {sampler!r}; use {', '.join(map(repr, FLOW_SAMPLERS if flow else SAMPLERS))}")
     if flow and sampler not in FLOW_SAMPLERS:
         raise ValueError(f"sampler {sampler!r} walks a diffusion's timesteps; this model was trained with flow matching "
-                         f"(objective 'flow', lesson 14): use {' or '.join(map(repr, FLOW_SAMPLERS))}")
+                         f"(objective 'flow', lesson 13): use {' or '.join(map(repr, FLOW_SAMPLERS))}")
     if not flow and sampler in FLOW_SAMPLERS:
-        raise ValueError(f"sampler {sampler!r} follows a flow-matching model (lesson 14); this model predicts "
+        raise ValueError(f"sampler {sampler!r} follows a flow-matching model (lesson 13); this model predicts "
                          f"{diffusion.objective!r}: use {', '.join(map(repr, SAMPLERS))}")
     if flow and spacing is not None:
         raise ValueError(f"spacing is for DDIM's and DPM-Solver++'s timesteps; {sampler} steps evenly in t from 1 to 0: leave it out")
@@ -512,7 +512,7 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            labels: torch.Tensor | None = None,  # (B,) class of each image; None: unconditional
            n: int | None = None,          # number of images when `labels` is None
            shape=(1, 16, 16),             # (C, H, W) of one image
-           sampler: str | None = None,    # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'; a flow model's 'euler' or 'heun' (lesson 14); None: ddim, or euler
+           sampler: str | None = None,    # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'; a flow model's 'euler' or 'heun' (lesson 13); None: ddim, or euler
            steps: int = 50,               # network calls of DDIM, DPM-Solver++ and Euler; Heun's steps take two but the last (DDPM always takes T)
            spacing: str | None = None,    # DDIM's and DPM-Solver++'s 'linspace' or 'trailing'; None: linspace for DDIM, trailing for DPM-Solver++
            w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
@@ -524,13 +524,13 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            uint8: bool = False,           # return uint8 images (rounded) instead of floats in [-1, 1]
            trajectory: list | None = None,  # if a list (or anything with `append`), (t, x_t, x̂0) of every step is appended
            precision: str = 'fp32'):      # the network's: 'fp32', 'bf16' (a bf16 copy of its weights), or 'auto': bf16 on a CPU with bf16 instructions
-    """Sample with DDPM, DDIM or DPM-Solver++(2M), or a flow model with Euler or Heun (lesson 14), and guidance, in float32
+    """Sample with DDPM, DDIM or DPM-Solver++(2M), or a flow model with Euler or Heun (lesson 13), and guidance, in float32
     arithmetic at any `precision`. `ValueError` for an unknown sampler (or one of the other kind of model), spacing or
     precision, a non-finite `w`, `eta` outside [0, 1] or a wrong `x_T` shape; `FloatingPointError` for non-finite images."""
     sampler, spacing = _check_sampler(diffusion, sampler, spacing)
     b, labels = _check_sample(model, labels, n, spacing, variance, w, eta, shape, x_T)
     if sampler in FLOW_SAMPLERS:
-        from minddpm.flow import flow_steps, flow_times   # lesson 14's loop, built on this lesson's pieces
+        from minddpm.flow import flow_steps, flow_times   # lesson 13's loop, built on this lesson's pieces
         _check_steps(diffusion.T, steps, 'linspace')
         loop = lambda net, x, randn: flow_steps(net, diffusion, x, flow_times(steps), y, w, sampler, clip)
     else:

@@ -167,7 +167,7 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
             folder = writable_dir(a.each) if a.each else None
             m = load_model(a.checkpoint)
             if m.diffusion.objective == 'flow' and a.eta is not None:
-                raise ValueError(f"--eta does nothing with a flow model ({a.checkpoint}, lesson 14): its samplers, euler and heun, "
+                raise ValueError(f"--eta does nothing with a flow model ({a.checkpoint}, lesson 13): its samplers, euler and heun, "
                                  "add no noise; leave it out")
             labels = list(range(len(m.classes))) if not a.labels else a.labels
             bad = [l for l in labels if not 0 <= l < len(m.classes)]

@@ -31,7 +31,8 @@
 # On the way you write every piece yourself and test it: the noise schedule, the forward process, the
 # UNet, label conditioning with classifier-free guidance, DDPM, DDIM and DPM-Solver++ samplers, EMA, the training
 # loop, training on many processes, the metrics and the speed-ups, then editing images with the trained model
-# (denoising, image-to-image, inpainting, super-resolution). The capstone, lesson 13, trains the same package on CIFAR-10 on a
+# (denoising, image-to-image, inpainting, super-resolution), and flow matching, the frame today's image models train in, on
+# the same network (lesson 13). The capstone, lesson 14, trains the same package on CIFAR-10 on a
 # free Colab GPU, with checkpoints that survive a disconnect.
 #
 # ## Lessons

@@ -3,10 +3,10 @@
 
 # %% [markdown]
 # # Flow matching
-# > A straight line from data to noise, the velocity along it as the target, Euler steps back, and one round of reflow that straightens the paths: on a 2-D toy first
+# > A straight line from data to noise, the velocity along it as the target, Euler and Heun steps back, and one round of reflow that straightens the paths: on a 2-D toy, then on the course's UNet against v-prediction, and why DDIM is Euler on that line
 
 # %% [markdown]
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/14_flow.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/13_flow.ipynb)
 # This lesson has no GPU-only cells: it ran top to bottom in 15 seconds on a 2-core CPU (measured); a Colab runtime is no slower.
 
 # %%
@@ -25,6 +25,7 @@ if importlib.util.find_spec('minddpm') is None:
 #| export
 from __future__ import annotations
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -337,3 +338,203 @@ def flow_steps(net,                      # called as net(x, 1000·t[, y]), predi
 def flow_calls(sampler: str, steps: int) -> int:
     "Network evaluations (guided ones counted once) of `steps` steps of a flow sampler."
     return steps if sampler == 'euler' else 2 * steps - 1
+
+# %% [markdown]
+# ### A flow model in a minute
+#
+# Training is lesson 07's loop with `objective='flow'`: nothing else changes, not the network, not the batch, not the
+# cost of a step. A run of 600 steps (about 40 seconds on two CPU cores) is far too short for good digits, but long
+# enough to watch where the network learns. Rectified-flow code such as minRF plots the loss per slice of $t$
+# through training; here it is on held-out digits, at fixed times and noise.
+
+# %%
+import dataclasses, tempfile
+from minddpm.run import Run, TRAIN_PRESETS
+from minddpm.training import train_steps
+
+@torch.no_grad()
+def loss_by_t(run, bins=10, seed=0):   # held-out MSE of the velocity in each tenth of t, at fixed times and noise
+    g = torch.Generator().manual_seed(seed)
+    model, flow, errs, ts = run.ema.model.eval(), run.diffusion, [], []
+    for x, y in run.val_dl:
+        t = (torch.arange(len(x)) % bins + torch.rand(len(x), generator=g)) / bins
+        xt, eps = flow.add_noise(x, t, torch.randn(x.shape, generator=g))
+        errs.append((model(xt, flow.network_time(t), y) - flow.target(x, eps)).square().flatten(1).mean(1)); ts.append(t)
+    err, b = torch.cat(errs), (torch.cat(ts) * bins).long()
+    return [err[b == k].mean().item() for k in range(bins)]
+
+run = Run(dataclasses.replace(TRAIN_PRESETS['tiny'], objective='flow', steps=600, ema_start=100, out=tempfile.mkdtemp()))
+print(run.diffusion)
+by_t = {0: loss_by_t(run)}
+for s in train_steps(run):
+    if run.step % 150 == 0: by_t[run.step] = loss_by_t(run)
+
+# %%
+fig, axs = plt.subplots(1, 2, figsize=(10, 2.8))
+for step, errs in by_t.items():
+    axs[0].plot((torch.arange(10) + .5) / 10, errs, marker='o', ms=3, label=f'step {step}')
+axs[0].set(xlabel='t (0: data, 1: noise)', ylabel='held-out MSE of v', title='where the velocity is learned', yscale='log')
+axs[0].legend(fontsize=7)
+y_show, x1 = torch.arange(10).repeat(2), torch.randn(20, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+rows = [sample(run.ema.model, run.diffusion, y_show, sampler=sampler, steps=k, x_T=x1) for sampler, k in (('euler', 2), ('euler', 8), ('heun', 4))]
+axs[1].imshow(torch.cat([torch.cat(list(to_uint8(r)[:, 0]), 1) for r in rows]), cmap='gray', vmin=0, vmax=255)
+axs[1].set(yticks=[8, 24, 40], yticklabels=['Euler, 2 calls', 'Euler, 8', 'Heun, 7'], xticks=[], title='600 steps, w = 3')
+fig.tight_layout()
+
+# %% [markdown]
+# At $t$ near 0 the network sees the clean image and must guess the noise: its error stays near 1, the variance of
+# ε, however long it trains. At $t$ near 1 it sees the noise and must guess the image; what it can learn there is the
+# mean digit of the class. The middle is where training pays, and where the loss falls fastest: the reason SD3 draws
+# $t$ logit-normally, more often from the middle (`t_sampling='logit_normal'`). The measurements below train for
+# minutes.
+
+# %% [markdown]
+# ## Two sides of one coin
+#
+# A diffusion's $x_t = \alpha_t x_0 + \sigma_t \varepsilon$ (with $\alpha_t = \sqrt{\bar\alpha_t}$,
+# $\sigma_t = \sqrt{1 - \bar\alpha_t}$) is a point on the straight path too, only scaled. Divide it by
+# $\alpha_t + \sigma_t$:
+#
+# $$\frac{x_t}{\alpha_t + \sigma_t} = (1 - \tau)\,x_0 + \tau\,\varepsilon, \qquad \tau = \frac{\sigma_t}{\alpha_t + \sigma_t}.$$
+#
+# So every step $t$ of lesson 01's schedule is a time $\tau$ of the straight path, and the diffusion's image is the
+# path's point $z_\tau$ times $\alpha_t + \sigma_t$ (Kingma & Gao 2023; Gao et al. 2024). A DDIM step with $\eta = 0$
+# moves $x_t$ to $\alpha_s \hat x_0 + \sigma_s \hat\varepsilon$ keeping the network's $(\hat x_0, \hat\varepsilon)$;
+# divided by $\alpha_s + \sigma_s$, that is $(1 - \tau_s)\hat x_0 + \tau_s \hat\varepsilon$, which is exactly the
+# Euler step $z_\tau + (\tau_s - \tau)(\hat\varepsilon - \hat x_0)$ of the flow. **DDIM is Euler on the straight path**,
+# whatever the schedule; the schedule only decides which times $\tau$ the steps land on. The two samplers give the
+# same images when the networks agree, and the ideal ones agree: both compute $\mathbb E[x_0 \mid x_t]$ from the same
+# information. Here is the check, on the ideal denoiser of lesson 05 and its flow twin, with guidance and clipping on.
+
+# %%
+#| exports
+def flow_coordinates(diffusion,       # a `Diffusion` (its ᾱ_t)
+                     x: torch.Tensor, # (B, C, H, W) its images x_t
+                     t: int,          # their timestep, in {0, …, T−1}
+                     ) -> tuple[torch.Tensor, float]:
+    "Where x_t of a diffusion sits on the straight path: (z, τ) = (x_t/(α_t + σ_t), σ_t/(α_t + σ_t)), α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t)."
+    a, s = diffusion.sqrt_alpha_bars[t], diffusion.sqrt_one_minus_alpha_bars[t]
+    return x / (a + s), (s / (a + s)).item()
+
+class IdealVelocity(nn.Module):
+    "The best possible velocity for a finite image set: E[ε − x0 | x_t] on the straight path, over all its images or one class's."
+    def __init__(self, images: torch.Tensor, # (N, C, H, W) in [-1, 1]
+                 labels: torch.Tensor,       # (N,) class indices
+                 flow: FlowMatching):        # the path; the network is called with `flow.network_time(t)`
+        super().__init__()
+        self.register_buffer('images', images.flatten(1).float())
+        self.register_buffer('labels', labels.long())
+        self.flow = flow
+
+    def forward(self, x: torch.Tensor, time: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        t = (time / self.flow.T)[:, None]                                                    # (B, 1), in (0, 1]
+        d2 = torch.cdist(x.flatten(1)[:, None], (1 - t)[:, :, None] * self.images[None],
+                         compute_mode='donot_use_mm_for_euclid_dist')[:, 0] ** 2                # (B, N)
+        logits = -d2 / (2 * t ** 2)                                                           # log p(x_t | x0 = image i)
+        if y is not None:
+            y = torch.as_tensor(y, device=x.device)[:, None]
+            logits = logits.masked_fill((self.labels[None] != y) & (y != NULL_LABEL), float('-inf'))
+        x0 = (logits.softmax(-1) @ self.images).view_as(x)                                   # E[x0 | x_t]
+        eps = (x - (1 - t).view(-1, 1, 1, 1) * x0) / t.view(-1, 1, 1, 1)
+        return eps - x0
+
+# %%
+from minddpm.data import load_bundled, resize_uint8, to_unit_range, to_uint8
+from minddpm.forward import Diffusion
+from minddpm.sampling import IdealDenoiser, ddim_timesteps, sample
+
+digits = load_bundled()
+keep = torch.randperm(len(digits['images']), generator=torch.Generator().manual_seed(0))[:500]
+images, labels = to_unit_range(resize_uint8(digits['images'][keep], 16)), digits['labels'][keep]
+diffusion, flow = Diffusion(objective='v'), FlowMatching()
+ideal_v, ideal_flow = IdealDenoiser(images, labels, diffusion), IdealVelocity(images, labels, flow)
+
+steps, y = 10, torch.arange(10)
+x_T = torch.randn(10, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+by_ddim = sample(ideal_v, diffusion, y, sampler='ddim', eta=0.0, steps=steps, x_T=x_T)        # v-prediction, DDIM, η = 0
+ts = ddim_timesteps(diffusion.T, steps)
+z, tau0 = flow_coordinates(diffusion, x_T, ts[0])
+taus = [flow_coordinates(diffusion, x_T, t)[1] for t in ts] + [0.0]                           # the same steps, as times τ
+by_euler = [s for s in flow_steps(ideal_flow, flow, z, taus, y)][-1].x                        # flow, Euler
+print(f"DDIM (v, η = 0) and Euler (flow) on the ideal networks, {steps} steps: largest difference "
+      f"{(by_ddim - by_euler.clamp(-1, 1)).abs().max():.1e} (images in [-1, 1])")
+test_close(by_ddim, by_euler.clamp(-1, 1), eps=1e-4)
+
+# %%
+fig, axs = plt.subplots(1, 3, figsize=(11, 2.6), gridspec_kw=dict(width_ratios=[1.2, 2, 2]))
+t_all = torch.arange(diffusion.T)
+axs[0].plot(t_all, [flow_coordinates(diffusion, x_T[:1], int(t))[1] for t in t_all], label='τ(t), linear β')
+axs[0].plot(t_all, t_all / (diffusion.T - 1), ls=':', c='0.5', label='t / (T − 1)')
+axs[0].scatter(ts, taus[:-1], s=12, c='C3', zorder=3, label=f'DDIM\'s {steps} steps'); axs[0].legend(fontsize=7)
+axs[0].set(xlabel='diffusion step t', ylabel='flow time τ', title='one clock in the other')
+for ax, x, title in ((axs[1], by_ddim, 'DDIM on the v-model'), (axs[2], by_euler, 'Euler on the flow model')):
+    ax.imshow(torch.cat(list(to_uint8(x)[:, 0]), 1), cmap='gray', vmin=0, vmax=255); ax.set(title=title, xticks=[], yticks=[])
+fig.tight_layout()
+
+# %% [markdown]
+# The linear schedule is halfway along the path (τ = 0.5) by step 260 and spends its last 500 steps above τ = 0.77,
+# so DDIM's even steps in t land densely near the noise and sparsely near the data; a flow model's uniform steps in
+# τ are just another choice of landing points. The two families differ in what the network learns (its target and
+# the times it trains on), not in how sampling works.
+
+# %% [markdown]
+# ## Reflow on images
+#
+# Reflow needs nothing new: the pairs $(\hat x_0, \varepsilon)$ come from the model's own sampler, and the training
+# step is lesson 07's, given those pairs instead of independent (image, noise) draws. A share of the pairs is drawn
+# with the null label, as training drops labels, so the reflowed model still has an unconditional branch and
+# guidance works as before.
+
+# %%
+#| exports
+@torch.no_grad()
+def reflow_pairs(model,                    # a flow model's network (e.g. `load_model(path).model`)
+                 flow: FlowMatching,       # its path
+                 num_classes: int,         # labels are drawn from 0 … num_classes − 1
+                 n: int,                   # how many pairs
+                 shape,                    # (C, H, W) of one image
+                 steps: int = 32,          # Euler steps of the sampler that makes them
+                 p_uncond: float = 0.1,    # share drawn with `NULL_LABEL` (the unconditional branch), as training drops labels
+                 seed: int = 0,            # seeds ε and the labels
+                 batch: int = 250,         # images per sampling loop
+                 precision: str = 'auto'): # the network's, as `sample` takes it
+    """`n` (x̂0, ε, y) triples of the model's own making (Liu et al. 2022): ε ~ N(0, I), y uniform over the classes or
+    the null label, and x̂0 its Euler sample from ε at w = 1. Pairs made by one ODE never cross."""
+    from minddpm.sampling import sample   # lesson 05's sampler, which takes flow models
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    y = torch.where(torch.rand(n, generator=g) < p_uncond, NULL_LABEL, y)
+    eps = torch.randn(n, *shape, generator=g)
+    x0 = torch.cat([sample(model, flow, y[i:i + batch], shape=shape, steps=steps, w=1.0, x_T=eps[i:i + batch], precision=precision)
+                    for i in range(0, n, batch)])
+    return x0, eps, y
+
+def reflow(checkpoint,           # a flow model (objective 'flow'): a checkpoint, from `minddpm_train` or an earlier reflow, or a weights export
+           pairs: tuple,         # (x̂0, ε, y) from `reflow_pairs`
+           steps: int = 500,     # optimiser steps on the pairs
+           out: str = 'runs/reflow', # run directory: the reflowed model's checkpoint.pt
+           lr: float | None = None,  # peak learning rate; None: the checkpoint's
+           seed: int = 0,        # seeds the order of the pairs and the times
+           progress: bool = True):   # a progress bar
+    """One round of reflow: a new run that starts from `checkpoint`'s EMA weights and config and trains `steps` steps of
+    lesson 07's `fit_step` on `pairs` instead of independent (image, noise) draws; saved to out/checkpoint.pt.
+    `ValueError` for a checkpoint that is not a flow model's."""
+    import dataclasses
+    from tqdm.auto import tqdm
+    from minddpm.ema import EMA
+    from minddpm.training import Run, fit_step, load_model, save_checkpoint
+    m = load_model(checkpoint)
+    cfg = m.config
+    if cfg.objective != 'flow': raise ValueError(f"reflow retrains a flow model (objective 'flow'); {checkpoint} predicts {cfg.objective!r}")
+    if getattr(m.model, 'exported', False): raise ValueError(f"{checkpoint} is a graph; reflow trains weights: give a checkpoint or a weights export")
+    run = Run(dataclasses.replace(cfg, steps=steps, lr=lr or cfg.lr, out=out, minutes=None, seed=seed, compile=False))
+    run.model.load_state_dict(m.model.state_dict())
+    run.ema = EMA(run.model, cfg.ema_beta, start_step=0)            # an average of the new weights only
+    x0, eps, y = (v.to(run.device) for v in pairs)
+    g = torch.Generator(run.device).manual_seed(seed)
+    for _ in tqdm(range(steps), disable=not progress, desc='reflow'):
+        i = torch.randint(0, len(x0), (run.cfg.batch_size,), device=run.device, generator=g)
+        run.history.append((run.step + 1, fit_step(run, x0[i], y[i], run.diffusion.sample_timesteps(len(i), g), eps[i]),
+                            run.sched.get_last_lr()[0], None))
+    save_checkpoint(run, Path(out)/'checkpoint.pt')
+    return run
