@@ -10,7 +10,7 @@ from .args import MASKS, float_arg, int_arg
 from .data import DATASETS
 from .flow import T_SAMPLINGS
 from .forward import WEIGHTINGS
-from .run import TRAIN_OBJECTIVES
+from .run import FLOW_DEFAULTS, TRAIN_OBJECTIVES
 from .sampling import FLOW_SAMPLERS, PRECISIONS, SAMPLERS, SPACINGS
 from .training import TRAIN_PRESETS
 from .demo import MAX_IMAGES
@@ -56,9 +56,10 @@ def train_parser(description: str = None, # what `--help` says first: the comman
     p.add_argument('--lr', type=float_arg(0, open_low=True), help='peak learning rate (on --resume: the schedule goes on at it)')
     p.add_argument('--objective', choices=TRAIN_OBJECTIVES, help="what the network predicts: the noise ε (eps), v, or the clean image x0 "
                                                            "(default: the preset's: v for tiny, eps for colab and full); or flow: "
-                                                           "flow matching's velocity ε − x0 on the straight path (lesson 13)")
-    p.add_argument('--t-sampling', choices=T_SAMPLINGS, help="how a flow run draws t in [0, 1]: uniform (default) or logit_normal "
-                                                             "(SD3's); with --objective flow only")
+                                                           "flow matching's velocity ε − x0 on the straight path (lesson 13), with "
+                                                           "--t-sampling logit_normal and --weighting uniform unless given")
+    p.add_argument('--t-sampling', choices=T_SAMPLINGS, help="how a flow run draws t in [0, 1]: uniform, or logit_normal (SD3's; "
+                                                             "the default of --objective flow and of --preset flow); flow runs only")
     p.add_argument('--weighting', choices=WEIGHTINGS, help="loss weighting over timesteps: uniform, or min_snr (min-SNR-γ) "
                                                            "(default: the preset's: min_snr for tiny, uniform for colab and full)")
     p.add_argument('--snr-gamma', type=float_arg(0, open_low=True), help="min-SNR's γ, with --weighting min_snr only (default: 5)")
@@ -83,6 +84,7 @@ def _train_changes(a: argparse.Namespace) -> dict:
                                      grad_accum=a.grad_accum, lr=a.lr, objective=a.objective, t_sampling=a.t_sampling, weighting=a.weighting,
                                      snr_gamma=a.snr_gamma, val_frac=a.val_frac, out=a.out, device=a.device,
                                      precision=a.precision, seed=a.seed, hflip=a.hflip).items() if v is not None}
+    if a.objective == 'flow' and not a.resume: changes = {**FLOW_DEFAULTS, **changes}   # flow's measured recipe where the line is silent
     return {**changes, **{k: True for k in ('wandb', 'compile') if getattr(a, k)}, 'minutes': a.minutes}
 
 def _check_gamma(a: argparse.Namespace, cfg):

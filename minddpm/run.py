@@ -22,7 +22,7 @@ from .forward import OBJECTIVES, WEIGHTINGS, Diffusion
 from .unet import unet_preset
 
 # %% auto #0
-__all__ = ['TRAIN_OBJECTIVES', 'TRAIN_PRESETS', 'TrainConfig', 'noising_process', 'small_batch', 'Run']
+__all__ = ['TRAIN_OBJECTIVES', 'TRAIN_PRESETS', 'FLOW_DEFAULTS', 'TrainConfig', 'noising_process', 'small_batch', 'Run']
 
 # %% ../nbs/run.ipynb #705e85a8
 @dataclass
@@ -34,7 +34,7 @@ class TrainConfig:
     unet: str = 'tiny'           # UNet preset: 'tiny' or 'seed'
     schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
     T: int = 1000                # diffusion steps
-    objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best; or 'flow' (lesson 13)
+    objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best; or 'flow' (lesson 13, preset `flow`)
     t_sampling: str = 'uniform'  # how a flow run draws t in [0, 1]: 'uniform' or 'logit_normal' (SD3); diffusion runs draw steps uniformly
     weighting: str = 'min_snr'   # loss weighting over t: 'uniform' or 'min_snr' (min-SNR-γ, Hang et al. 2023); lesson 08 measured min-SNR far faster
     snr_gamma: float = 5.0       # min-SNR's γ
@@ -100,7 +100,9 @@ TRAIN_PRESETS = {
     'full': TrainConfig(dataset='cifar10', img_size=64, unet='seed', batch_size=64, steps=150_000, lr=5e-4,
                         hflip=True, ema_start=2000, val_every=5000, ckpt_every=5000,
                         objective='eps', weighting='uniform'),                                    # the originals' 64×64
+    'flow': TrainConfig(objective='flow', t_sampling='logit_normal', weighting='uniform'),      # CPU: tiny, flow matching (lesson 13)
 }
+FLOW_DEFAULTS = dict(t_sampling='logit_normal', weighting='uniform')   # what `minddpm_train --objective flow` takes unless told
 
 # %% ../nbs/run.ipynb #3089a604
 def small_batch(n: int,          # images in the training split, fewer than `batch_size`

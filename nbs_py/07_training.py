@@ -342,11 +342,11 @@ ax_lr.plot(range(1, 151), lrs); ax_lr.set(xlabel='step', title='learning rate (O
 def save_samples(run: Run,         # its EMA model, diffusion, classes, image shape and step are used
                  path,             # the PNG to write; missing folders are made
                  n: int = 8,       # samples per class: the columns of the grid
-                 steps: int = 50,  # DDIM steps
+                 steps: int = 50,  # DDIM steps (a flow run's: Euler steps)
                  w: float = 3.0,   # guidance weight: 0 unconditional, 1 conditional, >1 guided
                  seed: int = 0,    # seeds the sampler's own generator (training's RNG is untouched)
                  ) -> Path:
-    "Draw `n` samples of every class with the EMA weights (DDIM, fixed seed) and save them as a grid, one row per class."
+    "Draw `n` samples of every class with the EMA weights (DDIM, or Euler for a flow run; fixed seed) and save them as a grid, one row per class."
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
     y = torch.arange(len(run.classes)).repeat_interleave(n)
@@ -357,7 +357,7 @@ def save_samples(run: Run,         # its EMA model, diffusion, classes, image sh
     fig, ax = plt.subplots(figsize=(0.5 + n * 0.45, 0.4 + len(run.classes) * 0.45))
     ax.imshow(grid, interpolation='nearest')
     ax.set(xticks=[], yticks=[h * (i + .5) for i in range(len(run.classes))], yticklabels=run.classes)
-    ax.set_title(f'step {run.step}, EMA, DDIM {steps}, w={w:g}', fontsize=8); ax.tick_params(labelsize=7, length=0)
+    ax.set_title(f'step {run.step}, EMA, {"Euler" if run.diffusion.objective == "flow" else "DDIM"} {steps}, w={w:g}', fontsize=8); ax.tick_params(labelsize=7, length=0)
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
     return path

@@ -349,7 +349,9 @@ def flow_calls(sampler: str, steps: int) -> int:
 
 # %%
 import dataclasses, tempfile
+from minddpm.data import to_uint8
 from minddpm.run import Run, TRAIN_PRESETS
+from minddpm.sampling import sample
 from minddpm.training import train_steps
 
 @torch.no_grad()
@@ -439,9 +441,9 @@ class IdealVelocity(nn.Module):
         return eps - x0
 
 # %%
-from minddpm.data import load_bundled, resize_uint8, to_unit_range, to_uint8
+from minddpm.data import load_bundled, resize_uint8, to_unit_range
 from minddpm.forward import Diffusion
-from minddpm.sampling import IdealDenoiser, ddim_timesteps, sample
+from minddpm.sampling import IdealDenoiser, ddim_timesteps
 
 digits = load_bundled()
 keep = torch.randperm(len(digits['images']), generator=torch.Generator().manual_seed(0))[:500]

@@ -48,7 +48,7 @@ class TrainConfig:
     unet: str = 'tiny'           # UNet preset: 'tiny' or 'seed'
     schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
     T: int = 1000                # diffusion steps
-    objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best; or 'flow' (lesson 13)
+    objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best; or 'flow' (lesson 13, preset `flow`)
     t_sampling: str = 'uniform'  # how a flow run draws t in [0, 1]: 'uniform' or 'logit_normal' (SD3); diffusion runs draw steps uniformly
     weighting: str = 'min_snr'   # loss weighting over t: 'uniform' or 'min_snr' (min-SNR-γ, Hang et al. 2023); lesson 08 measured min-SNR far faster
     snr_gamma: float = 5.0       # min-SNR's γ
@@ -117,7 +117,9 @@ TRAIN_PRESETS = {
     'full': TrainConfig(dataset='cifar10', img_size=64, unet='seed', batch_size=64, steps=150_000, lr=5e-4,
                         hflip=True, ema_start=2000, val_every=5000, ckpt_every=5000,
                         objective='eps', weighting='uniform'),                                    # the originals' 64×64
+    'flow': TrainConfig(objective='flow', t_sampling='logit_normal', weighting='uniform'),      # CPU: tiny, flow matching (lesson 13)
 }
+FLOW_DEFAULTS = dict(t_sampling='logit_normal', weighting='uniform')   # what `minddpm_train --objective flow` takes unless told
 
 # %% [markdown]
 # `tiny` predicts $v$ and weighs each image's error with min-SNR-5: lesson 08 chose both by measuring, on the
@@ -125,6 +127,8 @@ TRAIN_PRESETS = {
 # weights, as CIFAR-10 was not measured here. `tiny` runs 4,000 steps in about 8 minutes on two CPU cores; on
 # an H200, `colab` ran 16 steps/s in bf16 (31 minutes), and a T4 is estimated at about 40 minutes
 # (1.2 TFLOP a step, counted with `torch.utils.flop_counter`, at a quarter of its 65 TFLOP/s fp16 peak).
+# `flow` is `tiny` trained with flow matching (lesson 13) as SD3 trains: t drawn logit-normally, uniform weights,
+# the pair that scored best of four on the digits and on a folder of coloured shapes (lesson 13 gives the figures).
 # Each preset's learning rate follows OneCycleLR: a warm-up over 30 % of the run to `lr`, then a cosine
 # down to 1/25 × 1/10⁴ of it.
 

@@ -191,9 +191,13 @@ def test_the_commands_sample_a_flow_model_and_refuse_what_it_cannot_do_by_name(f
 
 def test_train_takes_objective_flow_and_t_sampling_on_the_command_line(tmp_path, capsys):
     from minddpm.parsers import _train_changes, train_parser
-    changes = _train_changes(train_parser().parse_args(['--objective', 'flow', '--t-sampling', 'logit_normal']))
-    cfg = dataclasses.replace(TRAIN_PRESETS['tiny'], **changes)       # what minddpm_train runs (the run itself: flow_run)
-    assert (cfg.objective, cfg.t_sampling) == ('flow', 'logit_normal')
+    def config(*argv):   # what minddpm_train runs (a run itself: flow_run)
+        return dataclasses.replace(TRAIN_PRESETS['tiny'], **_train_changes(train_parser().parse_args(list(argv))))
+    cfg = config('--objective', 'flow')                                # the recipe measured best in lesson 13, as the preset
+    assert (cfg.objective, cfg.t_sampling, cfg.weighting) == ('flow', 'logit_normal', 'uniform') == tuple(
+        getattr(TRAIN_PRESETS['flow'], k) for k in ('objective', 't_sampling', 'weighting'))
+    cfg = config('--objective', 'flow', '--t-sampling', 'uniform', '--weighting', 'min_snr')   # what is given is kept
+    assert (cfg.t_sampling, cfg.weighting) == ('uniform', 'min_snr')
     code, _, err = cli(minddpm_train, '--t-sampling', 'logit_normal', '--steps', '2', '--out', tmp_path/'v', capsys=capsys)
     assert code == 2 and "t_sampling must be 'uniform' for objective 'v'" in err and not (tmp_path/'v').exists()
 

@@ -70,8 +70,8 @@ def test_spacings_and_their_refusals():
     assert ddim_timesteps(1000, 50, 'trailing')[:2] == [999, 979] and ddim_timesteps(1000, 50, 'trailing')[-1] == 19
     assert ddim_timesteps(1000, 10)[-1] == 0 and len(ddim_timesteps(1000, 7, 'trailing')) == 7
     with pytest.raises(ValueError, match="Unknown spacing 'leading'; use 'linspace' or 'trailing'"): ddim_timesteps(1000, 10, 'leading')
-    with pytest.raises(ValueError, match="Unknown sampler 'euler'; use 'ddim', 'dpm\\+\\+', 'ddpm'"):
-        sample(lambda x, t: x, Diffusion(), n=1, sampler='euler')
+    with pytest.raises(ValueError, match="Unknown sampler 'lms'; use 'ddim', 'dpm\\+\\+', 'ddpm'"):
+        sample(lambda x, t: x, Diffusion(), n=1, sampler='lms')
 
 def test_steps_and_spacing_are_checked_for_every_sampler():
     "A fractional step count once reached torch.linspace as a raw TypeError; a bad spacing passed silently with DDPM."
