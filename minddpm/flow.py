@@ -127,7 +127,8 @@ class FlowMatching(_ForwardChecks, nn.Module):
         return self.snr(t).clamp(max=gamma) * t ** 2
 
 # %% ../nbs/13_flow.ipynb #677a8bc9
-def flow_times(steps: int) -> list[float]:
+def flow_times(steps: int,       # steps from 1 to 0, at least 1
+               ) -> list[float]:  # steps + 1 times, 1.0 first, 0.0 last
     "`steps` + 1 times from 1 down to 0, equally spaced: the grid `flow_steps` walks."
     return torch.linspace(1, 0, steps + 1).tolist()
 
@@ -159,8 +160,10 @@ def flow_steps(net,                      # called as net(x, 1000·t[, y]), predi
         x = x_s
     yield Step(-1, x, x)
 
-def flow_calls(sampler: str, steps: int) -> int:
-    "Network evaluations (guided ones counted once) of `steps` steps of a flow sampler."
+def flow_calls(sampler: str,  # 'euler' or 'heun'
+               steps: int,    # its steps from 1 to 0
+               ) -> int:
+    "Network evaluations (a guided one, both branches in one batch, counted once) of `steps` steps of a flow sampler."
     return steps if sampler == 'euler' else 2 * steps - 1
 
 # %% ../nbs/13_flow.ipynb #42093b6d

@@ -5,6 +5,7 @@
 # %% ../nbs/08_evaluation.ipynb #d82bd57d
 from __future__ import annotations
 import functools, time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from .sampling import sample
 
 # %% auto #0
 __all__ = ['Judge', 'train_judge', 'frechet_distance', 'kernel_distance', 'precision_recall', 'evaluate', 'real_floor',
-           'inception_features']
+           'measured', 'inception_features']
 
 # %% ../nbs/08_evaluation.ipynb #178defd0
 def _stack(ds):
@@ -152,6 +153,19 @@ def real_floor(judge: Judge,            # a trained `Judge`
     with torch.no_grad(): acc = (judge(images).argmax(1) == labels).double().mean().item()
     return dict(samples=len(f), accuracy=acc, fid=frechet_distance(reference, f), kid=kid, kid_std=kid_std,
                 precision=precision, recall=recall)
+
+# %% ../nbs/08_evaluation.ipynb #fffd9758
+def measured(name: str,                    # a file in the repository's tests/results/, e.g. 'objectives_4000.json'
+             folder='../tests/results',    # where it is in a clone (from nbs/, where the lessons run)
+             ) -> dict | list:
+    """A benchmark's results, as the JSON its script wrote: from a clone of the repository, else from the course's GitHub
+    (a lesson on Colab has no clone). `FileNotFoundError` naming both places when neither can be read."""
+    import json, urllib.request
+    local = Path(folder)/name
+    if local.exists(): return json.loads(local.read_text())
+    url = f'https://raw.githubusercontent.com/minddpm/minddpm/main/tests/results/{name}'
+    try: return json.load(urllib.request.urlopen(url, timeout=30))
+    except OSError as e: raise FileNotFoundError(f"{local} is not here and {url} could not be read ({e})") from None
 
 # %% ../nbs/08_evaluation.ipynb #88f49f77
 @functools.lru_cache(maxsize=2)

@@ -64,11 +64,6 @@ class TrainConfig:
 # %% ../nbs/run.ipynb #4a5d8fe6
 TRAIN_OBJECTIVES = OBJECTIVES + ('flow',)   # what a run may train: lesson 02's targets, or lesson 13's flow matching
 
-def noising_process(cfg: TrainConfig) -> Diffusion | FlowMatching:
-    "What `cfg` trains on: a `Diffusion` with its schedule and objective, or for the objective 'flow' a `FlowMatching` path."
-    if cfg.objective == 'flow': return FlowMatching(cfg.t_sampling, cfg.T)
-    return Diffusion(cfg.schedule, cfg.T, objective=cfg.objective)
-
 def _check_config(cfg: TrainConfig):
     "Refuse a config no run could use, naming the field, what it got and what is allowed (NaN and ±inf included)."
     def bad(name, wanted): raise ValueError(f"TrainConfig.{name} must be {wanted}, got {getattr(cfg, name)!r}")
@@ -103,6 +98,13 @@ TRAIN_PRESETS = {
     'flow': TrainConfig(objective='flow', t_sampling='logit_normal', weighting='uniform'),      # CPU: tiny, flow matching (lesson 13)
 }
 FLOW_DEFAULTS = dict(t_sampling='logit_normal', weighting='uniform')   # what `minddpm_train --objective flow` takes unless told
+
+# %% ../nbs/run.ipynb #2f150ad2
+def noising_process(cfg: TrainConfig, # the run's config: its objective, schedule, T and t sampling
+                    ) -> Diffusion | FlowMatching:
+    "What `cfg` trains on: a `Diffusion` with its schedule and objective, or for the objective 'flow' a `FlowMatching` path (lesson 13)."
+    if cfg.objective == 'flow': return FlowMatching(cfg.t_sampling, cfg.T)
+    return Diffusion(cfg.schedule, cfg.T, objective=cfg.objective)
 
 # %% ../nbs/run.ipynb #3089a604
 def small_batch(n: int,          # images in the training split, fewer than `batch_size`

@@ -193,7 +193,12 @@ def train_step(run: Run,        # the run to advance: its weights, EMA, optimise
     "One optimiser step. Raises `FloatingPointError` on a non-finite loss, before the weights change."
     return fit_step(run, *step_inputs(run, x, y))   # to the device, with seeded label drops, timesteps and noise
 
-def fit_step(run: Run, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> float:
+def fit_step(run: Run,          # the run to advance, as `train_step`
+             x0: torch.Tensor,  # (B, C, H, W) clean images in [-1, 1], on the run's device
+             y: torch.Tensor,   # (B,) their labels, some `NULL_LABEL`
+             t: torch.Tensor,   # (B,) their timesteps (a flow run's times in [0, 1])
+             eps: torch.Tensor, # (B, C, H, W) their noise
+             ) -> float:        # the batch's loss
     "`train_step` given its inputs (as `weighted_loss` takes them, on the run's device): reflow (lesson 13) brings its own pairs."
     run.model.train()
     run.opt.zero_grad(set_to_none=True)

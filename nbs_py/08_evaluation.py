@@ -25,6 +25,7 @@ if importlib.util.find_spec('minddpm') is None:
 #| export
 from __future__ import annotations
 import functools, time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -503,18 +504,22 @@ for name, rows in {**solvers, 'DDPM': {1000: ddpm_1000}}.items():
 # reads them (from the repository, or from GitHub where the lesson runs without it):
 
 # %%
-#| hide
-import json, urllib.request
-from pathlib import Path
-from IPython.display import Markdown, display
-
-def measured(name: str):
-    "A benchmark's results file, tests/results/`name`: from this repository, else from the course's GitHub."
-    local = Path('../tests/results')/name
+#| export
+def measured(name: str,                    # a file in the repository's tests/results/, e.g. 'objectives_4000.json'
+             folder='../tests/results',    # where it is in a clone (from nbs/, where the lessons run)
+             ) -> dict | list:
+    """A benchmark's results, as the JSON its script wrote: from a clone of the repository, else from the course's GitHub
+    (a lesson on Colab has no clone). `FileNotFoundError` naming both places when neither can be read."""
+    import json, urllib.request
+    local = Path(folder)/name
     if local.exists(): return json.loads(local.read_text())
     url = f'https://raw.githubusercontent.com/minddpm/minddpm/main/tests/results/{name}'
     try: return json.load(urllib.request.urlopen(url, timeout=30))
     except OSError as e: raise FileNotFoundError(f"{local} is not here and {url} could not be read ({e})") from None
+
+# %%
+#| hide
+from IPython.display import Markdown, display
 
 def show_table(header: list, rows: list):
     "Display `rows` (lists of cells) under `header` as a Markdown table."

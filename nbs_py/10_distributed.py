@@ -508,15 +508,7 @@ test_eq(two['step'], 60); test_close(l1, l2, eps=1e-5 * l1.min())
 
 # %%
 #| hide
-import json, urllib.request
-
-def measured(name: str):
-    "A benchmark's results file, tests/results/`name`: from this repository, else from the course's GitHub."
-    local = Path('../tests/results')/name
-    if local.exists(): return json.loads(local.read_text())
-    url = f'https://raw.githubusercontent.com/minddpm/minddpm/main/tests/results/{name}'
-    try: return json.load(urllib.request.urlopen(url, timeout=30))
-    except OSError as e: raise FileNotFoundError(f"{local} is not here and {url} could not be read ({e})") from None
+from minddpm.metrics import measured   # lesson 08's: a benchmark's results, from the clone or GitHub
 
 
 # %%

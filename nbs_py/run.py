@@ -80,11 +80,6 @@ class TrainConfig:
 #| hide
 TRAIN_OBJECTIVES = OBJECTIVES + ('flow',)   # what a run may train: lesson 02's targets, or lesson 13's flow matching
 
-def noising_process(cfg: TrainConfig) -> Diffusion | FlowMatching:
-    "What `cfg` trains on: a `Diffusion` with its schedule and objective, or for the objective 'flow' a `FlowMatching` path."
-    if cfg.objective == 'flow': return FlowMatching(cfg.t_sampling, cfg.T)
-    return Diffusion(cfg.schedule, cfg.T, objective=cfg.objective)
-
 def _check_config(cfg: TrainConfig):
     "Refuse a config no run could use, naming the field, what it got and what is allowed (NaN and ±inf included)."
     def bad(name, wanted): raise ValueError(f"TrainConfig.{name} must be {wanted}, got {getattr(cfg, name)!r}")
@@ -152,6 +147,14 @@ ax.set(xlabel='share of the run', ylabel='learning rate'); ax.legend(fontsize=8)
 # %%
 #| hide
 test_fail(lambda: TrainConfig(lr=float('nan')), contains='TrainConfig.lr must be a finite number greater than 0, got nan')
+
+# %%
+#| export
+def noising_process(cfg: TrainConfig, # the run's config: its objective, schedule, T and t sampling
+                    ) -> Diffusion | FlowMatching:
+    "What `cfg` trains on: a `Diffusion` with its schedule and objective, or for the objective 'flow' a `FlowMatching` path (lesson 13)."
+    if cfg.objective == 'flow': return FlowMatching(cfg.t_sampling, cfg.T)
+    return Diffusion(cfg.schedule, cfg.T, objective=cfg.objective)
 
 # %%
 #| export

@@ -147,23 +147,31 @@ def table(results, runs):
             row = [s for s in results if s['data'] == d and (s['recipe'], s['sampler']) == key]
             print(f"  {key[0]:>6} {key[1]:>6}: " + '  '.join(f"{s['calls']}: {s['fid']:.1f} ({s['accuracy']:.0%})" for s in row))
 
+COLOURS = {('v', 'ddim'): 'C0', ('v', 'dpm++'): 'C1', ('flow', 'euler'): 'C2', ('flow', 'heun'): 'C3', ('reflow', 'euler'): 'C4',
+           'v': 'C1', 'flow': 'C2', 'reflow': 'C4'}   # one colour per model and sampler; per model on the x̂0 panel
+
 def plot(path, png):
     import matplotlib.pyplot as plt
     res = json.loads(Path(path).read_text())
     scores, data = res['scores'], list(dict.fromkeys(s['data'] for s in res['scores']))
-    fig, axs = plt.subplots(len(data), 2, figsize=(9, 3 * len(data)), squeeze=False)
+    fig, axs = plt.subplots(len(data), 3, figsize=(13, 3 * len(data)), squeeze=False)
     for row, d in zip(axs, data):
         for k, key in enumerate(dict.fromkeys((s['recipe'], s['sampler']) for s in scores if s['data'] == d and s['recipe'] != 'real')):
             pts = [s for s in scores if s['data'] == d and (s['recipe'], s['sampler']) == key]
             for ax, what in zip(row, ('fid', 'accuracy')):
                 ax.plot([s['calls'] for s in pts], [s[what] for s in pts], marker='o', ms=3, label=f'{key[0]} + {key[1]}',
-                        ls='--' if key[0] == 'v' else '-')
+                        ls='--' if key[0] == 'v' else '-', c=COLOURS[key])
         real = next(s for s in scores if s['data'] == d and s['recipe'] == 'real')
         row[0].axhline(real['fid'], c='0.5', lw=1, ls=':', label='real images')
         row[1].axhline(real['accuracy'], c='0.5', lw=1, ls=':', label="judge on real images")
         row[0].set(xscale='log', yscale='log', ylabel=f'{d}: feature FID (w = 1)', xlabel='network calls')
         row[1].set(xscale='log', ylabel=f'{d}: judged accuracy (w = 3)', xlabel='network calls')
-    axs[0, 0].legend(fontsize=7); fig.tight_layout(); fig.savefig(png, dpi=80)
+        for r in (r for r in res['runs'] if r['data'] == d):
+            row[2].plot((torch.arange(10) + .5) / 10, r['x0_error_by_tau'], marker='o', ms=3, label=r['recipe'],
+                        ls='--' if r['recipe'] == 'v' else '-', c=COLOURS[r['recipe']])
+        row[2].set(yscale='log', xlabel='τ on the path (0: data, 1: noise)', ylabel='held-out x̂0 MSE (w = 1)')
+        row[2].legend(fontsize=7)
+    axs[0, 0].legend(fontsize=7); fig.tight_layout(); fig.savefig(png, dpi=60)
 
 if __name__ == '__main__':
     if len(sys.argv) > 1 and sys.argv[1] == 'plot': plot(*sys.argv[2:4]); sys.exit()
