@@ -107,7 +107,7 @@ def sample_parser(description: str = None, # what `--help` says first: the comma
                         'the shipped one in 10 to 20 steps, where ddim with --eta 0 needs 50; ddim with --eta 1 scores better '
                         'from 10 steps on that model, see lesson 08) or ddpm (all T steps); a flow model (--objective flow): '
                         'euler (its default) or heun (two calls a step, lesson 13)')
-    p.add_argument('--steps', type=int_arg(1), help='network calls of ddim, dpm++ and euler; heun\'s steps (default: 50)')
+    p.add_argument('--steps', type=int_arg(1), help='network calls of ddim, dpm++ and euler; heun takes 2 × steps − 1 (default: 50)')
     p.add_argument('--spacing', choices=SPACINGS,
                    help='their timesteps: linspace (T-1 down to 0; ddim\'s default) or trailing (Lin et al. 2023; '
                         'dpm++\'s default, which draws clean digits from 5 steps where linspace does not)')
