@@ -48,6 +48,9 @@ def _new_config(a: argparse.Namespace, changes: dict):
     "The config of a new run: the preset's with `changes`; a bad preset, --snr-gamma or device is refused before any folder is made."
     preset = a.preset or 'tiny'
     if preset not in TRAIN_PRESETS: raise ValueError(f"Unknown preset {preset!r}; use one of {', '.join(TRAIN_PRESETS)}")
+    objective = changes.get('objective', TRAIN_PRESETS[preset].objective)
+    if a.t_sampling is not None and objective != 'flow':
+        raise ValueError(f"--t-sampling does nothing with objective {objective!r}: it draws a flow run's t; leave it out, or add --objective flow")
     cfg = dataclasses.replace(TRAIN_PRESETS[preset], **changes)
     _check_gamma(a, cfg)
     pick_device(cfg.device)

@@ -212,6 +212,7 @@ def reflow_pairs(model,                    # a flow model's network (e.g. `load_
     """`n` (x̂0, ε, y) triples of the model's own making (Liu et al. 2022): ε ~ N(0, I), y uniform over the classes or
     the null label, and x̂0 its Euler sample from ε at w = 1. Pairs made by one ODE never cross."""
     from minddpm.sampling import sample   # lesson 05's sampler, which takes flow models
+    if flow.objective != 'flow': raise ValueError(f"reflow pairs come from a flow model's Euler steps; this model predicts {flow.objective!r}")
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, num_classes, (n,), generator=g)
     y = torch.where(torch.rand(n, generator=g) < p_uncond, NULL_LABEL, y)

@@ -81,7 +81,8 @@ def _check_config(cfg: TrainConfig):
     if cfg.objective not in TRAIN_OBJECTIVES: bad('objective', ' or '.join(map(repr, TRAIN_OBJECTIVES)))
     if cfg.t_sampling not in T_SAMPLINGS: bad('t_sampling', ' or '.join(map(repr, T_SAMPLINGS)))
     if cfg.t_sampling != 'uniform' and cfg.objective != 'flow':
-        bad('t_sampling', f"'uniform' for objective {cfg.objective!r}: logit_normal is how a flow run (objective 'flow') draws t")
+        raise ValueError(f"TrainConfig.t_sampling {cfg.t_sampling!r} draws a flow run's t (objective 'flow'); objective "
+                         f"{cfg.objective!r} draws its steps uniformly: keep t_sampling='uniform', or train with objective='flow'")
     if cfg.weighting not in WEIGHTINGS: bad('weighting', ' or '.join(map(repr, WEIGHTINGS)))
     if not (number(cfg.snr_gamma) and cfg.snr_gamma > 0): bad('snr_gamma', 'a finite number greater than 0')
     if cfg.minutes is not None and not (number(cfg.minutes) and cfg.minutes > 0): bad('minutes', 'None or a finite number greater than 0')

@@ -184,7 +184,8 @@ def _check_sampler(diffusion, sampler: str | None, spacing: str | None) -> tuple
         raise ValueError(f"sampler {sampler!r} follows a flow-matching model (lesson 13); this model predicts "
                          f"{diffusion.objective!r}: use {', '.join(map(repr, SAMPLERS))}")
     if flow and spacing is not None:
-        raise ValueError(f"spacing is for DDIM's and DPM-Solver++'s timesteps; {sampler} steps evenly in t from 1 to 0: leave it out")
+        raise ValueError(f"spacing {spacing!r} places DDIM's and DPM-Solver++'s timesteps; a flow model's {sampler} steps evenly "
+                         f"in t from 1 to 0: leave spacing out")
     return sampler, spacing if flow else (spacing or DEFAULT_SPACING.get(sampler, 'linspace'))
 
 def _check_sample(model, labels, n, spacing, variance, w, eta, shape, x_T) -> tuple[int, torch.Tensor | None]:

@@ -72,9 +72,10 @@ class OnnxUNet(ExportedUNet):
     "A network read from an ONNX file (.onnx), run by ONNX Runtime on the CPU in float32: checked as `ExportedUNet`, then the session runs."
     def __init__(self, session,            # an `onnxruntime.InferenceSession` of `_Arithmetic`'s graph, batch size dynamic
                  num_classes: int,         # labels are 0 … num_classes − 1, or `NULL_LABEL`
-                 shape: tuple):            # (C, H, W) of the images it takes
+                 shape: tuple,             # (C, H, W) of the images it takes
+                 time_dtype=torch.long):   # what the graph takes as t: timesteps, or a flow model's float 1000·t (lesson 13)
         nn.Module.__init__(self)
-        self.session, self.num_classes, self.shape = session, num_classes, tuple(shape)
+        self.session, self.num_classes, self.shape, self.time_dtype = session, num_classes, tuple(shape), time_dtype
         self.graph = lambda x, t, rows: torch.from_numpy(self.session.run(None, {
             'x': x.detach().float().cpu().numpy(), 't': t.cpu().numpy(), 'rows': rows.cpu().numpy()})[0]).to(x.device)
 
@@ -163,7 +164,7 @@ def _load_onnx(path, device) -> Trained:
     if not meta: raise ValueError(f"{path} is an ONNX file, but not one from minddpm's export_model: it has no config")
     meta = json.loads(meta)
     cfg = saved_config(meta)
-    model = OnnxUNet(session, len(meta['classes']), meta['shape'])
+    model = OnnxUNet(session, len(meta['classes']), meta['shape'], torch.float32 if cfg.objective == 'flow' else torch.long)
     diffusion = noising_process(cfg).to(device)
     return Trained(model.eval(), diffusion, list(meta['classes']), tuple(meta['shape']), cfg, meta['step'])
 

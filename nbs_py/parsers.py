@@ -77,13 +77,13 @@ def train_parser(description: str = None, # what `--help` says first: the comman
                    help='micro-batches per step on each process: the same run in less memory (default: 1)')
     p.add_argument('--lr', type=float_arg(0, open_low=True), help='peak learning rate (on --resume: the schedule goes on at it)')
     p.add_argument('--objective', choices=TRAIN_OBJECTIVES, help="what the network predicts: the noise ε (eps), v, or the clean image x0 "
-                                                           "(default: the preset's: v for tiny, eps for colab and full); or flow: "
+                                                           "(default: the preset's: v for tiny, eps for colab and full, flow for flow); or flow: "
                                                            "flow matching's velocity ε − x0 on the straight path (lesson 13), with "
                                                            "--t-sampling logit_normal and --weighting uniform unless given")
     p.add_argument('--t-sampling', choices=T_SAMPLINGS, help="how a flow run draws t in [0, 1]: uniform, or logit_normal (SD3's; "
                                                              "the default of --objective flow and of --preset flow); flow runs only")
     p.add_argument('--weighting', choices=WEIGHTINGS, help="loss weighting over timesteps: uniform, or min_snr (min-SNR-γ) "
-                                                           "(default: the preset's: min_snr for tiny, uniform for colab and full)")
+                                                           "(default: the preset's: min_snr for tiny, uniform for colab, full and flow)")
     p.add_argument('--snr-gamma', type=float_arg(0, open_low=True), help="min-SNR's γ, with --weighting min_snr only (default: 5)")
     p.add_argument('--val-frac', type=float_arg(0, 1, open_low=True, open_high=True),
                    help='share of the digits or an image folder held out for validation (default: 0.1; at least one image)')
@@ -110,6 +110,7 @@ def _train_changes(a: argparse.Namespace) -> dict:
                                      snr_gamma=a.snr_gamma, val_frac=a.val_frac, out=a.out, device=a.device,
                                      precision=a.precision, seed=a.seed, hflip=a.hflip).items() if v is not None}
     if a.objective == 'flow' and not a.resume: changes = {**FLOW_DEFAULTS, **changes}   # flow's measured recipe where the line is silent
+    elif a.objective and not a.resume: changes.setdefault('t_sampling', 'uniform')       # a diffusion run, even from the flow preset
     return {**changes, **{k: True for k in ('wandb', 'compile') if getattr(a, k)}, 'minutes': a.minutes}
 
 def _check_gamma(a: argparse.Namespace, cfg):
@@ -167,7 +168,7 @@ def _check_sampler_options(p: argparse.ArgumentParser, a: argparse.Namespace):
               }.get(a.sampler, ())
     given = ['--' + k for k in unused if getattr(a, k) is not None]
     why = {'ddpm': "ddpm takes all T steps, each with its own noise", 'dpm++': "dpm++ is deterministic"}.get(
-        a.sampler, f"{a.sampler} steps a flow model evenly in t, with no noise")
+        a.sampler, f"{a.sampler} steps a flow model evenly in t from 1 to 0, deterministically")
     if given: p.error(f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with --sampler {a.sampler}: {why}"
                       f"; leave {'it' if len(given) == 1 else 'them'} out" + (", or use --sampler ddim" if a.sampler in SAMPLERS else ''))
 

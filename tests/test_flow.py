@@ -120,7 +120,8 @@ def test_the_samplers_refuse_the_other_kind_of_model_by_name():
         sample(net, flow, [1], sampler='dpm++')
     with pytest.raises(ValueError, match="sampler 'heun' follows a flow-matching model .lesson 13.; this model predicts 'v'"):
         sample(net, v, [1], sampler='heun')
-    with pytest.raises(ValueError, match='spacing is for DDIM'): sample(net, flow, [1], spacing='trailing')
+    with pytest.raises(ValueError, match="spacing 'trailing' places DDIM's and DPM-Solver..'s timesteps; a flow model's euler steps"):
+        sample(net, flow, [1], spacing='trailing')
     with pytest.raises(ValueError, match='steps must be a whole number between 1'): sample(net, flow, [1], steps=0)
     assert sample(net, flow, [1, 2], steps=3).shape == (2, 1, 16, 16)   # euler by default
 
@@ -133,7 +134,8 @@ def test_heun_calls_the_network_twice_a_step_but_the_last_and_guidance_in_one_ba
     assert calls == [3] * 5
 
 def test_a_diffusion_run_refuses_logit_normal_times():
-    with pytest.raises(ValueError, match="TrainConfig.t_sampling must be 'uniform' for objective 'v'"): TrainConfig(t_sampling='logit_normal')
+    with pytest.raises(ValueError, match="TrainConfig.t_sampling 'logit_normal' draws a flow run's t .objective 'flow'.; objective 'v' draws"):
+        TrainConfig(t_sampling='logit_normal')
     with pytest.raises(ValueError, match="TrainConfig.objective must be 'eps' or 'v' or 'x0' or 'flow'"): TrainConfig(objective='rf')
 
 @pytest.fixture(scope='module')
@@ -155,10 +157,12 @@ def test_a_flow_run_trains_resumes_exactly_and_its_checkpoint_says_what_it_is(fl
     m = load_model(ckpt)
     assert isinstance(m.diffusion, FlowMatching) and m.config.objective == 'flow'
 
-def test_a_flow_model_exported_as_a_graph_samples_as_its_weights(flow_run, tmp_path):
+@pytest.mark.parametrize('suffix', ['.pt2', '.onnx'])
+def test_a_flow_model_exported_as_a_graph_samples_as_its_weights(flow_run, tmp_path, suffix):
+    if suffix == '.onnx': pytest.importorskip('onnxruntime'); pytest.importorskip('onnxscript')
     _, ckpt = flow_run
-    pt2 = export_model(ckpt, tmp_path/'flow.pt2')
-    a, b = load_model(ckpt), load_model(pt2)
+    graph = export_model(ckpt, tmp_path/f'flow{suffix}')
+    a, b = load_model(ckpt), load_model(graph)
     kw = dict(labels=[0, 5], shape=a.shape, sampler='heun', steps=3, generator=None)
     xa = sample(a.model, a.diffusion, **{**kw, 'generator': torch.Generator().manual_seed(0)})
     xb = sample(b.model, b.diffusion, **{**kw, 'generator': torch.Generator().manual_seed(0)})
@@ -198,8 +202,12 @@ def test_train_takes_objective_flow_and_t_sampling_on_the_command_line(tmp_path,
         getattr(TRAIN_PRESETS['flow'], k) for k in ('objective', 't_sampling', 'weighting'))
     cfg = config('--objective', 'flow', '--t-sampling', 'uniform', '--weighting', 'min_snr')   # what is given is kept
     assert (cfg.t_sampling, cfg.weighting) == ('uniform', 'min_snr')
-    code, _, err = cli(minddpm_train, '--t-sampling', 'logit_normal', '--steps', '2', '--out', tmp_path/'v', capsys=capsys)
-    assert code == 2 and "t_sampling must be 'uniform' for objective 'v'" in err and not (tmp_path/'v').exists()
+    for argv in (['--t-sampling', 'logit_normal'], ['--t-sampling', 'uniform'], ['--preset', 'colab', '--t-sampling', 'uniform']):
+        code, _, err = cli(minddpm_train, *argv, '--steps', '2', '--out', tmp_path/'v', capsys=capsys)   # an option that does nothing
+        assert code == 2 and "--t-sampling does nothing with objective" in err and 'add --objective flow' in err, argv
+        assert not (tmp_path/'v').exists()
+    c = _train_changes(train_parser().parse_args(['--preset', 'flow', '--objective', 'v']))
+    assert dataclasses.replace(TRAIN_PRESETS['flow'], **c).t_sampling == 'uniform'   # a diffusion run from the flow preset
 
 def test_reflow_trains_a_flow_model_on_its_own_pairs_and_refuses_a_diffusion_model(flow_run, tmp_path):
     from minddpm.conditioning import NULL_LABEL
@@ -207,6 +215,9 @@ def test_reflow_trains_a_flow_model_on_its_own_pairs_and_refuses_a_diffusion_mod
     _, ckpt = flow_run
     m = load_model(ckpt)
     pairs = reflow_pairs(m.model, m.diffusion, len(m.classes), 40, m.shape, steps=2, p_uncond=0.25, batch=16)
+    v = load_model()
+    with pytest.raises(ValueError, match="reflow pairs come from a flow model's Euler steps; this model predicts 'v'"):
+        reflow_pairs(v.model, v.diffusion, 10, 4, v.shape)
     x0, eps, y = pairs
     assert x0.shape == eps.shape == (40, *m.shape) and y.shape == (40,) and 0 < (y == NULL_LABEL).sum() < 40
     again = sample(m.model, m.diffusion, y[:16], shape=m.shape, steps=2, w=1.0, x_T=eps[:16], precision='auto')
