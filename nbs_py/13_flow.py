@@ -140,7 +140,7 @@ print(f"{sum(p.numel() for p in net.parameters()):,} weights")
 def plot_paths(velocity, eps, steps, ax, title):
     path = []
     euler_sample(velocity, eps, steps, trajectory=path)
-    path = torch.stack(path)                                           # (steps + 1, N, 2)
+    path = torch.stack(path)[::5]                                      # every 5th of the steps + 1 points, (·, N, 2): lighter pictures
     ax.plot(path[..., 0], path[..., 1], lw=.4, c='C1', alpha=.5)
     ax.scatter(*path[0].T, s=2, c='0.6'); ax.scatter(*path[-1].T, s=2, c='C0')
     ax.set(title=title, xticks=[], yticks=[], aspect='equal')
@@ -204,9 +204,9 @@ print('reflow: ', {f'{n} steps': round(e, 4) for n, e in after.items()}, f'strai
 assert after[1] <= before[1] / 2   # one reflow at least halves the 1-step sample's distance to the data
 
 # %%
-fig, axs = plt.subplots(1, 4, figsize=(12, 3.2))
-plot_paths(net, eps_show, 100, axs[0], 'flow: paths')
-plot_paths(reflowed, eps_show, 100, axs[1], 'after one reflow: paths')
+fig, axs = plt.subplots(1, 4, figsize=(10, 2.7))
+plot_paths(net, eps_show[:200], 100, axs[0], 'flow: paths')
+plot_paths(reflowed, eps_show[:200], 100, axs[1], 'after one reflow: paths')
 for ax, (name, v) in zip(axs[2:], (('flow', net), ('after reflow', reflowed))):
     ax.scatter(*data_test[:500].T, s=2, c='0.8', label='data')
     ax.scatter(*euler_sample(v, eps_test[:500], 1).T, s=2, c='C3', label='1 Euler step')
@@ -357,6 +357,7 @@ from minddpm.run import Run, TRAIN_PRESETS
 from minddpm.sampling import sample
 from minddpm.training import train_steps
 
+# %%
 @torch.no_grad()
 def loss_by_t(run, bins=10, seed=0):   # held-out MSE of the velocity in each tenth of t, at fixed times and noise
     g = torch.Generator().manual_seed(seed)
@@ -449,6 +450,7 @@ from minddpm.data import load_bundled, resize_uint8, to_unit_range
 from minddpm.forward import Diffusion
 from minddpm.sampling import IdealDenoiser, ddim_timesteps
 
+# %%
 digits = load_bundled()
 keep = torch.randperm(len(digits['images']), generator=torch.Generator().manual_seed(0))[:500]
 images, labels = to_unit_range(resize_uint8(digits['images'][keep], 16)), digits['labels'][keep]
@@ -570,6 +572,7 @@ def show_table(header, rows):
     line = lambda cells: '| ' + ' | '.join(map(str, cells)) + ' |'
     display(Markdown('\n'.join([line(header), line(['---'] * len(header)), *map(line, rows)])))
 
+# %%
 recipes = measured('flow_recipes.json')
 names = {'v': 'v, min-SNR-5 (today\'s tiny)', 'flow_u_u': 'flow, uniform t, uniform weights', 'flow_u_snr': 'flow, uniform t, min-SNR-5',
          'flow_ln_u': 'flow, logit-normal t, uniform weights', 'flow_ln_snr': 'flow, logit-normal t, min-SNR-5'}
