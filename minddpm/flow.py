@@ -221,6 +221,7 @@ def reflow_pairs(model,                    # a flow model's network (e.g. `load_
                     for i in range(0, n, batch)])
     return x0, eps, y
 
+# %% ../nbs/13_flow.ipynb #be0a22a3
 def reflow(checkpoint,           # a flow model (objective 'flow'): a checkpoint, from `minddpm_train` or an earlier reflow, or a weights export
            pairs: tuple,         # (x̂0, ε, y) from `reflow_pairs`
            steps: int = 500,     # optimiser steps on the pairs

@@ -530,6 +530,7 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
     precision, a non-finite `w`, `eta` outside [0, 1] or a wrong `x_T` shape; `FloatingPointError` for non-finite images."""
     sampler, spacing = _check_sampler(diffusion, sampler, spacing)
     b, labels = _check_sample(model, labels, n, spacing, variance, w, eta, shape, x_T)
+    y = labels.to(diffusion.device) if labels is not None else None
     if sampler in FLOW_SAMPLERS:
         from minddpm.flow import flow_steps, flow_times   # lesson 13's loop, built on this lesson's pieces
         _check_steps(diffusion.T, steps, 'linspace')
@@ -537,7 +538,6 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
     else:
         ts = list(range(diffusion.T - 1, -1, -1)) if sampler == 'ddpm' else ddim_timesteps(diffusion.T, steps, spacing)
         loop = lambda net, x, randn: denoise_steps(net, diffusion, x, ts, y, w, sampler, eta, variance, clip, randn)
-    y = labels.to(diffusion.device) if labels is not None else None
     with _sampling(model, diffusion, precision, (b, *shape), generator) as (net, randn):
         x = randn() if x_T is None else x_T.to(diffusion.device, torch.float32)
         for t, x, x0 in loop(net, x, randn):

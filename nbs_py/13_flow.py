@@ -518,6 +518,12 @@ def reflow_pairs(model,                    # a flow model's network (e.g. `load_
                     for i in range(0, n, batch)])
     return x0, eps, y
 
+# %% [markdown]
+# The second model starts from the first one's weights, not from scratch: it only has to straighten paths it
+# already knows, so a few hundred steps on the pairs are enough to change its one- and two-step samples.
+
+# %%
+#| exports
 def reflow(checkpoint,           # a flow model (objective 'flow'): a checkpoint, from `minddpm_train` or an earlier reflow, or a weights export
            pairs: tuple,         # (x̂0, ε, y) from `reflow_pairs`
            steps: int = 500,     # optimiser steps on the pairs
