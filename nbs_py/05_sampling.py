@@ -364,8 +364,10 @@ show_rows([ddim_loop(ideal, spread(5)), dpm_loop(ideal, spread(5)), ddim_loop(id
 # %%
 #| exports
 def _eps(model, diffusion, x, t, y, w):
-    "ε̂ at timesteps t: unconditional when `y` is None, else classifier-free guided with weight `w` (one batched pass)."
-    out = model(x, t) if y is None else guided_eps(model, x, t, y, w)
+    """ε̂ at timesteps t: unconditional when `y` is None, else classifier-free guided with weight `w` (one batched pass);
+    a distilled student (lesson 14) has its guidance in its weights, and is called once."""
+    folded = getattr(diffusion, 'guidance', None) is not None
+    out = model(x, t) if y is None else model(x, t, y) if folded else guided_eps(model, x, t, y, w)
     return diffusion.predictions(x, t, out)[0]
 
 # %%
@@ -447,6 +449,16 @@ def _check_sampler(diffusion, sampler: str | None, spacing: str | None) -> tuple
                          f"in t from 1 to 0: leave spacing out")
     return sampler, spacing if flow else (spacing or DEFAULT_SPACING.get(sampler, 'linspace'))
 
+def _student_options(diffusion, sampler, steps, spacing, w, eta) -> tuple:
+    """(sampler, steps, spacing, w, eta) of a distilled student (lesson 14): DDIM with η = 0 on its own timesteps, in its
+    calls, at the guidance folded into it. Anything else it was not trained for is refused by a `ValueError`, by name."""
+    calls, g = diffusion.calls, diffusion.guidance
+    why = f"this model is a student distilled to sample in {calls} call{'s' * (calls != 1)} (DDIM, η = 0, w = {g:g}; lesson 14)"
+    given = {'sampler': (sampler, 'ddim'), 'steps': (steps, calls), 'spacing': (spacing, 'trailing'), 'w': (w, g), 'eta': (eta, 0)}
+    wrong = [f"{k}={v!r}" for k, (v, want) in given.items() if v is not None and v != want]
+    if wrong: raise ValueError(f"{', '.join(wrong)}: {why}; leave {'it' if len(wrong) == 1 else 'them'} out, or sample its teacher")
+    return 'ddim', calls, 'trailing', g, 0.0
+
 def _check_sample(model, labels, n, spacing, variance, w, eta, shape, x_T) -> tuple[int, torch.Tensor | None]:
     """`sample`'s arguments checked, each refused by a `ValueError` saying what is allowed (a `TypeError` for a model that is
     not a network); returns (batch size, labels as a tensor or None)."""
@@ -514,10 +526,10 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            n: int | None = None,          # number of images when `labels` is None
            shape=(1, 16, 16),             # (C, H, W) of one image
            sampler: str | None = None,    # 'ddim', 'dpm++' (DPM-Solver++(2M)) or 'ddpm'; a flow model's 'euler' or 'heun' (lesson 13); None: ddim, or euler
-           steps: int = 50,               # network calls of DDIM, DPM-Solver++ and Euler; Heun's steps take two but the last (DDPM always takes T)
+           steps: int | None = None,      # network calls of DDIM, DPM-Solver++ and Euler (None: 50); Heun's steps take two but the last (DDPM always takes T)
            spacing: str | None = None,    # DDIM's and DPM-Solver++'s 'linspace' or 'trailing'; None: linspace for DDIM, trailing for DPM-Solver++
-           w: float = 3.0,                # guidance weight: 0 unconditional, 1 conditional, >1 guided
-           eta: float = 1.0,              # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?"); DPM-Solver++ is deterministic
+           w: float | None = None,        # guidance weight: 0 unconditional, 1 conditional, >1 guided; None: 3
+           eta: float | None = None,      # DDIM noise: 0 deterministic, 1 ancestral (see "Which η?"); None: 1; DPM-Solver++ is deterministic
            variance: str = 'beta',        # DDPM σ²: 'beta' or 'beta_tilde'
            clip: bool = True,             # clip x̂0 to [-1, 1]
            generator: torch.Generator | None = None,  # seeds the starting noise and every later draw
@@ -527,7 +539,10 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            precision: str = 'fp32'):      # the network's: 'fp32', 'bf16' (a bf16 copy of its weights), or 'auto': bf16 on a CPU with bf16 instructions
     """Sample with DDPM, DDIM or DPM-Solver++(2M), or a flow model with Euler or Heun (lesson 13), and guidance, in float32
     arithmetic at any `precision`. `ValueError` for an unknown sampler (or one of the other kind of model), spacing or
-    precision, a non-finite `w`, `eta` outside [0, 1] or a wrong `x_T` shape; `FloatingPointError` for non-finite images."""
+    precision, a non-finite `w`, `eta` outside [0, 1] or a wrong `x_T` shape; `FloatingPointError` for non-finite images.
+    A distilled student (lesson 14) samples in its own calls and guidance by default, and refuses other values."""
+    if getattr(diffusion, 'calls', None): sampler, steps, spacing, w, eta = _student_options(diffusion, sampler, steps, spacing, w, eta)
+    steps, w, eta = 50 if steps is None else steps, 3.0 if w is None else w, 1.0 if eta is None else eta
     sampler, spacing = _check_sampler(diffusion, sampler, spacing)
     b, labels = _check_sample(model, labels, n, spacing, variance, w, eta, shape, x_T)
     y = labels.to(diffusion.device) if labels is not None else None

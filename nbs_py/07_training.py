@@ -137,9 +137,9 @@ def step_inputs(run: Run,        # the run: its seed, step, batch size, device a
         raise ValueError(f"this process takes {K * run.micro_batch} images per step (batch_size {cfg.batch_size} over "
                          f"{run.place.world_size} process(es)), got {len(x)}")
     x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-    flow = run.diffusion.objective == 'flow'   # lesson 13's continuous t, drawn in the same place
+    # t from the noising process's own draw: uniform steps, a flow run's continuous t (lesson 13), a student's own steps (lesson 14)
     d = step_draws(cfg.seed, run.step, cfg.batch_size, rank_positions(run.place, cfg.batch_size), x.shape[1:], run.diffusion.T,
-                   cfg.p_uncond, run.generator, run.diffusion.sample_timesteps if flow else None)
+                   cfg.p_uncond, run.generator, run.diffusion.sample_timesteps)
     if cfg.hflip: x = torch.where(d.flip[:, None, None, None], x.flip(-1), x)
     return x, torch.where(d.drop, NULL_LABEL, y), d.t, d.eps
 
@@ -182,8 +182,10 @@ def weighted_loss(run: Run,        # gives the network, the diffusion, the weigh
                   ) -> torch.Tensor: # scalar: the batch's mean weighted MSE
     "The loss of one (micro-)batch: each image's MSE on the run's target, times its timestep's weight (DDPM's L_simple for ε, uniform)."
     with autocast(run.device, run.dtype):
-        out = run.forward(run.diffusion.add_noise(x0, t, eps)[0], run.diffusion.network_time(t), y).float()   # the prediction, in fp32
-    err = (out - run.diffusion.target(x0, eps, t)).square().flatten(1).mean(1)      # (B,) each image's MSE
+        xt = run.diffusion.add_noise(x0, t, eps)[0]
+        out = run.forward(xt, run.diffusion.network_time(t), y).float()               # the prediction, in fp32
+    target = run.diffusion.target(x0, eps, t) if run.teacher is None else run.teacher(xt, t, y)   # a student's: lesson 14
+    err = (out - target).square().flatten(1).mean(1)                                  # (B,) each image's MSE
     return (run.diffusion.loss_weights(t, run.cfg.weighting, run.cfg.snr_gamma) * err).mean()
 
 def train_step(run: Run,        # the run to advance: its weights, EMA, optimiser, schedule and step change in place
@@ -347,8 +349,8 @@ ax_lr.plot(range(1, 151), lrs); ax_lr.set(xlabel='step', title='learning rate (O
 def save_samples(run: Run,         # its EMA model, diffusion, classes, image shape and step are used
                  path,             # the PNG to write; missing folders are made
                  n: int = 8,       # samples per class: the columns of the grid
-                 steps: int = 50,  # DDIM steps (a flow run's: Euler steps)
-                 w: float = 3.0,   # guidance weight: 0 unconditional, 1 conditional, >1 guided
+                 steps: int | None = None, # DDIM steps (a flow run's: Euler steps); None: 50, or a student's calls (lesson 14)
+                 w: float | None = None,   # guidance weight: 0 unconditional, 1 conditional, >1 guided; None: 3, or a student's
                  seed: int = 0,    # seeds the sampler's own generator (training's RNG is untouched)
                  ) -> Path:
     "Draw `n` samples of every class with the EMA weights (DDIM, or Euler for a flow run; fixed seed) and save them as a grid, one row per class."
@@ -362,6 +364,8 @@ def save_samples(run: Run,         # its EMA model, diffusion, classes, image sh
     fig, ax = plt.subplots(figsize=(0.5 + n * 0.45, 0.4 + len(run.classes) * 0.45))
     ax.imshow(grid, interpolation='nearest')
     ax.set(xticks=[], yticks=[h * (i + .5) for i in range(len(run.classes))], yticklabels=run.classes)
+    calls, folded = getattr(run.diffusion, 'calls', None), getattr(run.diffusion, 'guidance', None)   # a student's (lesson 14)
+    steps, w = steps or calls or 50, folded if w is None and folded is not None else 3.0 if w is None else w
     ax.set_title(f'step {run.step}, EMA, {"Euler" if run.diffusion.objective == "flow" else "DDIM"} {steps}, w={w:g}', fontsize=8); ax.tick_params(labelsize=7, length=0)
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)

@@ -164,11 +164,14 @@ def _strength(strength) -> float:
     return strength
 
 def _edits(diffusion):
-    "A `ValueError` for a flow-matching model (lesson 13), named: these edits walk a diffusion's timesteps."
+    "A `ValueError` for a flow-matching model (lesson 13) or a distilled student (lesson 14), named: these edits walk a diffusion's timesteps."
     if diffusion.objective == 'flow':
         raise ValueError("editing walks a diffusion's timesteps (DDIM steps, re-noising by ᾱ_t); this model was trained with flow "
                          "matching (objective 'flow', lesson 13), which the edits do not take yet: edit a model trained with "
                          "objective eps, v or x0")
+    if getattr(diffusion, 'calls', None):
+        raise ValueError(f"editing starts at any timestep; this model is a student distilled to sample in {diffusion.calls} "
+                         f"call{'s' * (diffusion.calls != 1)} from pure noise on its own timesteps (lesson 14): edit with its teacher")
 
 def _reverse_inputs(diffusion, x, path, labels, w, eta) -> tuple:
     "`reverse`'s arguments checked, each refused by a `ValueError` saying what is allowed; returns (x, y) on the schedule's device."

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from minddpm.data import to_uint8
-from minddpm.sampling import DEFAULT_SPACING, PRECISIONS, _finite, _network, _sampling, ddim_timesteps, denoise_steps
+from minddpm.sampling import DEFAULT_SPACING, PRECISIONS, _finite, _network, _sampling, _student_options, ddim_timesteps, denoise_steps
 from minddpm.training import Trained, load_model
 
 # %%
@@ -316,7 +316,8 @@ class Batcher(_RequestQueue):
         device, (sampler, steps, w) = m.diffusion.betas.device, reqs[0].loop
         y = torch.cat([torch.full((r.n,), r.label) for r in reqs]).to(device)
         x = torch.cat([torch.randn((r.n, *m.shape), generator=torch.Generator().manual_seed(r.seed)) for r in reqs]).to(device)
-        ts, start = ddim_timesteps(m.diffusion.T, steps, DEFAULT_SPACING[sampler]), time.perf_counter()
+        spacing = 'trailing' if getattr(m.diffusion, 'calls', None) else DEFAULT_SPACING[sampler]   # a student's own (lesson 14)
+        ts, start = ddim_timesteps(m.diffusion.T, steps, spacing), time.perf_counter()
         with _sampling(self.net, m.diffusion) as (net, _):                   # lesson 05's set-up: eval mode
             for call, (t, x, x0) in enumerate(denoise_steps(net, m.diffusion, x, ts, y, w, sampler, eta=0.0), 1):
                 if t < 0: break                                                  # the last step: x holds the images
@@ -411,36 +412,47 @@ def _gradio():
     except ImportError: raise ImportError('the demo needs Gradio: pip install "minddpm[demo]"') from None
     return gr
 
-def _checked(gr, classes, *fields) -> Request:
-    "`parse_request`, its `ValueError` turned into a `gr.Error`: a notice on the page, the error of an API call, no traceback logged."
-    try: return parse_request(classes, *fields)
+def _checked(gr, m: Trained, *fields) -> Request:
+    """`parse_request` for model `m` (a distilled student, lesson 14, takes its own sampler, steps and w alone), its
+    `ValueError` turned into a `gr.Error`: a notice on the page, the error of an API call, no traceback logged."""
+    try:
+        r = parse_request(m.classes, *fields)
+        if getattr(m.diffusion, 'calls', None): _student_options(m.diffusion, r.sampler, r.steps, None, r.w, None)
+        return r
     except ValueError as e: raise gr.Error(str(e), print_exception=False) from None
+
+def _defaults(diffusion) -> dict:
+    "The form's and the API's w, sampler and steps: DPM-Solver++ in 20 steps at w = 3, or a distilled student's own (lesson 14)."
+    if getattr(diffusion, 'calls', None): return dict(w=diffusion.guidance, sampler='ddim', steps=diffusion.calls)
+    return dict(w=3.0, sampler='dpm++', steps=20)
 
 def _trajectory(frames) -> np.ndarray:
     "x_t above x̂0 of the first image, at (up to) eight evenly spaced steps of `frames`, a list of (x_t, x̂0) uint8 images."
     keep = [frames[round(i * (len(frames) - 1) / 7)] for i in range(8)] if len(frames) > 8 else frames
     return _picture(torch.stack([f[0] for f in keep] + [f[1] for f in keep]), ncols=len(keep), scale=4)
 
-# the values each API endpoint takes, in order, with the defaults a shorter plain-HTTP request gets (None: required)
-API_INPUTS = {'png': (('class', None), ('n', 4), ('w', 3.0), ('steps', 20), ('seed', 0), ('sampler', 'dpm++')),
-              'sample': (('class', None), ('n', 4), ('w', 3.0), ('sampler', 'dpm++'), ('steps', 20), ('seed', 0))}
+def _api_inputs(d: dict) -> dict:
+    "The values each API endpoint takes, in order, with the defaults `d` a shorter plain-HTTP request gets (None: required)."
+    return {'png': (('class', None), ('n', 4), ('w', d['w']), ('steps', d['steps']), ('seed', 0), ('sampler', d['sampler'])),
+            'sample': (('class', None), ('n', 4), ('w', d['w']), ('sampler', d['sampler']), ('steps', d['steps']), ('seed', 0))}
+API_INPUTS = _api_inputs(_defaults(None))   # a model's; a student's come from its calls and guidance
 
 class _FilledInputs:
     """ASGI middleware before Gradio's routes: a plain-HTTP call of `/png` or `/sample` (`{"data": [...]}`) with fewer
     values than the endpoint takes gets the rest from `API_INPUTS`; one with no class, more values than it takes, or a
     body that is not such an object is answered 422, in words."""
-    def __init__(self, app): self.app = app
+    def __init__(self, app, inputs: dict = API_INPUTS): self.app, self.inputs = app, inputs
 
     async def __call__(self, scope, receive, send):
         hit = scope['type'] == 'http' and scope['method'] == 'POST' and re.fullmatch(r'.*/(?:call|run|api)/(\w+)/?', scope['path'])
-        if not hit or hit.group(1) not in API_INPUTS: return await self.app(scope, receive, send)
+        if not hit or hit.group(1) not in self.inputs: return await self.app(scope, receive, send)
         body, more = b'', True
         while more:
             message = await receive()
             body, more = body + message.get('body', b''), message.get('more_body', False)
         try: request = json.loads(body)
         except ValueError: request = None
-        inputs, name = API_INPUTS[hit.group(1)], hit.group(1)
+        inputs, name = self.inputs[hit.group(1)], hit.group(1)
         data = request.get('data') if isinstance(request, dict) else None
         if not isinstance(data, list) or not 1 <= len(data) <= len(inputs):
             got = ('no JSON object' if not isinstance(request, dict) else "no 'data' list" if not isinstance(data, list)
@@ -464,12 +476,12 @@ class _FilledInputs:
             return {'type': 'http.request', 'body': body, 'more_body': False}
         await self.app(scope, replay, send)
 
-def _filling_launch(launch):
-    "Blocks.launch with `_FilledInputs` among the FastAPI app's middleware, whatever else `app_kwargs` brings."
+def _filling_launch(launch, inputs: dict = API_INPUTS):
+    "Blocks.launch with `_FilledInputs` (filling from `inputs`) among the FastAPI app's middleware, whatever else `app_kwargs` brings."
     from starlette.middleware import Middleware
     def launched(*args, app_kwargs=None, **kwargs):
         app_kwargs = dict(app_kwargs or {})
-        app_kwargs['middleware'] = [*app_kwargs.get('middleware', []), Middleware(_FilledInputs)]
+        app_kwargs['middleware'] = [*app_kwargs.get('middleware', []), Middleware(_FilledInputs, inputs=inputs)]
         return launch(*args, app_kwargs=app_kwargs, **kwargs)
     return launched
 
@@ -478,6 +490,7 @@ def _page(gr, m: Trained, generate, png, batcher):
     # Gradio types the endpoint from the hints, which `from __future__ import annotations` leaves as strings
     png.__annotations__ = {'label': str, 'n': float, 'w': float, 'steps': float, 'seed': float, 'sampler': str,
                            'return': gr.FileData}
+    d = _defaults(m.diffusion)   # a distilled student's own sampler, steps and w (lesson 14)
     with gr.Blocks(analytics_enabled=False, title='minddpm demo') as app:
         gr.Markdown(f"## minddpm: a conditional DDPM\nClasses {', '.join(m.classes)}; {m.shape[1]}×{m.shape[2]} images; "
                     f"{m.step} training steps. Each network call is streamed as it runs.")
@@ -486,9 +499,9 @@ def _page(gr, m: Trained, generate, png, batcher):
                 # the request is checked by `parse_request`, not by the components: their checks log a traceback
                 label = gr.Dropdown(m.classes, value=m.classes[0], label='class', allow_custom_value=True)
                 n = gr.Number(4, step=1, label='images', info=f'1 to {MAX_IMAGES}')
-                w = gr.Number(3.0, label='guidance w', info=f'0 unconditional, 1 conditional, >1 guided (up to {MAX_GUIDANCE:g})')
-                sampler = gr.Dropdown(list(DEMO_SAMPLERS), value='dpm++', label='sampler', allow_custom_value=True)
-                steps = gr.Number(20, step=1, label='steps', info=f'network calls, 1 to {MAX_STEPS}')
+                w = gr.Number(d['w'], label='guidance w', info=f'0 unconditional, 1 conditional, >1 guided (up to {MAX_GUIDANCE:g})')
+                sampler = gr.Dropdown(list(DEMO_SAMPLERS), value=d['sampler'], label='sampler', allow_custom_value=True)
+                steps = gr.Number(d['steps'], step=1, label='steps', info=f'network calls, 1 to {MAX_STEPS}')
                 seed = gr.Number(0, step=1, label='seed', info='the same seed and settings give the same images')
                 button = gr.Button('Sample', variant='primary')
             with gr.Column(scale=2):
@@ -498,7 +511,7 @@ def _page(gr, m: Trained, generate, png, batcher):
         button.click(generate, [label, n, w, sampler, steps, seed], [grid, traj, caption], api_name='sample',
                      concurrency_limit=None)
         gr.api(png, api_name='png', concurrency_limit=None)
-    app.batcher, app.launch = batcher, _filling_launch(app.launch)
+    app.batcher, app.launch = batcher, _filling_launch(app.launch, _api_inputs(d))
     return app
 
 # %%
@@ -513,10 +526,11 @@ def demo_app(model=None,                 # a `Trained` from `load_model`, or a p
     gr = _gradio()
     m = model if isinstance(model, Trained) else load_model(model)
     batcher, files = Batcher(m, max_rows, precision, batching), Path(tempfile.mkdtemp(prefix='minddpm-demo-'))
+    d = _defaults(m.diffusion)   # the API's defaults: a distilled student's own (lesson 14)
 
     def generate(label, n, w, sampler, steps, seed):
         "The page's button: yields (grid, trajectory, caption) as the sampling goes."
-        r, frames = _checked(gr, m.classes, label, n, w, sampler, steps, seed), []
+        r, frames = _checked(gr, m, label, n, w, sampler, steps, seed), []
         for event in batcher.events(r):
             if event[0] == 'step':
                 _, call, total, x, x0 = event
@@ -529,9 +543,9 @@ def demo_app(model=None,                 # a `Trained` from `load_model`, or a p
                        f"{r.n} × class {m.classes[r.label]!r}: {r.sampler}, {r.steps} steps, w = {r.w:g}, seed {r.seed}; "
                        f"{info['seconds']:.2f} s{shared}")
 
-    def png(label: str, n: float = 4, w: float = 3.0, steps: float = 20, seed: float = 0, sampler: str = 'dpm++'):
+    def png(label: str, n: float = 4, w: float = d['w'], steps: float = d['steps'], seed: float = 0, sampler: str = d['sampler']):
         "The grid of `n` images of class `label` (name or index) as a PNG: the same request gives the same bytes."
-        images, _ = batcher(_checked(gr, m.classes, label, n, w, sampler, steps, seed))
+        images, _ = batcher(_checked(gr, m, label, n, w, sampler, steps, seed))
         data = grid_png(images)
         (path := files/f"{hashlib.sha256(data).hexdigest()[:16]}.png").write_bytes(data)
         return gr.FileData(path=str(path), mime_type='image/png')

@@ -3,7 +3,7 @@
 
 # %% [markdown]
 # # Commands
-# > The six commands, `minddpm_data`, `minddpm_train`, `minddpm_sample`, `minddpm_edit`, `minddpm_bench` and `minddpm_demo`: every number checked as it is parsed, every output path before any work
+# > The seven commands, `minddpm_data`, `minddpm_train`, `minddpm_distill`, `minddpm_sample`, `minddpm_edit`, `minddpm_bench` and `minddpm_demo`: every number checked as it is parsed, every output path before any work
 
 # %%
 #| hide
@@ -40,7 +40,7 @@ from minddpm.data import get_datasets, pick_device, show_images
 from minddpm.distributed import launched, leave
 from minddpm.bench import _check_bench_args, format_table, run_bench
 from minddpm.demo import demo_app
-from minddpm.parsers import (EDIT_TASKS, _check_edit_options, _check_gamma, _check_sampler_options, _train_changes,
+from minddpm.parsers import (EDIT_TASKS, _check_edit_options, _check_gamma, _check_sampler_options, _train_changes, distill_parser,
                              bench_parser, data_parser, demo_parser, edit_parser, sample_parser, train_parser)
 from minddpm.training import TRAIN_PRESETS, Run, export_model, load_checkpoint, load_model, resume, set_steps, train
 from minddpm.sampling import sample
@@ -152,6 +152,28 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
               f"carry on with: minddpm_train --resume {run.checkpoint[0]}")
     print(f"trained to step {run.step}; checkpoint: {run.checkpoint[0]}")
 
+# %%
+#| export
+def minddpm_distill(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
+    "Distil a trained model into a student that samples in a few network calls, guidance folded in (lesson 14)."
+    from minddpm.distill import distill
+    p = distill_parser(minddpm_distill.__doc__)
+    a = p.parse_args(argv)
+    made = _new_folders(a.out)
+    changes = {k: v for k in ('batch_size', 'device', 'precision') if (v := getattr(a, k)) is not None}
+    with cli_warnings('minddpm_distill'):
+        try:
+            if a.export: _export_target(a.export)          # paths first: a bad one must not cost the rounds
+            writable_dir(a.out)
+            if a.device: pick_device(a.device)
+            last = distill(a.teacher, a.calls, a.start, a.guidance, a.steps, a.lr, a.out, a.minutes, **changes)
+            m = load_model(last)
+            if a.export and m.diffusion.calls == a.calls: print(f"exported the student to {export_model(last, a.export)}")
+        except USER_ERRORS as e: _drop_empty(made); _refuse(p, e)
+    if m.diffusion.calls != a.calls:
+        print(f"the time budget ran out with a student of {m.diffusion.calls} calls ({last}); carry on with the same command")
+    else: print(f"distilled to {a.calls} call{'s' * (a.calls != 1)} at w = {m.diffusion.guidance:g}: {last}; sample it with minddpm_sample {last}")
+
 # %% [markdown]
 # `minddpm_sample` draws a labelled grid from a checkpoint's EMA weights, or from a model file that
 # `--export` wrote. An option the chosen sampler would not use is refused rather than ignored.
@@ -178,8 +200,8 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
             shape = m.shape if a.img_size is None else (m.shape[0], a.img_size, a.img_size)
             m.model.check_input(torch.zeros(1, *shape))
             y = torch.tensor(labels).repeat_interleave(a.n)
-            x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps or 50, spacing=a.spacing,
-                       w=a.guidance, eta=1.0 if a.eta is None else a.eta, generator=torch.Generator().manual_seed(a.seed),
+            x = sample(m.model, m.diffusion, y, shape=shape, sampler=a.sampler, steps=a.steps, spacing=a.spacing,
+                       w=a.guidance, eta=a.eta, generator=torch.Generator().manual_seed(a.seed),
                        precision=a.precision)
         except USER_ERRORS as e: _drop_empty(made); _refuse(p, e)
     import matplotlib.pyplot as plt

@@ -142,11 +142,12 @@ def sample_parser(description: str = None, # what `--help` says first: the comma
                         'the shipped one in 10 to 20 steps, where ddim with --eta 0 needs 50; ddim with --eta 1 scores better '
                         'from 10 steps on that model, see lesson 08) or ddpm (all T steps); a flow model (--objective flow): '
                         'euler (its default) or heun (two calls a step, lesson 13)')
-    p.add_argument('--steps', type=int_arg(1), help='network calls of ddim, dpm++ and euler; heun takes 2 × steps − 1 (default: 50)')
+    p.add_argument('--steps', type=int_arg(1), help="network calls of ddim, dpm++ and euler; heun takes 2 × steps − 1 (default: 50; a distilled student's calls)")
     p.add_argument('--spacing', choices=SPACINGS,
                    help='their timesteps: linspace (T-1 down to 0; ddim\'s default) or trailing (Lin et al. 2023; '
                         'dpm++\'s default, which draws clean digits from 5 steps where linspace does not)')
-    p.add_argument('--guidance', type=float_arg(0), default=3.0, help='w: 0 unconditional, 1 conditional, above 1 guided (default: 3)')
+    p.add_argument('--guidance', type=float_arg(0), help="w: 0 unconditional, 1 conditional, above 1 guided (default: 3; a distilled "
+                                                         "student's own, folded into it: lesson 14)")
     p.add_argument('--eta', type=float_arg(0, 1), help='ddim\'s noise, 0 (deterministic) to 1 (default: 1)')
     p.add_argument('--img-size', type=int_arg(1), help='image side (default: the training size)')
     p.add_argument('--precision', default='auto', choices=PRECISIONS,
@@ -238,6 +239,28 @@ def bench_parser(description: str = None, # what `--help` says first: the comman
                    help="find the largest training batch within 15 GiB; auto: on for CUDA only")
     p.add_argument('--steps', type=int_arg(1), default=5, help="training steps timed per setting, after 2 warm-up steps (default 5)")
     p.add_argument('--json', default='minddpm_bench.json', help="where to write the results (default minddpm_bench.json)")
+    return p
+
+def distill_parser(description: str = None, # what `--help` says first: the command's docstring
+                   ) -> argparse.ArgumentParser:
+    "The options of `minddpm_distill`, each number checked as it is parsed."
+    p = argparse.ArgumentParser(prog='minddpm_distill', description=description)
+    p.add_argument('teacher', nargs='?', help='a checkpoint from minddpm_train or from an earlier round, or a weights file from '
+                                              '--export, of a model predicting v or x0 (default: the shipped tiny digits model)')
+    p.add_argument('--calls', type=int_arg(1), default=4, help="network calls of the last student (default: 4): the teacher's "
+                                                                "--start halved once a round")
+    p.add_argument('--start', type=int_arg(2), help="DDIM steps of the first teacher, --calls times a power of two (default: 64); "
+                                                    "a student goes on from its own calls")
+    p.add_argument('--guidance', type=float_arg(0), help="w folded into the students, one call a step (default: 3; a student's own)")
+    p.add_argument('--steps', type=int_arg(1), default=500, help='optimiser steps per round (default: 500)')
+    p.add_argument('--lr', type=float_arg(0, open_low=True), default=1e-4, help='peak learning rate per round (default: 1e-4)')
+    p.add_argument('--minutes', type=float_arg(0, open_low=True),
+                   help='time budget for the rounds left, shared evenly; the same command carries on where it stopped')
+    p.add_argument('--batch-size', type=int_arg(1), help="images per optimiser step (default: the teacher's)")
+    p.add_argument('--out', default='runs/distill', help='one run directory per round: OUT/calls_032, OUT/calls_016, … (default: runs/distill)')
+    p.add_argument('--export', help='also write the last student as a model file: weights (.pt), or a .pt2 or .onnx graph')
+    p.add_argument('--device', help='auto, cuda, cuda:N, mps or cpu (default: auto)')
+    p.add_argument('--precision', choices=('auto', 'bf16', 'fp16', 'fp32'), help="autocast precision of the student (default: auto)")
     return p
 
 def demo_parser(description: str = None, # what `--help` says first: the command's docstring

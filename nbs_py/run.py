@@ -21,6 +21,7 @@ from minddpm.data import get_datasets
 from minddpm.device import resolve_precision
 from minddpm.distributed import join, local_batch_size
 from minddpm.ema import EMA
+from minddpm.distill import DISTILL_OBJECTIVES, StudentDiffusion
 from minddpm.flow import T_SAMPLINGS, FlowMatching
 from minddpm.forward import OBJECTIVES, WEIGHTINGS, Diffusion
 from minddpm.unet import unet_preset
@@ -72,6 +73,9 @@ class TrainConfig:
     sample_every: int = 40       # epochs between per-class sample grids drawn with the EMA, at least `GRID_MIN_STEPS` steps apart (one more at the end); 0: none
     wandb: bool = False          # log to Weights & Biases; offline when there are no credentials
     compile: bool = False        # train through `torch.compile(model)`
+    teacher: str | None = None   # distillation (lesson 14): the checkpoint or weights export whose two steps each student step learns
+    calls: int | None = None     # distillation: the network calls the student samples in (its teacher walks twice as many)
+    guidance: float | None = None # distillation: the guidance weight w folded into the student
 
     def __post_init__(self): _check_config(self)
 
@@ -102,6 +106,17 @@ def _check_config(cfg: TrainConfig):
     if cfg.weighting not in WEIGHTINGS: bad('weighting', ' or '.join(map(repr, WEIGHTINGS)))
     if not (number(cfg.snr_gamma) and cfg.snr_gamma > 0): bad('snr_gamma', 'a finite number greater than 0')
     if cfg.minutes is not None and not (number(cfg.minutes) and cfg.minutes > 0): bad('minutes', 'None or a finite number greater than 0')
+    if cfg.teacher is None:
+        for name in ('calls', 'guidance'):
+            if getattr(cfg, name) is not None: bad(name, 'None unless a teacher is given (distillation, lesson 14)')
+        return
+    if not isinstance(cfg.teacher, str) or not cfg.teacher: bad('teacher', "a model file's path")
+    if isinstance(cfg.calls, bool) or not isinstance(cfg.calls, int) or not 1 <= cfg.calls <= cfg.T // 2:
+        bad('calls', f"a whole number from 1 to T/2 = {cfg.T // 2} (the teacher walks twice as many steps)")
+    if not (number(cfg.guidance) and cfg.guidance >= 0): bad('guidance', 'a finite number of at least 0')
+    if cfg.objective not in DISTILL_OBJECTIVES:
+        bad('objective', f"{' or '.join(map(repr, DISTILL_OBJECTIVES))} for distillation: a network predicting ε cannot give x̂0 "
+                         "at the noisiest step, where a one-call student does all its work (Salimans & Ho 2022, §4)")
 
 # %%
 #| export
@@ -153,8 +168,10 @@ test_fail(lambda: TrainConfig(lr=float('nan')), contains='TrainConfig.lr must be
 #| export
 def noising_process(cfg: TrainConfig, # the run's config: its objective, schedule, T and t sampling
                     ) -> Diffusion | FlowMatching:
-    "What `cfg` trains on: a `Diffusion` with its schedule and objective, or for the objective 'flow' a `FlowMatching` path (lesson 13)."
+    """What `cfg` trains on: a `Diffusion` with its schedule and objective, for the objective 'flow' a `FlowMatching` path
+    (lesson 13), or for a distilled student a `StudentDiffusion` with its calls and guidance (lesson 14)."""
     if cfg.objective == 'flow': return FlowMatching(cfg.t_sampling, cfg.T)
+    if cfg.calls is not None: return StudentDiffusion(cfg.schedule, cfg.T, cfg.objective, cfg.calls, cfg.guidance)
     return Diffusion(cfg.schedule, cfg.T, objective=cfg.objective)
 
 # %%
@@ -210,6 +227,11 @@ class Run:
         classes, c = train_set.classes, train_set[0][0].shape[0]
         self.diffusion = noising_process(cfg).to(self.device)
         self.model = ConditionalUNet(len(classes), **unet_preset(cfg.unet, in_channels=c)).to(self.device)
+        self.teacher = None
+        if cfg.teacher is not None:   # distillation (lesson 14): the student starts as its teacher, which gives its targets
+            from minddpm.distill import load_teacher
+            self.teacher = load_teacher(cfg, self.device)
+            self.model.load_state_dict(self.teacher.net.state_dict())
         if self.device.type == 'cuda': self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, cfg.ema_beta, cfg.ema_start)
         self.ddp = (DistributedDataParallel(self.model, [self.device] if self.device.type == 'cuda' else None,
