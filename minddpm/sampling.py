@@ -279,9 +279,12 @@ def sample(model: nn.Module,              # the network (e.g. `ema.model`), call
            precision: str = 'fp32'):      # the network's: 'fp32', 'bf16' (a bf16 copy of its weights), or 'auto': bf16 on a CPU with bf16 instructions
     """Sample with DDPM, DDIM or DPM-Solver++(2M), or a flow model with Euler or Heun (lesson 13), and guidance, in float32
     arithmetic at any `precision`. `ValueError` for an unknown sampler (or one of the other kind of model), spacing or
-    precision, a non-finite `w`, `eta` outside [0, 1] or a wrong `x_T` shape; `FloatingPointError` for non-finite images.
-    A distilled student (lesson 14) samples in its own calls and guidance by default, and refuses other values."""
+    precision, a non-finite `w`, `eta` outside [0, 1] (or any `eta` for a flow model) or a wrong `x_T` shape;
+    `FloatingPointError` for non-finite images. A distilled student (lesson 14) samples in its own calls and guidance
+    by default, and refuses other values."""
     if getattr(diffusion, 'calls', None): sampler, steps, spacing, w, eta = _student_options(diffusion, sampler, steps, spacing, w, eta)
+    if diffusion.objective == 'flow' and eta is not None:   # lesson 13's samplers add no noise
+        raise ValueError(f"eta={eta!r} does nothing with a flow model (lesson 13): euler and heun add no noise; leave it out")
     steps, w, eta = 50 if steps is None else steps, 3.0 if w is None else w, 1.0 if eta is None else eta
     sampler, spacing = _check_sampler(diffusion, sampler, spacing)
     b, labels = _check_sample(model, labels, n, spacing, variance, w, eta, shape, x_T)

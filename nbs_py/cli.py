@@ -152,6 +152,11 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
               f"carry on with: minddpm_train --resume {run.checkpoint[0]}")
     print(f"trained to step {run.step}; checkpoint: {run.checkpoint[0]}")
 
+# %% [markdown]
+# `minddpm_distill` (lesson 14) distils a model that predicts v or x0 into a student that samples in `--calls`
+# network calls, guidance folded in, one round of training per halving: a run directory per round under `--out`,
+# each resumable, so the same command carries on after an interruption or a spent `--minutes` budget.
+
 # %%
 #| export
 def minddpm_distill(argv=None): # command-line arguments as a list of strings; None: `sys.argv[1:]`
@@ -397,5 +402,5 @@ for command, args in [(minddpm_sample, [shipped, '--guidance', 'nan']), (minddpm
                       (minddpm_train, ['--lr', 'inf']), (minddpm_train, ['--out', str(blocker/'run')]),
                       (minddpm_train, ['--resume', shipped, '--preset', 'colab']), (minddpm_data, ['--dataset', 'cifar100']),
                       (minddpm_bench, ['--size', '12']), (minddpm_bench, ['--json', str(blocker/'bench.json')]),
-                      (minddpm_demo, [shipped, '--port', '80000'])]:
+                      (minddpm_distill, ['--calls', '3']), (minddpm_demo, [shipped, '--port', '80000'])]:
     print(refused(command, *args).replace(str(blocker.parent), '…'))

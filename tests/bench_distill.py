@@ -64,6 +64,24 @@ def demo_latency(m, sampler: str, steps: int, w: float, requests: int = 6) -> fl
         return statistics.median(times[1:]) / 4
     finally: b.close()
 
+@torch.no_grad()
+def rounds_grid(teacher, folder: Path, calls: list, start: int, png):
+    "One row per round: the teacher's DDIM (η = 0) in `start` steps, then each student in its calls; the same noise and labels."
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+    y = torch.arange(10)
+    x_T = torch.randn(10, *teacher.shape, generator=torch.Generator().manual_seed(0))
+    rows = [sample(teacher.model, teacher.diffusion, y, shape=teacher.shape, steps=start, spacing='trailing', eta=0.0, x_T=x_T)]
+    for n in calls:
+        m = load_model(folder/f'calls_{n:03d}'/'checkpoint.pt')
+        rows.append(sample(m.model, m.diffusion, y, shape=m.shape, x_T=x_T))
+    h = teacher.shape[1] + 1
+    fig, ax = plt.subplots(figsize=(4.2, 0.3 + 0.42 * len(rows)))
+    ax.imshow(make_grid(torch.cat(rows).add(1).div(2), nrow=10, padding=1, pad_value=0.5).permute(1, 2, 0), interpolation='nearest')
+    ax.set(xticks=[], yticks=[h * (i + 0.5) for i in range(len(rows))],
+           yticklabels=[f'teacher, {start} steps'] + [f'student, {n} call{"s" * (n > 1)}' for n in calls])
+    ax.tick_params(labelsize=8, length=0); fig.savefig(png, dpi=80, bbox_inches='tight'); plt.close(fig)
+
 def run(a):
     torch.set_num_threads(a.threads)
     out, res = Path(a.out), dict(args=vars(a), chains={}, teacher={})
@@ -88,6 +106,7 @@ def run(a):
         print(sampler, {n: (round(s['accuracy'], 3), round(s['fid'], 2)) for n, s in res['teacher'][sampler].items()}, flush=True)
     res['teacher']['ddim_eta1'] = {50: scores(teacher, a.per_class, sampler='ddim', steps=50, eta=1.0)}
     res['floor'] = real_floor('digits', Path('runs'), 10 * a.per_class)
+    if '3' in res['chains']: rounds_grid(teacher, out/'w3', sorted(map(int, res['chains']['3']), reverse=True), a.start, out/'rounds.png')
     if a.latency and '3' in res['chains']:
         student = load_model(out/'w3'/f'calls_{a.latency:03d}'/'checkpoint.pt')
         res['latency'] = dict(teacher_dpm20=demo_latency(teacher, 'dpm++', 20, 3.0), teacher_dpm4=demo_latency(teacher, 'dpm++', 4, 3.0),
@@ -97,27 +116,26 @@ def run(a):
     print(f"floor FID {res['floor']:.2f}; results in {out/'results.json'}")
 
 def plot(path, png):
+    "FID at w = 1 against network calls: the students, and the teacher with DDIM and DPM-Solver++ (judged accuracy is in the tables)."
     import matplotlib.pyplot as plt
     res = json.loads(Path(path).read_text())
-    fig, axs = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, key, chain in ((axs[0], 'fid', '1'), (axs[1], 'accuracy', '3')):
-        for sampler, style in (('ddim', 'C0o-'), ('dpm++', 'C1s-')):
-            pts = sorted((int(n), s[key]) for n, s in res['teacher'][sampler].items())
-            ax.plot(*zip(*pts), style, label=f'teacher + {"DDIM (η = 0)" if sampler == "ddim" else "DPM-Solver++"}', ms=4)
-        if chain in res['chains']:
-            pts = sorted((int(n), s[key]) for n, s in res['chains'][chain].items())
-            ax.plot(*zip(*pts), 'C2^-', label=f'student (w = {chain} folded in)', ms=5)
-        ax.set_xscale('log', base=2); ax.set_xlabel('network calls per image')
-    axs[0].axhline(res['floor'], color='grey', ls=':', label='real images'); axs[0].set_yscale('log')
-    axs[0].set_ylabel('FID in the judge\'s features (w = 1)'); axs[1].set_ylabel('judged accuracy (w = 3)')
-    axs[0].legend(fontsize=7); fig.tight_layout(); fig.savefig(png, dpi=70); print(f'wrote {png}')
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    for sampler, style in (('ddim', 'C0o-'), ('dpm++', 'C1s-')):
+        pts = sorted((int(n), s['fid']) for n, s in res['teacher'][sampler].items())
+        ax.plot(*zip(*pts), style, label=f'teacher + {"DDIM (η = 0)" if sampler == "ddim" else "DPM-Solver++"}', ms=4)
+    pts = sorted((int(n), s['fid']) for n, s in res['chains']['1'].items())
+    ax.plot(*zip(*pts), 'C2^-', label='student (w = 1 folded in)', ms=5)
+    ticks = sorted({int(n) for n in res['teacher']['ddim']})
+    ax.set(xscale='log', yscale='log', xlabel='network calls per image', ylabel="FID in the judge's features (w = 1)")
+    ax.set_xticks(ticks, [str(t) for t in ticks]); ax.minorticks_off()
+    ax.legend(fontsize=7); fig.tight_layout(); fig.savefig(png, dpi=70); print(f'wrote {png}')
 
 if __name__ == '__main__':
     if sys.argv[1:2] == ['plot']: plot(*sys.argv[2:4]); sys.exit()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--w', type=float, nargs='+', default=[3.0, 1.0], help='the chains: guidance folded in')
     p.add_argument('--start', type=int, default=64); p.add_argument('--calls', type=int, default=1)
-    p.add_argument('--steps', type=int, default=500, help='optimiser steps per round')
+    p.add_argument('--steps', type=int, default=1000, help='optimiser steps per round')
     p.add_argument('--lr', type=float, default=1e-4); p.add_argument('--batch', type=int)
     p.add_argument('--per-class', type=int, default=40); p.add_argument('--threads', type=int, default=2)
     p.add_argument('--latency', type=int, default=4, help="the student whose demo latency is timed (0: none)")

@@ -70,7 +70,7 @@ def score(path, name: str, out: Path, per_class: int = 50, seed: int = 1) -> dic
     @torch.no_grad()
     def features(w):
         flow = m.diffusion.objective == 'flow'   # a flow model (lesson 13): Euler, 50 steps
-        x = sample(m.model, m.diffusion, y, shape=m.shape, sampler=None if flow else 'ddim', steps=50, w=w, eta=1.0,
+        x = sample(m.model, m.diffusion, y, shape=m.shape, sampler=None if flow else 'ddim', steps=50, w=w, eta=None if flow else 1.0,
                    generator=torch.Generator().manual_seed(seed), precision='auto')
         return j.features(to_uint8(x).float() / 127.5 - 1)   # what a PNG written by minddpm_sample holds
     guided, plain = features(3.0), features(1.0)

@@ -132,6 +132,8 @@ def test_a_round_cut_short_is_resumed_by_the_same_call(tmp_path):
     state = load_checkpoint(tmp_path/'calls_004'/'checkpoint.pt')
     assert state['step'] == 6 and [h[0] for h in state['history']][:3] == [1, 2, 3]
     assert last == tmp_path/'calls_002'/'checkpoint.pt' and load_model(last).diffusion.calls == 2
+    with pytest.raises(ValueError, match='holds a round distilled from .*digits_tiny.pt at w = 3, not from .* at w = 2'):
+        distill(None, calls=2, start=8, guidance=2.0, steps=6, out=tmp_path, progress=False)   # the same out, another w
 
 def test_commands_distill_export_sample_and_serve_a_student(tmp_path, rounds, capsys):
     _, last = rounds
@@ -154,13 +156,22 @@ def test_commands_distill_export_sample_and_serve_a_student(tmp_path, rounds, ca
     assert 'is a graph; a student starts from its teacher\'s weights' in capsys.readouterr().err
     assert not (tmp_path/'e').exists()
 
+def test_a_student_exported_as_an_onnx_graph_samples_as_its_weights(rounds, tmp_path):
+    pytest.importorskip('onnxruntime'); pytest.importorskip('onnxscript')
+    _, last = rounds
+    a, b = load_model(last), load_model(export_model(last, tmp_path/'student.onnx'))
+    assert (b.diffusion.calls, b.diffusion.guidance) == (4, 3.0)
+    xa, xb = (sample(m.model, m.diffusion, [0, 9], shape=m.shape, generator=torch.Generator().manual_seed(2)) for m in (a, b))
+    torch.testing.assert_close(xa, xb, rtol=0, atol=1e-4)
+
 def test_the_demo_serves_a_student_in_its_calls(rounds):
     pytest.importorskip('gradio')
-    from minddpm.demo import Batcher, _checked, _defaults, parse_request
+    from minddpm.demo import Batcher, _api_inputs, _checked, _defaults
     import gradio as gr
     _, last = rounds
     m = load_model(last)
     assert _defaults(m.diffusion) == dict(w=3.0, sampler='ddim', steps=4)
+    assert _api_inputs(_defaults(m.diffusion))['png'][2:4] == (('w', 3.0), ('steps', 4))   # what a short HTTP call is filled with
     b = Batcher(m, precision='fp32')
     try:
         images, info = b(_checked(gr, m, '7', 2, 3.0, 'ddim', 4, 0))

@@ -180,6 +180,9 @@ def test_the_commands_sample_a_flow_model_and_refuse_what_it_cannot_do_by_name(f
     assert code == 0 and (tmp_path/'s.png').is_file(), err
     code, _, err = cli(minddpm_sample, ckpt, '--eta', '0', '--out', tmp_path/'e.png', capsys=capsys)
     assert code == 2 and '--eta does nothing with a flow model' in err and not (tmp_path/'e.png').exists()
+    m = load_model(ckpt)
+    with pytest.raises(ValueError, match="eta=0.0 does nothing with a flow model"):   # from Python too
+        sample(m.model, m.diffusion, [1], shape=m.shape, steps=2, eta=0.0)
     code, _, err = cli(minddpm_sample, ckpt, '--sampler', 'ddim', '--out', tmp_path/'d.png', capsys=capsys)
     assert code == 2 and "this model was trained with flow matching (objective 'flow', lesson 13): use 'euler' or 'heun'" in err
     code, _, err = cli(minddpm_sample, '--sampler', 'euler', '--out', tmp_path/'v.png', capsys=capsys)   # the shipped v-model
