@@ -148,7 +148,8 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
     import matplotlib.pyplot as plt
     show_images(x, y, m.classes, ncols=max(a.n, min(len(y), 10)))
     plt.savefig(out, dpi=80); plt.close('all')
-    print(f"saved {len(y)} sample{'s' if len(y) > 1 else ''} to {out}")
+    student = f" (a student: {m.diffusion.calls} calls, w = {m.diffusion.guidance:g})" if getattr(m.diffusion, 'calls', None) else ''
+    print(f"saved {len(y)} sample{'s' if len(y) > 1 else ''} to {out}{student}")
     if folder: _save_pngs(folder, x, [m.classes[l] for l in y.tolist()])
 
 # %% ../nbs/cli.ipynb #c09b4ec9

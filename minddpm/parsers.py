@@ -205,7 +205,7 @@ def distill_parser(description: str = None, # what `--help` says first: the comm
     p.add_argument('--start', type=int_arg(2), help="DDIM steps of the first teacher, --calls times a power of two (default: 64); "
                                                     "a student goes on from its own calls")
     p.add_argument('--guidance', type=float_arg(0), help="w folded into the students, one call a step (default: 3; a student's own)")
-    p.add_argument('--steps', type=int_arg(1), default=1000, help='optimiser steps per round (default: 1000)')
+    p.add_argument('--steps', type=int_arg(1), default=1000, help='optimiser steps per new round (default: 1000); a round already begun keeps its own')
     p.add_argument('--lr', type=float_arg(0, open_low=True), default=1e-4, help='peak learning rate per round (default: 1e-4)')
     p.add_argument('--minutes', type=float_arg(0, open_low=True),
                    help='time budget for the rounds left, shared evenly; the same command carries on where it stopped')

@@ -59,7 +59,7 @@ class TrainConfig:
     sample_every: int = 40       # epochs between per-class sample grids drawn with the EMA, at least `GRID_MIN_STEPS` steps apart (one more at the end); 0: none
     wandb: bool = False          # log to Weights & Biases; offline when there are no credentials
     compile: bool = False        # train through `torch.compile(model)`
-    teacher: str | None = None   # distillation (lesson 14): the checkpoint or weights export whose two steps each student step learns
+    teacher: str | None = None   # distillation (lesson 14): the checkpoint or weights export whose two steps each student step learns; 'shipped': the shipped model
     calls: int | None = None     # distillation: the network calls the student samples in (its teacher walks twice as many)
     guidance: float | None = None # distillation: the guidance weight w folded into the student
 

@@ -194,7 +194,7 @@ def _student_options(diffusion, sampler, steps, spacing, w, eta) -> tuple:
     """(sampler, steps, spacing, w, eta) of a distilled student (lesson 14): DDIM with η = 0 on its own timesteps, in its
     calls, at the guidance folded into it. Anything else it was not trained for is refused by a `ValueError`, by name."""
     calls, g = diffusion.calls, diffusion.guidance
-    why = f"this model is a student distilled to sample in {calls} call{'s' * (calls != 1)} (DDIM, η = 0, w = {g:g}; lesson 14)"
+    why = f"this model is a student distilled to sample in {calls} call{'s' * (calls != 1)} (DDIM on its trailing timesteps, η = 0, w = {g:g}; lesson 14)"
     given = {'sampler': (sampler, 'ddim'), 'steps': (steps, calls), 'spacing': (spacing, 'trailing'), 'w': (w, g), 'eta': (eta, 0)}
     wrong = [f"{k}={v!r}" for k, (v, want) in given.items() if v is not None and v != want]
     if wrong: raise ValueError(f"{', '.join(wrong)}: {why}; leave {'it' if len(wrong) == 1 else 'them'} out, or sample its teacher")

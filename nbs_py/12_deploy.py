@@ -493,7 +493,8 @@ def _page(gr, m: Trained, generate, png, batcher):
     d = _defaults(m.diffusion)   # a distilled student's own sampler, steps and w (lesson 14)
     with gr.Blocks(analytics_enabled=False, title='minddpm demo') as app:
         gr.Markdown(f"## minddpm: a conditional DDPM\nClasses {', '.join(m.classes)}; {m.shape[1]}×{m.shape[2]} images; "
-                    f"{m.step} training steps. Each network call is streamed as it runs.")
+                    f"{m.step} training steps" + (f"; a student distilled to {d['steps']} calls at w = {d['w']:g} (lesson 14), which "
+                    "samples with those alone" if getattr(m.diffusion, 'calls', None) else '') + ". Each network call is streamed as it runs.")
         with gr.Row():
             with gr.Column(scale=1):
                 # the request is checked by `parse_request`, not by the components: their checks log a traceback

@@ -293,15 +293,16 @@ assert worst < 1e-4
 
 # %%
 #| exports
-def _shipped() -> str:
-    "The path of the shipped digits model, inside the installed package: a distillation run records its teacher's path."
-    from importlib import resources
-    return str(resources.files('minddpm.assets') / 'digits_tiny.pt')
+SHIPPED = 'shipped'   # what a round records as its teacher for the shipped digits model: its path changes with each install
+
+def _teacher_key(teacher) -> str:
+    "What a round records as its teacher: `SHIPPED` for None (the shipped model), else the file's absolute path."
+    return SHIPPED if teacher is None or teacher == SHIPPED else str(Path(teacher).resolve())
 
 def _teacher_model(path, device='cpu'):
     "`load_model(path)`, refused by a `ValueError` unless its weights can teach: not a graph, a v- or x0-model."
     from minddpm.trained import load_model
-    m = load_model(path, device)
+    m = load_model(None if path == SHIPPED else path, device)
     if getattr(m.model, 'exported', False):
         raise ValueError(f"{path} is a graph; a student starts from its teacher's weights: give a checkpoint or a weights export")
     if m.config.objective not in DISTILL_OBJECTIVES:
@@ -339,9 +340,9 @@ def distill_config(teacher,                 # a checkpoint or weights export of 
                    ):                       # a `TrainConfig`
     """The `TrainConfig` of one round: the teacher's own, its data and network kept, with the teacher, the calls, the
     guidance and the round's length, an EMA from the first step, and a grid of samples only at the end."""
-    teacher = _shipped() if teacher is None else teacher
+    teacher = _teacher_key(teacher)
     cfg = _teacher_model(teacher).config
-    base = dict(teacher=str(Path(teacher).resolve()), calls=calls, guidance=guidance, steps=steps, lr=lr, out=str(out),
+    base = dict(teacher=teacher, calls=calls, guidance=guidance, steps=steps, lr=lr, out=str(out),
                 weighting='uniform', ema_start=0, minutes=None, compile=False, val_every=max(steps // 4, 1),
                 ckpt_every=max(steps // 4, 1), sample_every=0, wandb=False)
     return dataclasses.replace(cfg, **{**base, **changes})
@@ -430,8 +431,10 @@ def distill_rounds(start: int,  # the calls of the first teacher's walk (its DDI
     while n > calls and n % 2 == 0: n //= 2; rounds.append(n)
     if n != calls or not rounds:
         halves = [start >> k for k in range(1, start.bit_length()) if start % (1 << k) == 0]
+        if not halves: raise ValueError(f"start {start} is odd: no round can halve it; give a start that is calls × a power of "
+                                        f"two, e.g. {calls * 2 ** max(1, (start // calls).bit_length())}")
         raise ValueError(f"{calls} call{'s' * (calls != 1)} cannot be reached from the teacher's {start} by halving, one round at a "
-                         f"time: give calls from {', '.join(map(str, halves)) or 'none (start is odd)'}")
+                         f"time: give calls from {', '.join(map(str, halves))}")
     return rounds
 
 def distill(teacher=None,                  # a checkpoint or weights export of a v- or x0-model; None: the shipped digits model
@@ -454,16 +457,18 @@ def distill(teacher=None,                  # a checkpoint or weights export of a
     from minddpm.checkpoint import load_checkpoint, resume, saved_config
     from minddpm.run import Run
     from minddpm.training import train
-    teacher = _shipped() if teacher is None else str(teacher)
+    teacher = _teacher_key(teacher)
     first = _teacher_model(teacher).config
     if first.calls is not None:   # a student teacher goes on from its own calls and guidance
         given = [f"{k} {v:g}" for k, v, own in (('start', start, first.calls), ('guidance', guidance, first.guidance))
                  if v is not None and v != own]
-        if given: raise ValueError(f"{teacher} is a student of {first.calls} calls at w = {first.guidance:g}, which the next "
-                                   f"rounds go on from: {' and '.join(given)} cannot change that; leave them out")
+        if given: raise ValueError(f"{teacher} is a student of {first.calls} calls at w = {first.guidance:g}, and its rounds "
+                                   f"go on from those: {' and '.join(given)} cannot change them; leave "
+                                   f"{'it' if len(given) == 1 else 'them'} out")
         start, guidance = first.calls, first.guidance
     start, guidance = 64 if start is None else start, 3.0 if guidance is None else guidance
     rounds, began = distill_rounds(start, calls), time.monotonic()
+    teacher_calls = lambda k: start if k == 0 else rounds[k - 1]
     for k, n in enumerate(rounds):
         ck = Path(out)/f'calls_{n:03d}'/'checkpoint.pt'
         budget = None if minutes is None else (minutes - (time.monotonic() - began) / 60) / (len(rounds) - k)
@@ -471,15 +476,18 @@ def distill(teacher=None,                  # a checkpoint or weights export of a
         if ck.is_file():
             state = load_checkpoint(ck)
             saved = saved_config(state)
-            if (saved.teacher, saved.guidance) != (str(Path(teacher).resolve()), guidance):
+            if (saved.teacher, saved.guidance) != (teacher, guidance):
                 raise ValueError(f"{ck} holds a round distilled from {saved.teacher} at w = {saved.guidance:g}, not from {teacher} "
                                  f"at w = {guidance:g}: give another out, or carry that run on with its own teacher")
-            if state['step'] >= saved.steps: teacher = str(ck); continue   # a finished round
+            if state['step'] >= saved.steps:   # a finished round
+                if progress: print(f"{ck}: {teacher_calls(k)} → {n} calls, finished: skipped")
+                teacher = str(ck.resolve()); continue
             run = resume(ck, minutes=budget, **{key: v for key, v in changes.items() if key in ('device', 'precision')})
         else: run = Run(distill_config(teacher, n, guidance, steps, lr, ck.parent, minutes=budget, **changes))
+        if progress: print(f"round {k + 1} of {len(rounds)}: {teacher_calls(k)} → {n} calls, step {run.step} of {run.cfg.steps} ({ck.parent})")
         run = train(run=run, progress=progress)
         if run.step < run.cfg.steps: return ck    # the budget ran out inside this round: the same call resumes it
-        teacher = str(ck)
+        teacher = str(ck.resolve())
     return Path(teacher)
 
 # %%

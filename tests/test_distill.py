@@ -49,7 +49,9 @@ def test_one_student_step_on_its_target_lands_where_two_guided_teacher_steps_lan
 def test_the_rounds_halve_the_calls_and_refuse_what_halving_cannot_reach():
     assert distill_rounds(64, 4) == [32, 16, 8, 4] and distill_rounds(64, 1)[-1] == 1 and distill_rounds(8, 4) == [4]
     for start, calls in ((64, 3), (64, 64), (48, 5), (7, 1)):
-        with pytest.raises(ValueError, match='cannot be reached'): distill_rounds(start, calls)
+        with pytest.raises(ValueError, match='cannot be reached|is odd'): distill_rounds(start, calls)
+    with pytest.raises(ValueError, match='start 7 is odd: no round can halve it; give a start that is calls × a power of two, e.g. 8'):
+        distill_rounds(7, 1)
     with pytest.raises(ValueError, match='calls must be a whole number'): distill_rounds(64, 0)
 
 @pytest.fixture(scope='module')
@@ -118,21 +120,21 @@ def test_distillation_refuses_a_teacher_that_cannot_teach(tmp_path, rounds):
     with pytest.raises(ValueError, match='TrainConfig.objective must be'):
         TrainConfig(objective='eps', teacher='x.pt', calls=4, guidance=3.0)
     with pytest.raises(ValueError, match='TrainConfig.calls must be None unless a teacher is given'): TrainConfig(calls=4)
-    with pytest.raises(ValueError, match='is a student of 4 calls at w = 3, which the next rounds go on from: guidance 2'):
+    with pytest.raises(ValueError, match='is a student of 4 calls at w = 3, and its rounds go on from those: guidance 2 cannot change them; leave it out'):
         distill(last, calls=2, guidance=2.0, out=tmp_path/'a')
     with pytest.raises(ValueError, match='3 calls cannot be reached from the teacher\'s 64'): distill(None, calls=3, out=tmp_path/'a')
     assert not (tmp_path/'a').exists()
 
 def test_a_round_cut_short_is_resumed_by_the_same_call(tmp_path):
     "A round stopped at step 3 of 6 (its checkpoint kept) goes on from step 3 when `distill` is called again, then the next round runs."
-    run = Run(distill_config(SHIPPED_PATH, 4, steps=6, out=tmp_path/'calls_004', batch_size=16))
+    run = Run(distill_config(None, 4, steps=6, out=tmp_path/'calls_004', batch_size=16))
     train(run=run, until=3, progress=False)
     assert load_checkpoint(tmp_path/'calls_004'/'checkpoint.pt')['step'] == 3
     last = distill(None, calls=2, start=8, steps=6, out=tmp_path, progress=False, batch_size=16)
     state = load_checkpoint(tmp_path/'calls_004'/'checkpoint.pt')
     assert state['step'] == 6 and [h[0] for h in state['history']][:3] == [1, 2, 3]
     assert last == tmp_path/'calls_002'/'checkpoint.pt' and load_model(last).diffusion.calls == 2
-    with pytest.raises(ValueError, match='holds a round distilled from .*digits_tiny.pt at w = 3, not from .* at w = 2'):
+    with pytest.raises(ValueError, match='holds a round distilled from shipped at w = 3, not from shipped at w = 2'):
         distill(None, calls=2, start=8, guidance=2.0, steps=6, out=tmp_path, progress=False)   # the same out, another w
 
 def test_commands_distill_export_sample_and_serve_a_student(tmp_path, rounds, capsys):
