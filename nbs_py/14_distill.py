@@ -43,7 +43,7 @@ import tempfile, time
 import matplotlib.pyplot as plt
 from torchvision.utils import make_grid
 from minddpm.conditioning import NULL_LABEL
-from minddpm.data import pick_device
+from minddpm.data import pick_device, pick_preset
 from minddpm.run import Run
 from minddpm.sampling import _eps, ddim_step, sample
 from minddpm.training import load_model, train
@@ -55,7 +55,7 @@ def show_table(header, rows):
     display(Markdown('\n'.join([line(header), line(['---'] * len(header)), *map(line, rows)])))
 
 # %%
-print(f"device: {pick_device()}")   # this lesson's cells run on the CPU anywhere, in about a minute
+print(f"device: {pick_device()}; preset: {pick_preset()}")   # this lesson runs on the CPU anywhere, with the shipped tiny model
 
 # %%
 #| hide

@@ -148,7 +148,7 @@ def sample_parser(description: str = None, # what `--help` says first: the comma
                         'dpm++\'s default, which draws clean digits from 5 steps where linspace does not)')
     p.add_argument('--guidance', type=float_arg(0), help="w: 0 unconditional, 1 conditional, above 1 guided (default: 3; a distilled "
                                                          "student's own, folded into it: lesson 14)")
-    p.add_argument('--eta', type=float_arg(0, 1), help='ddim\'s noise, 0 (deterministic) to 1 (default: 1)')
+    p.add_argument('--eta', type=float_arg(0, 1), help='ddim\'s noise, 0 (deterministic) to 1 (default: 1; a distilled student\'s 0)')
     p.add_argument('--img-size', type=int_arg(1), help='image side (default: the training size)')
     p.add_argument('--precision', default='auto', choices=PRECISIONS,
                    help='the network\'s precision: fp32, bf16 (its weights cast once), or auto (the default): bf16 on a CPU '

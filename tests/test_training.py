@@ -148,10 +148,14 @@ def test_sample_writes_one_png_per_image_and_takes_other_sizes(tmp_path, monkeyp
     assert Image.open(tmp_path/'singles'/files[0]).size == (24, 24)
 
 def test_sample_defaults_match_the_library(capsys):
-    import inspect
+    "minddpm_sample's --eta default, 1, is what `sample` does when eta is left out (None: 1; a distilled student's 0)."
     from minddpm.sampling import sample
     code, out, err = run(minddpm_sample, '--help', capsys=capsys)
-    assert code == 0 and inspect.signature(sample).parameters['eta'].default == 1.0 and 'to 1 (default: 1)' in out
+    m = load_model()
+    kw = dict(labels=[1, 2], shape=m.shape, steps=5)
+    left_out = sample(m.model, m.diffusion, generator=torch.Generator().manual_seed(0), **kw)
+    given = sample(m.model, m.diffusion, eta=1.0, generator=torch.Generator().manual_seed(0), **kw)
+    assert code == 0 and torch.equal(left_out, given) and 'to 1 (default: 1' in out
 
 def test_compiled_training_matches_eager_on_the_cpu(tmp_path):
     cfg = TrainConfig(steps=3, batch_size=8, sample_every=0, val_every=100, out=str(tmp_path/'e'))
