@@ -6,7 +6,7 @@
 __all__ = []
 
 # %% ../nbs/index.ipynb #c5309636
-from . import device, data, folders, schedule, forward, scrubber, unet, conditioning, sampling, ema, run, checkpoint, trained, budget, training, distributed, args, parsers, cli, metrics, original, measure, bench, editing, demo, flow
+from . import device, data, folders, schedule, forward, scrubber, unet, conditioning, sampling, ema, run, checkpoint, trained, budget, training, distributed, args, parsers, cli, metrics, original, measure, bench, editing, demo, flow, dit
 from . import distill as _distill   # the module: its function `distill` comes with the names below
 from .device import *
 from .data import *
@@ -35,5 +35,6 @@ from .editing import *
 from .demo import *
 from .flow import *
 from .distill import *
+from .dit import *
 
-__all__ = (device.__all__ + data.__all__ + folders.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + run.__all__ + checkpoint.__all__ + trained.__all__ + budget.__all__ + training.__all__ + distributed.__all__ + args.__all__ + parsers.__all__ + cli.__all__ + metrics.__all__ + original.__all__ + measure.__all__ + bench.__all__ + editing.__all__ + demo.__all__ + flow.__all__ + _distill.__all__)  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = (device.__all__ + data.__all__ + folders.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + run.__all__ + checkpoint.__all__ + trained.__all__ + budget.__all__ + training.__all__ + distributed.__all__ + args.__all__ + parsers.__all__ + cli.__all__ + metrics.__all__ + original.__all__ + measure.__all__ + bench.__all__ + editing.__all__ + demo.__all__ + flow.__all__ + _distill.__all__ + dit.__all__)  # nbdev lists only names defined here, so the star-imported ones are named explicitly

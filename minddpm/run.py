@@ -12,15 +12,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .conditioning import ConditionalUNet
 from .data import get_datasets
 from .device import resolve_precision
 from .distributed import join, local_batch_size
 from .ema import EMA
 from .distill import DISTILL_OBJECTIVES, StudentDiffusion
+from .dit import NETWORKS, denoiser
 from .flow import T_SAMPLINGS, FlowMatching
 from .forward import OBJECTIVES, WEIGHTINGS, Diffusion
-from .unet import unet_preset
 
 # %% auto #0
 __all__ = ['TRAIN_OBJECTIVES', 'TRAIN_PRESETS', 'FLOW_DEFAULTS', 'TrainConfig', 'noising_process', 'small_batch', 'Run']
@@ -32,7 +31,7 @@ class TrainConfig:
     dataset: str = 'digits'      # a name in `DATASETS`, or a folder with one sub-folder of images per class
     img_size: int = 16           # images are resized to img_size × img_size
     hflip: bool = False          # random horizontal flips of training images (for photos, not digits)
-    unet: str = 'tiny'           # UNet preset: 'tiny' or 'seed'
+    unet: str = 'tiny'           # the network, one of `NETWORKS`: UNet 'tiny' or 'seed' (lesson 03), DiT 'dit-tiny' or 'dit-colab' (lesson 15)
     schedule: str = 'linear'     # noise schedule: 'linear' or 'cosine'
     T: int = 1000                # diffusion steps
     objective: str = 'v'         # what the network predicts: 'eps', 'v' or 'x0' (lesson 02, `OBJECTIVES`); lesson 08 measured v best; or 'flow' (lesson 13, preset `flow`)
@@ -82,6 +81,7 @@ def _check_config(cfg: TrainConfig):
     for name in ('p_uncond', 'ema_beta'):
         if not (number(getattr(cfg, name)) and 0 <= getattr(cfg, name) <= 1): bad(name, 'a number in [0, 1]')
     if not (number(cfg.val_frac) and 0 < cfg.val_frac < 1): bad('val_frac', 'a share strictly between 0 and 1')
+    if cfg.unet not in NETWORKS: bad('unet', ' or '.join(map(repr, NETWORKS)))
     if cfg.objective not in TRAIN_OBJECTIVES: bad('objective', ' or '.join(map(repr, TRAIN_OBJECTIVES)))
     if cfg.t_sampling not in T_SAMPLINGS: bad('t_sampling', ' or '.join(map(repr, T_SAMPLINGS)))
     if cfg.t_sampling != 'uniform' and cfg.objective != 'flow':
@@ -169,7 +169,7 @@ class Run:
         self.val_dl = DataLoader(val_set, cfg.batch_size, pin_memory=pin)
         classes, c = train_set.classes, train_set[0][0].shape[0]
         self.diffusion = noising_process(cfg).to(self.device)
-        self.model = ConditionalUNet(len(classes), **unet_preset(cfg.unet, in_channels=c)).to(self.device)
+        self.model = denoiser(cfg.unet, len(classes), c).to(self.device)
         self.teacher = None
         if cfg.teacher is not None:   # distillation (lesson 14): the student starts as its teacher, which gives its targets
             from minddpm.distill import load_teacher

@@ -15,10 +15,10 @@ from torch import nn
 import minddpm
 from .checkpoint import _read, load_checkpoint, saved_config
 from .conditioning import ConditionalUNet
+from .dit import DIT_PRESETS, ConditionalDiT, denoiser
 from .forward import Diffusion
 from .flow import FlowMatching
 from .run import Run, TrainConfig, noising_process
-from .unet import unet_preset
 
 # %% auto #0
 __all__ = ['EXPORT_FORMATS', 'GRAPH_SUFFIXES', 'Trained', 'ExportedUNet', 'OnnxUNet', 'export_model', 'load_model']
@@ -27,7 +27,7 @@ __all__ = ['EXPORT_FORMATS', 'GRAPH_SUFFIXES', 'Trained', 'ExportedUNet', 'OnnxU
 @dataclass
 class Trained:
     "A model ready to sample (EMA or raw weights, in eval mode), its diffusion, class names and image shape."
-    model: ConditionalUNet # the network (EMA or raw weights) in eval mode, on the requested device
+    model: ConditionalUNet | ConditionalDiT # the network (EMA or raw weights) in eval mode, on the requested device
     diffusion: Diffusion | FlowMatching   # the forward process (schedule, T) it was trained with; a flow model's path
     classes: list          # class names; label i is classes[i]
     shape: tuple           # (C, H, W) it was trained at
@@ -187,8 +187,9 @@ def load_model(path=None,            # a checkpoint, a file from `export_model` 
     elif key[1] in state: weights = state['ema']['model'] if key[1] == 'ema' else state['model']
     else: raise ValueError(f"{path} holds no {weights} weights")
     cfg = saved_config(state)
-    c = weights['inc.net.0.weight'].shape[1]                          # the image channels the network takes
-    model = ConditionalUNet(len(state['classes']), **unet_preset(cfg.unet, in_channels=c))
+    c = (weights['embed.weight'].shape[1] // DIT_PRESETS[cfg.unet]['patch'] ** 2 if cfg.unet in DIT_PRESETS   # a DiT's pixels per patch
+         else weights['inc.net.0.weight'].shape[1])                   # the image channels the network takes
+    model = denoiser(cfg.unet, len(state['classes']), c)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     diffusion = noising_process(cfg).to(device)
     return Trained(model.to(device).eval(), diffusion, list(state['classes']),

@@ -660,7 +660,7 @@ show_table(['recipe (v target)', '`shapes`, 800 steps (seed 0)', 'its seconds', 
 #
 # Inception FIDs are comparable with papers only at the same sample count and reference set (the DDPM
 # paper: 50,000 samples against the 50,000 CIFAR-10 training images). They mean little on 16×16 digits,
-# which is why this lesson judges with its own classifier. The capstone (lesson 15) computes both on
+# which is why this lesson judges with its own classifier. The capstone (lesson 16) computes both on
 # CIFAR-10. `tests/test_metrics.py` runs this function on the CPU with random weights in the same
 # architecture, as nothing can be downloaded in CI.
 #

@@ -31,8 +31,9 @@
 # On the way you write every piece yourself and test it: the noise schedule, the forward process, the
 # UNet, label conditioning with classifier-free guidance, DDPM, DDIM and DPM-Solver++ samplers, EMA, the training
 # loop, training on many processes, the metrics and the speed-ups, then editing images with the trained model
-# (denoising, image-to-image, inpainting, super-resolution), and flow matching, the frame today's image models train in, on
-# the same network (lesson 13). The capstone, lesson 15, trains the same package on CIFAR-10 on a
+# (denoising, image-to-image, inpainting, super-resolution), flow matching, the frame today's image models train in, on
+# the same network (lesson 13), distillation to a few network calls (lesson 14), and a transformer (DiT) in place of the
+# UNet (lesson 15). The capstone, lesson 16, trains the same package on CIFAR-10 on a
 # free Colab GPU, with checkpoints that survive a disconnect.
 #
 # ## Lessons
@@ -97,7 +98,7 @@ lesson_table()
 # %%
 #| export
 #| hide
-from minddpm import device, data, folders, schedule, forward, scrubber, unet, conditioning, sampling, ema, run, checkpoint, trained, budget, training, distributed, args, parsers, cli, metrics, original, measure, bench, editing, demo, flow
+from minddpm import device, data, folders, schedule, forward, scrubber, unet, conditioning, sampling, ema, run, checkpoint, trained, budget, training, distributed, args, parsers, cli, metrics, original, measure, bench, editing, demo, flow, dit
 from minddpm import distill as _distill   # the module: its function `distill` comes with the names below
 from minddpm.device import *
 from minddpm.data import *
@@ -126,5 +127,6 @@ from minddpm.editing import *
 from minddpm.demo import *
 from minddpm.flow import *
 from minddpm.distill import *
+from minddpm.dit import *
 
-__all__ = (device.__all__ + data.__all__ + folders.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + run.__all__ + checkpoint.__all__ + trained.__all__ + budget.__all__ + training.__all__ + distributed.__all__ + args.__all__ + parsers.__all__ + cli.__all__ + metrics.__all__ + original.__all__ + measure.__all__ + bench.__all__ + editing.__all__ + demo.__all__ + flow.__all__ + _distill.__all__)  # nbdev lists only names defined here, so the star-imported ones are named explicitly
+__all__ = (device.__all__ + data.__all__ + folders.__all__ + schedule.__all__ + forward.__all__ + scrubber.__all__ + unet.__all__ + conditioning.__all__ + sampling.__all__ + ema.__all__ + run.__all__ + checkpoint.__all__ + trained.__all__ + budget.__all__ + training.__all__ + distributed.__all__ + args.__all__ + parsers.__all__ + cli.__all__ + metrics.__all__ + original.__all__ + measure.__all__ + bench.__all__ + editing.__all__ + demo.__all__ + flow.__all__ + _distill.__all__ + dit.__all__)  # nbdev lists only names defined here, so the star-imported ones are named explicitly

@@ -12,6 +12,7 @@ import argparse
 
 from minddpm.args import MASKS, float_arg, int_arg
 from minddpm.data import DATASETS
+from minddpm.dit import NETWORKS
 from minddpm.flow import T_SAMPLINGS
 from minddpm.forward import WEIGHTINGS
 from minddpm.run import FLOW_DEFAULTS, TRAIN_OBJECTIVES
@@ -63,6 +64,8 @@ def train_parser(description: str = None, # what `--help` says first: the comman
     p.add_argument('--dataset', help="digits (default), cifar10, mnist, fashion_mnist, or a folder of class sub-folders")
     p.add_argument('--preset', help=f"one of {', '.join(TRAIN_PRESETS)} (default: tiny)")
     p.add_argument('--img-size', type=int_arg(1), help='image side in pixels')
+    p.add_argument('--unet', choices=NETWORKS, help="the network: a UNet (tiny, seed; lesson 03) or a transformer (dit-tiny, "
+                                                    "dit-colab; lesson 15) (default: the preset's: tiny for tiny and flow, seed for colab and full)")
     p.add_argument('--hflip', action=argparse.BooleanOptionalAction,
                    help="random horizontal flips of training images (default: the preset's, on for colab and full)")
     length = p.add_mutually_exclusive_group()
@@ -105,7 +108,7 @@ def train_parser(description: str = None, # what `--help` says first: the comman
 #| export
 def _train_changes(a: argparse.Namespace) -> dict:
     "The config fields the command line sets; `minutes` always, since a time budget belongs to one command."
-    changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, steps=a.steps, batch_size=a.batch_size,
+    changes = {k: v for k, v in dict(dataset=a.dataset, img_size=a.img_size, unet=a.unet, steps=a.steps, batch_size=a.batch_size,
                                      grad_accum=a.grad_accum, lr=a.lr, objective=a.objective, t_sampling=a.t_sampling, weighting=a.weighting,
                                      snr_gamma=a.snr_gamma, val_frac=a.val_frac, out=a.out, device=a.device,
                                      precision=a.precision, seed=a.seed, hflip=a.hflip).items() if v is not None}

@@ -12,7 +12,7 @@ from test_project import copy_of_repo
 LONGEST = ('test_project.py::test_readme_main_job', 'test_lessons.py::test_outputs_are_fresh[09_',
            'test_lessons.py::test_outputs_are_fresh[11_', 'test_lessons.py::test_outputs_are_fresh[08_',
            'test_lessons.py::test_outputs_are_fresh[07_', 'test_lessons.py::test_outputs_are_fresh[13_',
-           'test_lessons.py::test_outputs_are_fresh[14_', 'test_lessons.py::test_outputs_are_fresh[15_', 'test_install.py',
+           'test_lessons.py::test_outputs_are_fresh[14_', 'test_lessons.py::test_outputs_are_fresh[15_', 'test_lessons.py::test_outputs_are_fresh[16_', 'test_install.py',
            'test_docs.py', 'test_pages_browser.py', 'test_bench.py', 'test_training.py::test_train_then_sample')
 
 def pytest_configure(config):

@@ -36,11 +36,11 @@ def changes() -> list[str]:
            "cells run in a temporary folder (the lesson's `runs/cifar10` lands there, not in the repo); "
            "`WANDB_MODE=offline`; the Google Drive cell runs as written (off Colab it does nothing)",
            f"from the first `#| cuda` cell to the end of the lesson: `train` runs at most {c['train_steps']} steps "
-           "(lesson 07: 2,000; lesson 15: 30,000); a fresh run is rebuilt from the capped config, so OneCycle spans the "
+           "(lesson 07: 2,000; lesson 16: 30,000); a fresh run is rebuilt from the capped config, so OneCycle spans the "
            "capped steps; `ema_start` (2,000) is kept, so the EMA equals the raw weights in these short runs",
-           f"lesson 15: `class_accuracy` draws at most {c['accuracy_per_class']} samples per class (lesson: 100) and "
+           f"lesson 16: `class_accuracy` draws at most {c['accuracy_per_class']} samples per class (lesson: 100) and "
            f"`draw` at most {c['fid_per_class']} per class for FID (lesson: 1,000)",
-           "lesson 15: `inception_features` runs torch-fidelity's FID Inception-v3 with random weights (the real ones are a "
+           "lesson 16: `inception_features` runs torch-fidelity's FID Inception-v3 with random weights (the real ones are a "
            "download), so the Inception FID figures exercise the code and mean nothing; without torch-fidelity that cell is "
            "skipped, not pip-installed"]
     if MODE == 'cpu':

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, in one command, for a machine with one CUDA GPU and no internet (8 minutes wall in all):
 #   1. python -m pytest tests/test_cuda.py                  the CUDA tests
-#   2. the lessons nbs/07_training.ipynb and nbs/15_cifar10.ipynb top to bottom, their `#| cuda` cells included,
+#   2. the lessons nbs/07_training.ipynb and nbs/16_cifar10.ipynb top to bottom, their `#| cuda` cells included,
 #      offline (bundled digits, a synthetic CIFAR-10) and capped (tests/gpu_check.py lists every change)
 #   3. python tests/bench_ddp.py --one cuda                  `torchrun --nproc-per-node 1` against the plain process:
 #                                                           the same losses, and the images/s of both
@@ -18,7 +18,7 @@
 # timeout is the sum of the budgets so far minus the time already spent: what a part leaves goes to the next ones.
 #   tests/test_cuda.py  70 s   (CUDA tests; compiling the tiny UNet is the long one)
 #   lesson 07          120 s   (its CPU cells on the GPU, compiling the colab UNet, then its capped run)
-#   lesson 15           90 s   (capped CIFAR-10 run, classifier, sampling, Inception features)
+#   lesson 16           90 s   (capped CIFAR-10 run, classifier, sampling, Inception features)
 #   torchrun 1 GPU      60 s   (two process starts, 33 steps of the colab preset's UNet each)
 #   minddpm_bench      100 s   (last: its largest-batch search takes whatever the others left)
 # The CPU rehearsal runs the lessons' CPU cells as CI does (a minute or two each on 2 idle cores, several on
@@ -72,7 +72,7 @@ part() {  # part NAME BUDGET_S COMMAND...: run COMMAND under its timeout; output
 part tests "${B[0]}" "$PY" -m pytest "$ROOT/tests/test_cuda.py" -v -rs -p no:cacheprovider --noconftest \
      --rootdir "$ROOT" --junitxml "$WORK/test_cuda.xml"
 part lesson_07 "${B[1]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/07_training.ipynb" "$WORK/lesson_07.json"
-part lesson_13 "${B[2]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/15_cifar10.ipynb" "$WORK/lesson_13.json"
+part lesson_13 "${B[2]}" "$PY" "$ROOT/tests/gpu_check.py" lesson "$ROOT/nbs/16_cifar10.ipynb" "$WORK/lesson_13.json"
 part ddp "${B[3]}" "$PY" "$ROOT/tests/bench_ddp.py" --one "$MODE"
 if command -v minddpm_bench >/dev/null && [ -z "$SHIM" ]; then BENCH=(minddpm_bench)
 else BENCH=("$PY" -c 'import sys; from minddpm.cli import minddpm_bench; minddpm_bench(sys.argv[1:])'); fi

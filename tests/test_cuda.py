@@ -29,10 +29,11 @@ def test_bf16_autocast_is_on_and_weights_are_channels_last(tmp_path):
         assert run.model(x, t, y).dtype == want        # the network really runs in reduced precision
     assert torch.isfinite(torch.tensor(train_step(run, x, y)))
 
+@pytest.mark.parametrize('unet', ['tiny', 'dit-tiny'])   # lesson 03's UNet and lesson 15's DiT
 @pytest.mark.parametrize('precision', ['bf16', 'fp16'])
-def test_the_loss_falls_in_mixed_precision(tmp_path, precision):
+def test_the_loss_falls_in_mixed_precision(tmp_path, precision, unet):
     if precision == 'bf16' and not torch.cuda.is_bf16_supported(): pytest.skip('no bf16 on this GPU')
-    run = train(dataclasses.replace(tiny(tmp_path, steps=300, precision=precision, val_every=300, ckpt_every=300),
+    run = train(dataclasses.replace(tiny(tmp_path, steps=300, precision=precision, val_every=300, ckpt_every=300, unet=unet),
                                     sample_every=5), progress=False)   # a sample grid at the end, drawn on the GPU
     losses = [h[1] for h in run.history]
     assert run.scaler.is_enabled() == (precision == 'fp16')
@@ -48,8 +49,9 @@ def test_sampling_on_the_gpu_is_seeded(tmp_path):
     a, b = draw(), draw()
     assert a.device.type == 'cuda' and torch.equal(a, b)
 
-def test_compiled_training_matches_eager(tmp_path):
-    cfg = tiny(tmp_path, steps=5, batch_size=32, precision='fp32', val_every=100, ckpt_every=100)
+@pytest.mark.parametrize('unet', ['tiny', 'dit-tiny'])
+def test_compiled_training_matches_eager(tmp_path, unet):
+    cfg = tiny(tmp_path, steps=5, batch_size=32, precision='fp32', val_every=100, ckpt_every=100, unet=unet)
     eager = train(cfg, progress=False)
     compiled = train(dataclasses.replace(cfg, compile=True, out=str(tmp_path/'c')), progress=False)
     a, b = [h[1] for h in eager.history], [h[1] for h in compiled.history]

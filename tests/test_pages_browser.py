@@ -22,7 +22,7 @@ from test_project import ROOT
 pytestmark = pytest.mark.xdist_group('docs')   # its slow setup is made once, on one worker
 
 SCREENSHOTS = ROOT/'screenshots'
-SHOOT = {'02_forward.ipynb', '15_cifar10.ipynb'}
+SHOOT = {'02_forward.ipynb', '16_cifar10.ipynb'}
 COLAB_BADGE = 'https://colab.research.google.com/assets/colab-badge.svg'
 
 PROBE = """<script>

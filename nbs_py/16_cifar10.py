@@ -3,7 +3,7 @@
 # > The capstone: conditional CIFAR-10 at 32×32 with nothing but the package, checkpoints that outlive a Colab disconnect, optional W&B, a grid per class, guided-sample accuracy from a classifier trained here, and Inception FID
 
 # %% [markdown]
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/15_cifar10.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/16_cifar10.ipynb)
 # On a free Colab T4 its GPU cells take about 50 minutes: an estimate from their floating-point work at a quarter of the T4's fp16 peak (37 minutes of arithmetic for training, about 40 with the overheads lesson 07 measured, then 7 minutes of sampling and 3 of Inception features; see "How long, and how much memory"). Without a GPU its dress rehearsal ran top to bottom in 22 seconds on a 2-core CPU (measured).
 
 # %%
