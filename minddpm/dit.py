@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import ConditionalUNet, _LabelChecks
-from .unet import UNET_PRESETS, TimeEmbedding, timestep_embedding, unet_preset
+from .unet import UNET_PRESETS, TimeEmbedding, _check_images, timestep_embedding, unet_preset
 
 # %% auto #0
 __all__ = ['DIT_PRESETS', 'NETWORKS', 'patchify', 'unpatchify', 'position_embedding_2d', 'modulate', 'DiTBlock', 'FinalLayer',
@@ -40,10 +40,11 @@ def unpatchify(tokens: torch.Tensor,  # (B, h·w, C·p²) one vector of pixels p
 def position_embedding_2d(h: int,    # patches per column
                           w: int,    # patches per row
                           dim: int,  # embedding size; a multiple of 4 (sin and cos, of the row and of the column)
+                          device=None, # where to make them (None: the CPU); made in place, each call, they cost no copy
                           ) -> torch.Tensor:
     "Fixed 2-D sine-cosine position embeddings (h·w, dim), row by row: lesson 03's sinusoids of the row, then of the column (DiT, §3.2)."
     if dim % 4: raise ValueError(f"a 2-D sine-cosine embedding needs a width divisible by 4, got {dim}")
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing='ij')
     return torch.cat([timestep_embedding(rows.flatten(), dim // 2), timestep_embedding(cols.flatten(), dim // 2)], dim=1)
 
 # %% ../nbs/15_dit.ipynb #cac1fa57
@@ -103,14 +104,7 @@ class _DiTChecks:
     "Input check of `DiT`: a `ValueError` that names what was wrong and the sizes that would work."
     def check_input(self, x: torch.Tensor):
         "Refuse inputs the DiT cannot take, naming what it can."
-        if x.ndim != 4: raise ValueError(f"expected images (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"this DiT takes {self.in_channels}-channel images, got {x.shape[1]} channels")
-        p = self.patch
-        if x.shape[-2] % p or x.shape[-1] % p:
-            sizes = ', '.join(str(p * k) for k in range(1, 9))
-            raise ValueError(f"image size {x.shape[-2]}×{x.shape[-1]} does not fit: height and width must be multiples of the patch "
-                             f"size {p} (this DiT cuts {p}×{p} patches); valid sizes: {sizes}, …")
+        _check_images(x, self.in_channels, self.patch, 'DiT', f'this DiT cuts {self.patch}×{self.patch} patches')
 
 # %% ../nbs/15_dit.ipynb #58c560a6
 class DiT(_DiTChecks, nn.Module):
@@ -143,7 +137,7 @@ class DiT(_DiTChecks, nn.Module):
         B, C, H, W = x.shape
         h, w = H // self.patch, W // self.patch
         c = c.to(x.dtype)   # a no-op unless x is bf16 (sampling, lesson 05) and c is not
-        tokens = self.embed(patchify(x, self.patch)) + position_embedding_2d(h, w, self.time_dim).to(x.device, x.dtype)
+        tokens = self.embed(patchify(x, self.patch)) + position_embedding_2d(h, w, self.time_dim, x.device).to(x.dtype)
         for block in self.blocks: tokens = block(tokens, c)
         return unpatchify(self.final(tokens, c), self.patch, h, w)
 

@@ -60,7 +60,8 @@ print(f"device: {pick_device()}; preset: {pick_preset()}")   # 'colab' sizes on 
 # This lesson builds the recipe of the well-known conditional DDPM notebooks block by block, keeping
 # their layout so the parameter counts can be compared, and fixing two things that make the originals
 # slow and fragile: the time embedding is broadcast instead of `.repeat`ed, and attention runs on
-# `F.scaled_dot_product_attention` at any image size.
+# `F.scaled_dot_product_attention` at any image size. (Lesson 15 builds the other network today's large image models
+# use, a transformer that works on patches of the image, and measures it against this one.)
 #
 # ## Time embedding
 #
@@ -343,6 +344,15 @@ ax.set_title(f'{t_seed / t_sdpa:.1f}× faster on {"CUDA" if torch.cuda.is_availa
 # %%
 #| hide
 #| export
+def _check_images(x: torch.Tensor, channels: int, multiple: int, network: str, why: str):
+    "Refuse anything but images (B, `channels`, H, W) with H and W multiples of `multiple`, naming the sizes that work."
+    if x.ndim != 4: raise ValueError(f"expected images (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
+    if x.shape[1] != channels: raise ValueError(f"this {network} takes {channels}-channel images, got {x.shape[1]} channels")
+    if x.shape[-2] % multiple or x.shape[-1] % multiple:
+        sizes = ', '.join(str(multiple * k) for k in range(1, 9))
+        raise ValueError(f"image size {x.shape[-2]}×{x.shape[-1]} does not fit: height and width must be multiples of {multiple} "
+                         f"({why}); valid sizes: {sizes}, …")
+
 class _UNetChecks:
     "Argument checks of `UNet`: each raises a `ValueError` that names what was wrong and what would work."
     @staticmethod
@@ -353,14 +363,7 @@ class _UNetChecks:
 
     def check_input(self, x: torch.Tensor):
         "Refuse inputs the UNet cannot take, naming what it can."
-        if x.ndim != 4: raise ValueError(f"expected images (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"this UNet takes {self.in_channels}-channel images, got {x.shape[1]} channels")
-        m = 2 ** self.levels
-        if x.shape[-2] % m or x.shape[-1] % m:
-            sizes = ', '.join(str(m * k) for k in range(1, 9))
-            raise ValueError(f"image size {x.shape[-2]}×{x.shape[-1]} does not fit: height and width must be multiples of {m} "
-                             f"(this UNet halves them {self.levels} times); valid sizes: {sizes}, …")
+        _check_images(x, self.in_channels, 2 ** self.levels, 'UNet', f'this UNet halves them {self.levels} times')
 
 # %%
 #| exports

@@ -8,8 +8,8 @@
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/15_dit.ipynb)
 # This lesson ran top to bottom in about 40 seconds on a 2-core CPU (measured); its one GPU cell (`#| cuda`) repeats the
-# speed comparison on a GPU and takes about a minute on a Colab T4 (estimated). Its benchmark, in the last section, trained
-# four models for 6 minutes each.
+# speed comparison on a GPU with the `colab`-sized networks, about two minutes on a Colab T4 with the CIFAR-10 download
+# (estimated). Its benchmark, in the last section, trained six models on two CPU cores.
 
 # %%
 #| hide
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minddpm.conditioning import ConditionalUNet, _LabelChecks
-from minddpm.unet import UNET_PRESETS, TimeEmbedding, timestep_embedding, unet_preset
+from minddpm.unet import UNET_PRESETS, TimeEmbedding, _check_images, timestep_embedding, unet_preset
 
 # %%
 #| hide
@@ -135,10 +135,11 @@ axs[1].set(title='64 tokens (columns), 4 pixels each, row by row', xlabel='token
 def position_embedding_2d(h: int,    # patches per column
                           w: int,    # patches per row
                           dim: int,  # embedding size; a multiple of 4 (sin and cos, of the row and of the column)
+                          device=None, # where to make them (None: the CPU); made in place, each call, they cost no copy
                           ) -> torch.Tensor:
     "Fixed 2-D sine-cosine position embeddings (h·w, dim), row by row: lesson 03's sinusoids of the row, then of the column (DiT, §3.2)."
     if dim % 4: raise ValueError(f"a 2-D sine-cosine embedding needs a width divisible by 4, got {dim}")
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing='ij')
     return torch.cat([timestep_embedding(rows.flatten(), dim // 2), timestep_embedding(cols.flatten(), dim // 2)], dim=1)
 
 # %% [markdown]
@@ -263,14 +264,7 @@ class _DiTChecks:
     "Input check of `DiT`: a `ValueError` that names what was wrong and the sizes that would work."
     def check_input(self, x: torch.Tensor):
         "Refuse inputs the DiT cannot take, naming what it can."
-        if x.ndim != 4: raise ValueError(f"expected images (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"this DiT takes {self.in_channels}-channel images, got {x.shape[1]} channels")
-        p = self.patch
-        if x.shape[-2] % p or x.shape[-1] % p:
-            sizes = ', '.join(str(p * k) for k in range(1, 9))
-            raise ValueError(f"image size {x.shape[-2]}×{x.shape[-1]} does not fit: height and width must be multiples of the patch "
-                             f"size {p} (this DiT cuts {p}×{p} patches); valid sizes: {sizes}, …")
+        _check_images(x, self.in_channels, self.patch, 'DiT', f'this DiT cuts {self.patch}×{self.patch} patches')
 
 # %%
 #| exports
@@ -304,7 +298,7 @@ class DiT(_DiTChecks, nn.Module):
         B, C, H, W = x.shape
         h, w = H // self.patch, W // self.patch
         c = c.to(x.dtype)   # a no-op unless x is bf16 (sampling, lesson 05) and c is not
-        tokens = self.embed(patchify(x, self.patch)) + position_embedding_2d(h, w, self.time_dim).to(x.device, x.dtype)
+        tokens = self.embed(patchify(x, self.patch)) + position_embedding_2d(h, w, self.time_dim, x.device).to(x.dtype)
         for block in self.blocks: tokens = block(tokens, c)
         return unpatchify(self.final(tokens, c), self.patch, h, w)
 

@@ -4,6 +4,7 @@
     python tests/bench_dit.py --unet-steps 1000 --data digits --out runs/bench_dit_small
     python tests/bench_dit.py --speed-only --device cuda --nets seed dit-colab --size 32 --batch 128   # a GPU
     python tests/bench_dit.py plot runs/bench_dit/results.json nbs/images/dit_vs_unet.png
+    python tests/bench_dit.py grids runs/bench_dit/results.json nbs/images/dit_samples.png
 
 Speed, per network and data set, measured here one after the other on a machine doing nothing else: training images/s
 (`train_step` of a real `Run`: forward, backward, AdamW, EMA; median of 20 steps after 3), guided sampling images/s
@@ -134,8 +135,26 @@ def plot(path, png):
     axs[2].legend(fontsize=7)
     fig.tight_layout(); fig.savefig(png, dpi=60)
 
+def grids(path, png, per_class: int = 4):
+    "Guided samples (w = 3, DDIM 50, η = 1, one seed) of every class from each run, a row of grids per data set."
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+    from minddpm.training import load_model
+    q = json.loads(Path(path).read_text())['quality']
+    datas, recipes = list(dict.fromkeys(r['data'] for r in q)), list(dict.fromkeys(r['recipe'] for r in q))
+    fig, axs = plt.subplots(len(datas), len(recipes), figsize=(3.2 * len(recipes), 3.4 * len(datas)), squeeze=False)
+    for row, d in zip(axs, datas):
+        for ax, rec in zip(row, recipes):
+            r = next(r for r in q if r['data'] == d and r['recipe'] == rec)
+            m = load_model(r['checkpoint'])
+            y = torch.arange(len(m.classes)).repeat_interleave(per_class)
+            x = sample(m.model, m.diffusion, y, shape=m.shape, steps=50, w=3.0, eta=1.0, generator=torch.Generator().manual_seed(1))
+            ax.imshow(make_grid((x + 1) / 2, nrow=per_class, padding=1).permute(1, 2, 0).clamp(0, 1))
+            ax.set_title(f"{d}, {rec}: {r['steps']} steps\njudged {r['accuracy']:.0%}, FID {r['fid']:.1f}", fontsize=8); ax.axis('off')
+    fig.tight_layout(); fig.savefig(png, dpi=60)
+
 if __name__ == '__main__':
-    if len(sys.argv) > 1 and sys.argv[1] == 'plot': plot(*sys.argv[2:4]); sys.exit()
+    if len(sys.argv) > 1 and sys.argv[1] in ('plot', 'grids'): dict(plot=plot, grids=grids)[sys.argv[1]](*sys.argv[2:4]); sys.exit()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--data', nargs='+', default=['digits', 'shapes'])
     p.add_argument('--nets', nargs=2, default=['tiny', 'dit-tiny'], help='the UNet preset and the DiT preset to compare')

@@ -24,7 +24,7 @@ def test_any_size_divisible_by_the_patch_gives_back_its_shape(c, h, w):
     assert net(torch.randn(2, c, h, w), torch.tensor([0, 999]), torch.tensor([3, NULL_LABEL])).shape == (2, c, h, w)
 
 @pytest.mark.parametrize('shape,message', [
-    ((1, 1, 15, 16), 'image size 15×16 does not fit: height and width must be multiples of the patch size 2'),
+    ((1, 1, 15, 16), 'image size 15×16 does not fit: height and width must be multiples of 2 (this DiT cuts 2×2 patches)'),
     ((1, 1, 16, 17), 'valid sizes: 2, 4, 6, 8, 10, 12, 14, 16, …'),
     ((1, 3, 16, 16), 'this DiT takes 1-channel images, got 3 channels'),
     ((1, 16, 16), 'expected images (B, C, H, W), got a tensor of shape (1, 16, 16)')])
