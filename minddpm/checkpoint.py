@@ -80,7 +80,7 @@ def _resumed_config(path, saved: TrainConfig, step: int, changes: dict) -> Train
     fixed = {k: (getattr(saved, k), v) for k, v in changes.items()
              if k not in RESUME_CHANGES + unused and hasattr(saved, k) and getattr(saved, k) != v}
     if fixed: raise ValueError(f"resuming {path} cannot change " + ', '.join(f"{k} ({a!r} → {b!r})" for k, (a, b) in fixed.items())
-                               + ": they define the run it holds; start a new run (another out) for that")
+                               + f": {'they define' if len(fixed) > 1 else 'it defines'} the run it holds; start a new run (another out) for that")
     if 'device' not in changes:
         try: pick_device(saved.device)
         except ValueError as e:

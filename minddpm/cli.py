@@ -76,14 +76,15 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     with contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
         a = p.parse_args(argv)   # under torchrun every rank parses alike, and rank 0 alone says what is wrong
     if a.resume and a.preset: p.error("--preset cannot be used with --resume: the checkpoint holds its config")
-    changes, made = _train_changes(a), []   # made: the folders this command made, removed again if it is refused
+    changes = _train_changes(a)
+    made = _new_folders(Path(a.export).parent) if a.export and rank == 0 else []   # folders it makes, removed again if refused
     with cli_warnings('minddpm_train'):
         try:
             if a.export: _export_target(a.export)                  # paths first: a bad one must not cost a run
             if a.resume: run = resume(a.resume, **changes); _check_gamma(a, run.cfg)
             else:
                 cfg = _new_config(a, changes)
-                if rank == 0: made = _new_folders(cfg.out); writable_dir(cfg.out)
+                if rank == 0: made += _new_folders(cfg.out); writable_dir(cfg.out)
                 run = Run(cfg)
             if a.epochs: set_steps(run, a.epochs * len(run.train_dl))
             if run.step >= run.cfg.steps:
@@ -105,7 +106,7 @@ def minddpm_distill(argv=None): # command-line arguments as a list of strings; N
     from minddpm.distill import distill
     p = distill_parser(minddpm_distill.__doc__)
     a = p.parse_args(argv)
-    made = _new_folders(a.out)
+    made = _new_folders(a.out, Path(a.export).parent if a.export else None)   # removed again if it is refused
     changes = {k: v for k in ('batch_size', 'device', 'precision') if (v := getattr(a, k)) is not None}
     with cli_warnings('minddpm_distill'):
         try:

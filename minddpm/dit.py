@@ -14,7 +14,7 @@ from .unet import UNET_PRESETS, TimeEmbedding, _check_images, timestep_embedding
 
 # %% auto #0
 __all__ = ['DIT_PRESETS', 'NETWORKS', 'patchify', 'unpatchify', 'position_embedding_2d', 'modulate', 'DiTBlock', 'FinalLayer',
-           'DiT', 'ConditionalDiT', 'denoiser']
+           'DiT', 'ConditionalDiT', 'denoiser', 'image_multiple']
 
 # %% ../nbs/15_dit.ipynb #bed99582
 def patchify(x: torch.Tensor,  # (B, C, H, W) images; H and W multiples of `p`
@@ -151,7 +151,13 @@ class ConditionalDiT(_LabelChecks, DiT):
         self.label_emb = nn.Embedding(num_classes + 1, self.time_dim)   # row num_classes is the null label
         nn.init.normal_(self.label_emb.weight, std=0.02)
 
-    forward = ConditionalUNet.forward   # check x, check y, then body(x, time_emb(t) + label_emb(y)): the UNet's, word for word
+    def forward(self, x: torch.Tensor,                # (B, C, H, W) noisy images, H and W multiples of the patch side
+                t: torch.Tensor,                      # (B,) timesteps 0 … T−1 (a flow model's 1000·t, lesson 13)
+                y: torch.Tensor | None = None,        # (B,) class labels, `NULL_LABEL` for none; None: all unconditional
+                ) -> torch.Tensor:                    # (B, C, H, W): ε, v, x₀ or a velocity, as the run's objective says
+        "The network's prediction for `x` at `t` given `y`, as `ConditionalUNet`'s. `ValueError` for images or labels it cannot take."
+        self.check_input(x)
+        return self.body(x, self.time_emb(t) + self.label_emb(self.check_labels(y, len(x), x.device)))
 
 # %% ../nbs/15_dit.ipynb #0c5a12be
 DIT_PRESETS = {
@@ -168,3 +174,10 @@ def denoiser(name: str,         # a preset in `NETWORKS`: 'tiny' or 'seed' (UNet
     if name in DIT_PRESETS: return ConditionalDiT(num_classes, in_channels=in_channels, **DIT_PRESETS[name])
     if name in UNET_PRESETS: return ConditionalUNet(num_classes, **unet_preset(name, in_channels=in_channels))
     raise ValueError(f"Unknown network preset {name!r}; use one of {', '.join(NETWORKS)}")
+
+def image_multiple(name: str,  # a preset in `NETWORKS`
+                   ) -> tuple[int, str]:  # (the multiple, why), e.g. (2, 'this DiT cuts 2×2 patches')
+    "What a preset's image height and width must be multiples of, and why: a UNet's 2^halvings, a DiT's patch side."
+    if name in DIT_PRESETS: p = DIT_PRESETS[name]['patch']; return p, f'this DiT cuts {p}×{p} patches'
+    levels = len(unet_preset(name)['mults']) - 1
+    return 2 ** levels, f'this UNet halves them {levels} times'

@@ -17,7 +17,7 @@ from .device import resolve_precision
 from .distributed import join, local_batch_size
 from .ema import EMA
 from .distill import DISTILL_OBJECTIVES, StudentDiffusion
-from .dit import NETWORKS, denoiser
+from .dit import NETWORKS, denoiser, image_multiple
 from .flow import T_SAMPLINGS, FlowMatching
 from .forward import OBJECTIVES, WEIGHTINGS, Diffusion
 
@@ -82,6 +82,10 @@ def _check_config(cfg: TrainConfig):
         if not (number(getattr(cfg, name)) and 0 <= getattr(cfg, name) <= 1): bad(name, 'a number in [0, 1]')
     if not (number(cfg.val_frac) and 0 < cfg.val_frac < 1): bad('val_frac', 'a share strictly between 0 and 1')
     if cfg.unet not in NETWORKS: bad('unet', ' or '.join(map(repr, NETWORKS)))
+    m, why = image_multiple(cfg.unet)
+    if cfg.img_size % m:   # refused here, before a dataset is read or downloaded, in the network's own words
+        raise ValueError(f"image size {cfg.img_size}×{cfg.img_size} does not fit the network {cfg.unet!r}: height and width must be "
+                         f"multiples of {m} ({why}); valid sizes: {', '.join(str(m * k) for k in range(1, 9))}, …")
     if cfg.objective not in TRAIN_OBJECTIVES: bad('objective', ' or '.join(map(repr, TRAIN_OBJECTIVES)))
     if cfg.t_sampling not in T_SAMPLINGS: bad('t_sampling', ' or '.join(map(repr, T_SAMPLINGS)))
     if cfg.t_sampling != 'uniform' and cfg.objective != 'flow':

@@ -236,9 +236,9 @@ print(f"after 12 blocks at init: adaLN-Zero changes the tokens by {zero[-1]:.0%}
 #
 # The final layer is one more adaptive LayerNorm (shift and scale from c, again starting at zero) and a linear map
 # from D to the C·p² pixels of the patch, which `unpatchify` puts back in place. The DiT paper zeroes that linear map
-# too, so at initialisation the network's output is exactly 0 for every input: the network starts by predicting the
-# mean of its target (ε, v and x₀ are all 0 on average) and learns everything else. A `FinalLayer` and the whole
-# `DiT`:
+# too, so at initialisation the network's output is exactly 0 for every input. For an ε-network that is the mean of its
+# target; for v, x₀ or a flow velocity it is a neutral start that the last layer's bias corrects within a few steps. Each
+# block then learns how much to add. A `FinalLayer` and the whole `DiT`:
 
 # %%
 #| exports
@@ -332,7 +332,13 @@ class ConditionalDiT(_LabelChecks, DiT):
         self.label_emb = nn.Embedding(num_classes + 1, self.time_dim)   # row num_classes is the null label
         nn.init.normal_(self.label_emb.weight, std=0.02)
 
-    forward = ConditionalUNet.forward   # check x, check y, then body(x, time_emb(t) + label_emb(y)): the UNet's, word for word
+    def forward(self, x: torch.Tensor,                # (B, C, H, W) noisy images, H and W multiples of the patch side
+                t: torch.Tensor,                      # (B,) timesteps 0 … T−1 (a flow model's 1000·t, lesson 13)
+                y: torch.Tensor | None = None,        # (B,) class labels, `NULL_LABEL` for none; None: all unconditional
+                ) -> torch.Tensor:                    # (B, C, H, W): ε, v, x₀ or a velocity, as the run's objective says
+        "The network's prediction for `x` at `t` given `y`, as `ConditionalUNet`'s. `ValueError` for images or labels it cannot take."
+        self.check_input(x)
+        return self.body(x, self.time_emb(t) + self.label_emb(self.check_labels(y, len(x), x.device)))
 
 # %%
 cdit = ConditionalDiT(10, in_channels=1)
@@ -353,7 +359,9 @@ print('guided_eps on a ConditionalDiT: ε_u + w(ε_c − ε_u) in one batched pa
 # (15.7 M) at D = 384, the DiT-S width, for CIFAR-10 on a Colab GPU. Both cut 2×2 patches. `denoiser` builds either
 # network, with labels, and the checkpoint records the name, so `load_model`, `minddpm_sample`, `minddpm_edit`,
 # `minddpm_distill`, `minddpm_demo`, `--export` and `torchrun` take a DiT run as they take a UNet one:
-# `minddpm_train --unet dit-tiny`.
+# `minddpm_train --unet dit-tiny`. (A graph from `--export x.pt2` or `x.onnx` is fixed to the image size it was exported
+# at, for either network; the weights take any size that fits.) `image_multiple` says what that is, and a run whose
+# `img_size` does not fit its network is refused before any data is read.
 
 # %%
 #| exports
@@ -372,6 +380,13 @@ def denoiser(name: str,         # a preset in `NETWORKS`: 'tiny' or 'seed' (UNet
     if name in UNET_PRESETS: return ConditionalUNet(num_classes, **unet_preset(name, in_channels=in_channels))
     raise ValueError(f"Unknown network preset {name!r}; use one of {', '.join(NETWORKS)}")
 
+def image_multiple(name: str,  # a preset in `NETWORKS`
+                   ) -> tuple[int, str]:  # (the multiple, why), e.g. (2, 'this DiT cuts 2×2 patches')
+    "What a preset's image height and width must be multiples of, and why: a UNet's 2^halvings, a DiT's patch side."
+    if name in DIT_PRESETS: p = DIT_PRESETS[name]['patch']; return p, f'this DiT cuts {p}×{p} patches'
+    levels = len(unet_preset(name)['mults']) - 1
+    return 2 ** levels, f'this UNet halves them {levels} times'
+
 # %%
 nets = {name: denoiser(name, 10, c) for name, c in (('tiny', 1), ('dit-tiny', 1), ('seed', 3), ('dit-colab', 3))}
 show_table(['preset', 'network', 'parameters'], [(k, type(m).__name__, f'{n_params(m) / 1e6:.2f} M') for k, m in nets.items()])
@@ -388,6 +403,7 @@ ax.set(xlabel='thousand parameters', title='dit-tiny: where its parameters are (
 #| hide
 for k, m in nets.items(): assert 0.85 < n_params(m) / n_params(nets['tiny' if k in ('tiny', 'dit-tiny') else 'seed']) < 1.15
 test_fail(lambda: denoiser('dit-huge', 10, 1), contains='seed, tiny, dit-tiny, dit-colab')
+test_eq([image_multiple(n)[0] for n in NETWORKS], [8, 4, 2, 2])
 
 # %% [markdown]
 # ## What a step costs

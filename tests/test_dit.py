@@ -93,6 +93,12 @@ def test_every_objective_trains_a_dit_and_its_samplers_draw_from_it(objective, s
                      generator=torch.Generator().manual_seed(0))
         assert out.shape == (2, 1, 16, 16) and torch.isfinite(out).all(), sampler
 
+def test_a_size_the_network_cannot_take_is_refused_before_any_data_and_leaves_no_folder(tmp_path, capsys):
+    code, out, err = run_command(minddpm_train, '--unet', 'dit-tiny', '--img-size', '15', '--dataset', 'cifar10', '--out',
+                                 tmp_path/'run', '--export', tmp_path/'exports'/'sub'/'dit.pt2', capsys=capsys)   # cifar10: no download tried
+    assert code == 2 and "image size 15×15 does not fit the network 'dit-tiny': height and width must be multiples of 2" in err
+    assert 'Traceback' not in err and list(tmp_path.iterdir()) == []
+
 # --- one trained DiT through every command ------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
