@@ -22,7 +22,8 @@ from .flow import T_SAMPLINGS, FlowMatching
 from .forward import OBJECTIVES, WEIGHTINGS, Diffusion
 
 # %% auto #0
-__all__ = ['TRAIN_OBJECTIVES', 'TRAIN_PRESETS', 'FLOW_DEFAULTS', 'TrainConfig', 'noising_process', 'small_batch', 'Run']
+__all__ = ['TRAIN_OBJECTIVES', 'DIT_DEFAULTS', 'TRAIN_PRESETS', 'FLOW_DEFAULTS', 'TrainConfig', 'noising_process', 'small_batch',
+           'Run']
 
 # %% ../nbs/run.ipynb #705e85a8
 @dataclass
@@ -107,6 +108,7 @@ def _check_config(cfg: TrainConfig):
                          "at the noisiest step, where a one-call student does all its work (Salimans & Ho 2022, §4)")
 
 # %% ../nbs/run.ipynb #4aaec0e3
+DIT_DEFAULTS = dict(lr=3e-3)   # what `minddpm_train --unet dit-tiny` takes unless told: lesson 15 measured it on the digits and shapes
 TRAIN_PRESETS = {
     'tiny': TrainConfig(),                                                                       # CPU: the bundled digits
     'colab': TrainConfig(dataset='cifar10', img_size=32, unet='seed', batch_size=128, steps=30_000, lr=1e-3,
@@ -116,6 +118,7 @@ TRAIN_PRESETS = {
                         hflip=True, ema_start=2000, val_every=5000, ckpt_every=5000,
                         objective='eps', weighting='uniform'),                                    # the originals' 64×64
     'flow': TrainConfig(objective='flow', t_sampling='logit_normal', weighting='uniform'),      # CPU: tiny, flow matching (lesson 13)
+    'dit': TrainConfig(unet='dit-tiny', **DIT_DEFAULTS),                                         # CPU: tiny, a transformer (lesson 15)
 }
 FLOW_DEFAULTS = dict(t_sampling='logit_normal', weighting='uniform')   # what `minddpm_train --objective flow` takes unless told
 

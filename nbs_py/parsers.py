@@ -15,7 +15,7 @@ from minddpm.data import DATASETS
 from minddpm.dit import NETWORKS
 from minddpm.flow import T_SAMPLINGS
 from minddpm.forward import WEIGHTINGS
-from minddpm.run import FLOW_DEFAULTS, TRAIN_OBJECTIVES
+from minddpm.run import DIT_DEFAULTS, FLOW_DEFAULTS, TRAIN_OBJECTIVES
 from minddpm.sampling import FLOW_SAMPLERS, PRECISIONS, SAMPLERS, SPACINGS
 from minddpm.training import TRAIN_PRESETS
 from minddpm.demo import MAX_IMAGES
@@ -65,7 +65,8 @@ def train_parser(description: str = None, # what `--help` says first: the comman
     p.add_argument('--preset', help=f"one of {', '.join(TRAIN_PRESETS)} (default: tiny)")
     p.add_argument('--img-size', type=int_arg(1), help='image side in pixels')
     p.add_argument('--unet', choices=NETWORKS, help="the network: a UNet (tiny, seed; lesson 03) or a transformer (dit-tiny, "
-                                                    "dit-colab; lesson 15) (default: the preset's: tiny for tiny and flow, seed for colab and full)")
+                                                    "dit-colab; lesson 15) (default: the preset's: tiny for tiny and flow, seed for colab and full, dit-tiny for dit); "
+                                                    f"dit-tiny takes --lr {DIT_DEFAULTS['lr']:g} unless given (lesson 15 measured it)")
     p.add_argument('--hflip', action=argparse.BooleanOptionalAction,
                    help="random horizontal flips of training images (default: the preset's, on for colab and full)")
     length = p.add_mutually_exclusive_group()
@@ -113,6 +114,7 @@ def _train_changes(a: argparse.Namespace) -> dict:
                                      snr_gamma=a.snr_gamma, val_frac=a.val_frac, out=a.out, device=a.device,
                                      precision=a.precision, seed=a.seed, hflip=a.hflip).items() if v is not None}
     if a.objective == 'flow' and not a.resume: changes = {**FLOW_DEFAULTS, **changes}   # flow's measured recipe where the line is silent
+    if a.unet == 'dit-tiny' and not a.resume: changes = {**DIT_DEFAULTS, **changes}    # and the DiT's
     elif a.objective and not a.resume: changes.setdefault('t_sampling', 'uniform')       # a diffusion run, even from the flow preset
     return {**changes, **{k: True for k in ('wandb', 'compile') if getattr(a, k)}, 'minutes': a.minutes}
 

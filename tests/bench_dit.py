@@ -4,7 +4,7 @@
     python tests/bench_dit.py --unet-steps 1000 --data digits --out runs/bench_dit_small
     python tests/bench_dit.py --speed-only --device cuda --nets seed dit-colab --size 32 --batch 128   # a GPU
     python tests/bench_dit.py plot runs/bench_dit/results.json nbs/images/dit_vs_unet.png
-    python tests/bench_dit.py grids runs/bench_dit/results.json nbs/images/dit_samples.png
+    python tests/bench_dit.py grids runs/bench_dit/results.json nbs/images/dit_samples.png [RECIPES, default unet,dit,dit_lr0.006]
 
 Speed, per network and data set, measured here one after the other on a machine doing nothing else: training images/s
 (`train_step` of a real `Run`: forward, backward, AdamW, EMA; median of 20 steps after 3), guided sampling images/s
@@ -69,8 +69,9 @@ def speed(*args) -> dict:
 
 def run(a):
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    speeds = []
-    for d in a.data:
+    path, speeds = out/'results.json', []
+    if a.keep_speed: speeds = json.loads(path.read_text())['speed']   # measured by an earlier run into OUT
+    for d in a.data if not a.keep_speed else []:
         for net in a.nets:
             for threads in dict.fromkeys([a.threads] + ([] if a.speed_only or a.device != 'cpu' else [1])):
                 s = speed(net, dataset(d, out), a.device, threads, a.batch, a.size)
@@ -87,16 +88,18 @@ def run(a):
             one = {s['net']: s['step_s'] for s in speeds if s['data'] == d and s['threads'] == 1}
             unet, dit = a.nets
             jobs.append((f'unet=--unet {unet}', d, 0, ['--steps', str(a.unet_steps)]))
-            dit_steps = round(a.unet_steps * one[unet] / one[dit])                  # the same CPU-seconds at one thread
+            dit_steps = (a.dit_steps[a.data.index(d)] if a.dit_steps else
+                         round(a.unet_steps * one[unet] / one[dit]))               # the same CPU-seconds at one thread
             for lr in [None] + a.dit_lrs:
                 jobs.append((f"dit{'' if lr is None else f'_lr{lr:g}'}=--unet {dit}" + ('' if lr is None else f' --lr {lr:g}'),
                              d, 0, ['--steps', str(dit_steps)]))
         with ThreadPoolExecutor(2) as pool: runs = list(pool.map(lambda j: train_one(*j, out, 1), jobs))
         for r in runs:
-            r.update(score(r['checkpoint'], r['data'], out, a.per_class))
+            cached = Path(r['checkpoint']).parent/f'score_{a.per_class}.json'   # a run is scored once
+            if not cached.exists(): cached.write_text(json.dumps(score(r['checkpoint'], r['data'], out, a.per_class)))
+            r.update(json.loads(cached.read_text()))
             print(f"{r['data']:>7} {r['recipe']:>12}: {r['steps']:5d} steps in {r['wall_s']:4.0f} s, judged {r['accuracy']:6.1%}, "
                   f"FID {r['fid']:6.1f}", flush=True)
-    path = out/'results.json'
     if a.speed_only and path.exists(): runs = json.loads(path.read_text())['quality']   # new speeds, the runs' scores kept
     path.write_text(json.dumps(dict(args=vars(a), speed=speeds, quality=runs), indent=1))
     table(speeds, runs)
@@ -125,23 +128,23 @@ def plot(path, png):
             ax.bar([k + (i - (len(recipes) - 1) / 2) * .8 / len(recipes) for k in range(len(datas))], vals, .8 / len(recipes),
                    label=rec, color=f'C{i}')
         ax.set_xticks(range(len(datas)), datas); ax.set_title(label, fontsize=9)
-    axs[0].legend(fontsize=7)
+    axs[0].legend(fontsize=6, loc='lower left')
     nets = list(dict.fromkeys(s['net'] for s in sp))
     for ax, what, label in ((axs[2], 'train_img_s', 'training images/s'), (axs[3], 'sample_img_s', 'guided sampling images/s')):
         for i, net in enumerate(nets):
             vals = [next((s[what] for s in sp if s['data'] == d and s['net'] == net), float('nan')) for d in datas]
             ax.bar([k + (i - .5) * .4 for k in range(len(datas))], vals, .4, label=net, color=f'C{i}')
         ax.set_xticks(range(len(datas)), datas); ax.set_title(f"{label}, {res['args']['threads']} CPU threads", fontsize=9)
-    axs[2].legend(fontsize=7)
+    axs[2].legend(fontsize=7, loc='lower right')
     fig.tight_layout(); fig.savefig(png, dpi=60)
 
-def grids(path, png, per_class: int = 4):
-    "Guided samples (w = 3, DDIM 50, η = 1, one seed) of every class from each run, a row of grids per data set."
+def grids(path, png, recipes='unet,dit,dit_lr0.006', per_class: int = 4):
+    "Guided samples (w = 3, DDIM 50, η = 1, one seed) of every class from the runs of `recipes`, a row of grids per data set."
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
     from minddpm.training import load_model
     q = json.loads(Path(path).read_text())['quality']
-    datas, recipes = list(dict.fromkeys(r['data'] for r in q)), list(dict.fromkeys(r['recipe'] for r in q))
+    datas, recipes = list(dict.fromkeys(r['data'] for r in q)), recipes.split(',')
     fig, axs = plt.subplots(len(datas), len(recipes), figsize=(3.2 * len(recipes), 3.4 * len(datas)), squeeze=False)
     for row, d in zip(axs, datas):
         for ax, rec in zip(row, recipes):
@@ -151,15 +154,19 @@ def grids(path, png, per_class: int = 4):
             x = sample(m.model, m.diffusion, y, shape=m.shape, steps=50, w=3.0, eta=1.0, generator=torch.Generator().manual_seed(1))
             ax.imshow(make_grid((x + 1) / 2, nrow=per_class, padding=1).permute(1, 2, 0).clamp(0, 1))
             ax.set_title(f"{d}, {rec}: {r['steps']} steps\njudged {r['accuracy']:.0%}, FID {r['fid']:.1f}", fontsize=8); ax.axis('off')
-    fig.tight_layout(); fig.savefig(png, dpi=60)
+    fig.tight_layout(); fig.savefig(png, dpi=50)
+    from PIL import Image
+    Image.open(png).convert('RGB').quantize(colors=96).save(png, optimize=True)   # a committed figure under 100 kB
 
 if __name__ == '__main__':
-    if len(sys.argv) > 1 and sys.argv[1] in ('plot', 'grids'): dict(plot=plot, grids=grids)[sys.argv[1]](*sys.argv[2:4]); sys.exit()
+    if len(sys.argv) > 1 and sys.argv[1] in ('plot', 'grids'): dict(plot=plot, grids=grids)[sys.argv[1]](*sys.argv[2:]); sys.exit()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--data', nargs='+', default=['digits', 'shapes'])
     p.add_argument('--nets', nargs=2, default=['tiny', 'dit-tiny'], help='the UNet preset and the DiT preset to compare')
     p.add_argument('--unet-steps', type=int, default=2000, help="the UNet's training steps; a DiT trains for the same CPU-seconds")
-    p.add_argument('--dit-lrs', type=float, nargs='*', default=[3e-4], help="more DiT runs at these peak learning rates")
+    p.add_argument('--dit-lrs', type=float, nargs='*', default=[3e-4, 3e-3, 6e-3], help="more DiT runs at these peak learning rates")
+    p.add_argument('--dit-steps', type=int, nargs='*', help="the DiT's steps, one per --data (default: the UNet's CPU-seconds "
+                                                           "at the one-thread speeds measured first); to add runs to an earlier OUT")
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--device', default='cpu')
     p.add_argument('--batch', type=int, default=64)
@@ -167,5 +174,6 @@ if __name__ == '__main__':
     p.add_argument('--per-class', type=int, default=50)
     p.add_argument('--speed-only', action='store_true', help="measure speed and memory only (a GPU: no judge, no runs); an "
                                                              "OUT/results.json keeps its runs' scores")
+    p.add_argument('--keep-speed', action='store_true', help="take the speeds of OUT/results.json instead of measuring them again")
     p.add_argument('--out', default='runs/bench_dit')
     run(p.parse_args())

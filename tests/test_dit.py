@@ -10,7 +10,7 @@ from minddpm.cli import minddpm_distill, minddpm_edit, minddpm_sample, minddpm_t
 from minddpm.conditioning import NULL_LABEL, guided_eps
 from minddpm.dit import (DIT_PRESETS, NETWORKS, ConditionalDiT, DiT, DiTBlock, denoiser, patchify, position_embedding_2d,
                          unpatchify)
-from minddpm.run import TrainConfig
+from minddpm.run import DIT_DEFAULTS, TrainConfig
 from minddpm.sampling import sample
 from minddpm.training import TRAIN_PRESETS, Run, export_model, load_model, train_step
 from test_commands import run as run_command
@@ -112,6 +112,7 @@ def dit(tmp_path_factory):
 def test_the_checkpoint_records_the_network_and_every_command_takes_it(dit, tmp_path, capsys):
     m = load_model(dit/'run'/'checkpoint.pt')
     assert m.config.unet == 'dit-tiny' and isinstance(m.model, ConditionalDiT) and m.shape == (1, 16, 16)
+    assert m.config.lr == DIT_DEFAULTS['lr'] == TRAIN_PRESETS['dit'].lr   # the DiT's measured rate, --lr left out
     ckpt = dit/'run'/'checkpoint.pt'
     code, out, err = run_command(minddpm_sample, ckpt, '--n', '2', '--steps', '5', '--out', tmp_path/'s.png', capsys=capsys)
     assert code == 0 and (tmp_path/'s.png').is_file(), err
