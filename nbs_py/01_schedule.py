@@ -34,6 +34,7 @@ from torch import nn
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import matplotlib.pyplot as plt
 import numpy as np
 from minddpm.data import load_bundled, resize_uint8, to_unit_range, show_images
@@ -261,3 +262,40 @@ show_images(torch.cat(rows), ncols=10, scale=.8)
 fig = plt.gcf()
 for ax, t in zip(fig.axes[:10], ts): ax.set_title(f't={int(t)}', fontsize=7)
 fig.text(0.003, 0.62, 'linear', rotation=90, fontsize=9); fig.text(0.003, 0.14, 'cosine', rotation=90, fontsize=9);
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
+# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
+# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
+# `tests/solutions/`, for when you are stuck.
+#
+# 1. **ᾱ from β.** Given the β of any schedule, a (T,) float64 tensor, return ᾱ_t for every t, (T,).
+
+# %%
+def alpha_bars_from_betas(betas):   # (T,) β_0 … β_{T−1}
+    ...                              # return (T,) ᾱ_0 … ᾱ_{T−1}
+
+check(alpha_bars_from_betas)
+
+# %% [markdown]
+# 2. **The cosine schedule, from its ᾱ.** Nichol & Dhariwal define the cosine schedule by ᾱ, not by β:
+#    $\bar\alpha_t = f(t + 1)/f(0)$ with $f(u) = \cos^2\!\big(\frac{u/T + s}{1 + s}\cdot\frac{\pi}{2}\big)$ for our
+#    0-indexed t. Return ᾱ_t for t = 0 … T−1 as a float64 tensor (this lesson built β from it; here go straight to ᾱ).
+
+# %%
+def cosine_alpha_bars(T, s=0.008):   # T steps, offset s
+    ...                               # return (T,) float64 ᾱ_0 … ᾱ_{T−1}
+
+check(cosine_alpha_bars)
+
+# %% [markdown]
+# 3. **Signal to noise.** Return the SNR of each ᾱ. Then, with your function and `lin.alpha_bars`, find the first t
+#    at which the linear schedule's SNR falls below 1, where the noise in $x_t$ starts to outweigh the image.
+
+# %%
+def snr(alpha_bars):   # (T,) ᾱ
+    ...                # return (T,) SNR
+
+check(snr)

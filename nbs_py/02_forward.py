@@ -36,6 +36,7 @@ from minddpm.scrubber import Scrubber, fig_to_png
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 from minddpm.device import pick_device, pick_preset
 
 # %%
@@ -427,3 +428,40 @@ ax.legend(fontsize=7, ncol=3); fig.tight_layout()
 # %% [markdown]
 # The three min-SNR curves lie on one another, as they should. Lesson 07 trains with each target and
 # weighting, and lesson 08 measures which learns the digits fastest.
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
+# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
+# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
+# `tests/solutions/`, for when you are stuck.
+#
+# 1. **Noise a batch, from ᾱ.** Without a `Diffusion`: given clean images `x0` (B, C, H, W), noise `eps` of the same
+#    shape and one ᾱ_t per image, `alpha_bars_t` (B,), return $x_t$ (B, C, H, W).
+
+# %%
+def add_noise(x0, eps, alpha_bars_t):   # (B, C, H, W), (B, C, H, W), (B,)
+    ...                                  # return x_t, (B, C, H, W)
+
+check(add_noise)
+
+# %% [markdown]
+# 2. **The v target.** Same inputs; return v, what a v-predicting network (like the shipped one) is trained to output.
+
+# %%
+def v_target(x0, eps, alpha_bars_t):   # (B, C, H, W), (B, C, H, W), (B,)
+    ...                                 # return v, (B, C, H, W)
+
+check(v_target)
+
+# %% [markdown]
+# 3. **Back to x₀.** Given $x_t$, a predicted noise $\hat\varepsilon$ and ᾱ_t, return the $\hat x_0$ they imply. Then try
+#    it on the shipped model at t = 999 and at t = 10: which guess of the digit would you trust, and why (the table of
+#    targets above says which way the errors are scaled)?
+
+# %%
+def x0_from_eps(xt, eps_hat, alpha_bars_t):   # (B, C, H, W), (B, C, H, W), (B,)
+    ...                                        # return x̂0, (B, C, H, W)
+
+check(x0_from_eps)

@@ -33,6 +33,7 @@ from torch import nn
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import time
 import matplotlib.pyplot as plt
 from minddpm.data import get_datasets
@@ -518,3 +519,31 @@ ax.set(xlabel='t', ylabel='ε-MSE (held-out digits)', yscale='log'); ax.legend(f
 #| hide
 assert max(errs['trained']) < 0.5 < min(errs['untrained'])   # it learned, at every t
 assert errs['trained'][0] > errs['trained'][-1]               # and the low-noise end is the hard one
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
+# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
+# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
+# `tests/solutions/`, for when you are stuck.
+#
+# 1. **The time embedding.** Write the sinusoidal embedding of timesteps `t` (B,) into `dim` numbers each, (B, dim), as
+#    `timestep_embedding` does: sines first, then cosines.
+
+# %%
+def sinusoidal_embedding(t, dim):   # (B,) timesteps, an even dim
+    ...                              # return (B, dim) float32
+
+check(sinusoidal_embedding)
+
+# %% [markdown]
+# 2. **Count before you build.** Without building it, how many parameters does `ConvBlock(c_in, c_out)` have (its
+#    convolutions have no bias; its GroupNorms a scale and a shift per channel)? Return the count as an int. Then use it
+#    to say which block of the `seed` UNet's bar chart above holds the most.
+
+# %%
+def conv_block_params(c_in, c_out):   # channels in and out
+    ...                                # return the number of parameters, an int
+
+check(conv_block_params)

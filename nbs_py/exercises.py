@@ -1,0 +1,253 @@
+# %%
+#| default_exp exercises
+
+# %% [markdown]
+# # Exercises
+# > The checks behind the exercises at the end of each lesson: your function against the reference on a few inputs, random and edge cases; ✓, or what differs and a hint, never a traceback from inside the checker
+
+# %% [markdown]
+# Each lesson ends with a few exercises: a function to write, given as a stub whose body is `...`. Under it, one call,
+# `check(your_function)`, runs it on the inputs of that exercise, compares what it returns with the reference answer
+# and prints one of three things:
+#
+# - **✓** and the number of inputs it matched on;
+# - **not done yet**, while the body is still `...` (or raises `NotImplementedError`): the notebook goes on, so "Run
+#   all" works with every exercise unsolved;
+# - **✗**, the first input on which your answer differs, *what* differs (the type, the shape, the dtype, or the
+#   value at one position, yours against the reference), and a hint. An error raised by your function is reported the
+#   same way, with its message, and never stops the notebook.
+#
+# The checks ship with minddpm, so they work on Colab with no clone of the course. The solutions are in the
+# repository, out of the student's way (`tests/solutions/`), where the tests run each through its check, with a wrong
+# answer or two that the check must catch.
+
+# %%
+#| export
+from __future__ import annotations
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+# %%
+#| hide
+from fastcore.test import *
+from nbdev.showdoc import show_doc
+from IPython.display import Markdown, display
+
+# %%
+#| export
+@dataclass
+class Exercise:
+    "One exercise: the lesson that asks it, the reference answer, the inputs it is checked on, and a hint."
+    lesson: str                       # the lesson's notebook, e.g. '01_schedule'
+    reference: Callable               # the right answer, as a function
+    cases: Callable[[], list[dict]]   # makes the keyword arguments to check on (random and edge cases), the same every call
+    hint: str                         # what to look at when an answer differs
+    atol: float = 1e-5                # absolute tolerance on each number
+    rtol: float = 1e-4                # relative tolerance on each number
+
+EXERCISES: dict[str, Exercise] = {}   # name of the function to write → its exercise
+
+def exercise(lesson: str,               # the lesson's notebook, e.g. '01_schedule'
+             name: str,                 # the name of the function the student writes
+             hint: str,                 # what to look at when an answer differs
+             cases: Callable,           # makes the keyword arguments to check on
+             atol: float = 1e-5,        # absolute tolerance
+             rtol: float = 1e-4):       # relative tolerance
+    "Register the decorated function as the reference answer of exercise `name`, in `EXERCISES`."
+    def register(fn):
+        EXERCISES[name] = Exercise(lesson, fn, cases, hint, atol, rtol)
+        return fn
+    return register
+
+# %% [markdown]
+# How an answer is compared with the reference, and how an input is described in a message: numbers as they are,
+# small tensors by their values, others by shape and dtype.
+
+# %%
+#| export
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= 4: return f"tensor({[round(v, 4) if isinstance(v, float) else v for v in value.tolist()]})"
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return repr(value)
+
+def _inputs(kwargs: dict) -> str: return ', '.join(f'{k}={_describe(v)}' for k, v in kwargs.items())
+
+def difference(got,                 # an answer: a tensor, a number, or a tuple or list of them
+               want,                # the reference's answer to the same input
+               atol: float = 1e-5,  # absolute tolerance on each number
+               rtol: float = 1e-4,  # relative tolerance on each number
+               ) -> str | None:
+    "What differs between an answer `got` and the reference's `want` (type, shape, dtype, or the worst value), or None."
+    if isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor): return f"it returned {type(got).__name__} {_describe(got)}, not a tensor"
+        if got.shape != want.shape: return f"its shape is {tuple(got.shape)}, the reference's {tuple(want.shape)}"
+        if got.dtype.is_floating_point != want.dtype.is_floating_point:
+            return f"its dtype is {got.dtype}, the reference's {want.dtype}"
+        g, w = got.detach().double().cpu(), want.detach().double().cpu()
+        if not torch.isfinite(g).all() and torch.isfinite(w).all():
+            i = tuple(torch.nonzero(~torch.isfinite(g))[0].tolist())
+            return f"it holds {g[i].item()} at index {i}, where the reference holds {w[i].item():.6g}"
+        bad = (g - w).abs() > atol + rtol * w.abs()
+        if bad.any():
+            i = tuple(torch.nonzero(bad)[(g - w).abs()[bad].argmax()].tolist()) if bad.ndim else ()
+            return f"at index {i} it gives {g[i].item():.6g}, the reference {w[i].item():.6g}"
+        return None
+    if isinstance(want, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            return f"it returned {_describe(got)}, the reference a {type(want).__name__} of {len(want)}"
+        for k, (g, w) in enumerate(zip(got, want)):
+            if (d := difference(g, w, atol, rtol)): return f"in item {k}, {d}"
+        return None
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        if isinstance(got, torch.Tensor) and got.numel() == 1: got = got.item()
+        if not isinstance(got, (int, float)) or isinstance(got, bool): return f"it returned {_describe(got)}, not a number"
+        return None if math.isclose(got, want, rel_tol=rtol, abs_tol=atol) else f"it gives {got:.6g}, the reference {want:.6g}"
+    return None if got == want else f"it returned {_describe(got)}, the reference {_describe(want)}"
+
+# %% [markdown]
+# `check` itself. It returns what it printed as a word, `'right'`, `'wrong'` or `'not done'`, so a test can ask:
+
+# %%
+#| export
+def check(answer: Callable,      # your function; its name says which exercise it answers
+          name: str | None = None, # the exercise's name, where the function has another
+          quiet: bool = False,   # print nothing, return the verdict only
+          ) -> str:              # 'right', 'wrong' or 'not done'
+    "Run `answer` on its exercise's inputs and compare it with the reference; print ✓, not done yet, or what differs and a hint."
+    name = name or getattr(answer, '__name__', '?')
+    say = (lambda text: None) if quiet else print
+    if name not in EXERCISES:
+        say(f"✗ there is no exercise named {name!r}; the exercises are {', '.join(EXERCISES)}"); return 'wrong'
+    ex = EXERCISES[name]
+    cases = ex.cases()
+    for k, kwargs in enumerate(cases):
+        want = ex.reference(**{a: v.clone() if isinstance(v, torch.Tensor) else v for a, v in kwargs.items()})
+        try: got = answer(**{a: v.clone() if isinstance(v, torch.Tensor) else v for a, v in kwargs.items()})
+        except NotImplementedError:
+            say(f"… {name}: not done yet (it raises NotImplementedError)"); return 'not done'
+        except Exception as e:
+            said = f"✗ {name}({_inputs(kwargs)}) raised {type(e).__name__}: {e}"
+            if isinstance(e, TypeError) and 'argument' in str(e):
+                said += f"\n  check calls it with keyword arguments {', '.join(kwargs)}: keep the stub's parameter names"
+            say(f"{said}\n  hint: {ex.hint}"); return 'wrong'
+        if got is None and want is not None:
+            if k == 0: say(f"… {name}: not done yet (it returns None: write its body)"); return 'not done'
+            say(f"✗ {name}({_inputs(kwargs)}) returned None\n  hint: {ex.hint}"); return 'wrong'
+        if (d := difference(got, want, ex.atol, ex.rtol)):
+            say(f"✗ {name}({_inputs(kwargs)}): {d}\n  hint: {ex.hint}"); return 'wrong'
+    say(f"✓ {name}: the reference's answer on all {len(cases)} inputs"); return 'right'
+
+# %%
+show_doc(Exercise)
+
+# %%
+show_doc(exercise)
+
+# %%
+show_doc(difference)
+
+# %%
+show_doc(check)
+
+# %% [markdown]
+# ## The exercises, lesson by lesson
+#
+# The reference answers are in `minddpm/exercises.py`, hidden from this page so that it gives no solution away: each
+# is the lesson's own formula written out plainly, and takes the arguments the lesson's stub takes. The inputs are
+# made by a seeded generator, so every check sees the same ones. The exercises, by lesson:
+
+# %%
+#| hide
+#| export
+def _gen(seed: int = 0) -> torch.Generator: return torch.Generator().manual_seed(seed)
+
+def _betas_cases():
+    b = torch.rand(20, generator=_gen(), dtype=torch.float64) * 0.05
+    return [dict(betas=torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)), dict(betas=b), dict(betas=torch.tensor([0.5]))]
+
+@exercise('01_schedule', 'alpha_bars_from_betas', 'ᾱ_t is the running product of α_s = 1 − β_s for s = 0 … t, the step t itself included (torch.cumprod).',
+          _betas_cases)
+def _alpha_bars_from_betas(betas): return torch.cumprod(1 - betas, 0)
+
+@exercise('01_schedule', 'cosine_alpha_bars', "ᾱ_t = f(t + 1) / f(0) with f(u) = cos²((u/T + s)/(1 + s) · π/2), for t = 0 … T−1: the offset s "
+          "is inside the cosine, and every value is divided by f(0).",
+          lambda: [dict(T=1000, s=0.008), dict(T=10, s=0.008), dict(T=4, s=0.1), dict(T=2, s=0.0)])
+def _cosine_alpha_bars(T, s=0.008):
+    f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2
+    return f[1:] / f[0]
+
+@exercise('01_schedule', 'snr', 'the signal-to-noise ratio is the signal\'s share over the noise\'s: ᾱ / (1 − ᾱ).',
+          lambda: [dict(alpha_bars=torch.linspace(0.999, 0.001, 50, dtype=torch.float64)), dict(alpha_bars=torch.tensor([0.5, 0.9]))])
+def _snr(alpha_bars): return alpha_bars / (1 - alpha_bars)
+
+def _noise_cases():
+    g = _gen(1)
+    x0, eps = torch.rand(4, 1, 8, 8, generator=g) * 2 - 1, torch.randn(4, 1, 8, 8, generator=g)
+    return [dict(x0=x0, eps=eps, alpha_bars_t=torch.tensor([0.9999, 0.5, 0.1, 4e-5])),
+            dict(x0=x0[:2].expand(2, 3, 8, 8).clone(), eps=torch.randn(2, 3, 8, 8, generator=g), alpha_bars_t=torch.tensor([0.3, 0.7]))]
+
+@exercise('02_forward', 'add_noise', 'x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε: square roots of ᾱ, not ᾱ itself, and one ᾱ per image, shaped (B, 1, 1, 1) '
+          'so it broadcasts over C, H and W.', _noise_cases)
+def _add_noise(x0, eps, alpha_bars_t):
+    a = alpha_bars_t.view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+@exercise('02_forward', 'v_target', 'v = √ᾱ_t · ε − √(1 − ᾱ_t) · x0 (Salimans & Ho 2022): ε\'s weight is the signal\'s scale, and x0 is '
+          'subtracted.', _noise_cases)
+def _v_target(x0, eps, alpha_bars_t):
+    a = alpha_bars_t.view(-1, 1, 1, 1)
+    return a.sqrt() * eps - (1 - a).sqrt() * x0
+
+def _x0_cases():
+    return [dict(xt=c['x0'] * 0.3 + c['eps'], eps_hat=c['eps'], alpha_bars_t=c['alpha_bars_t']) for c in _noise_cases()]
+
+@exercise('02_forward', 'x0_from_eps', 'solve x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε for x0: subtract the noise part, then divide by √ᾱ_t.', _x0_cases,
+          rtol=1e-3)
+def _x0_from_eps(xt, eps_hat, alpha_bars_t):
+    a = alpha_bars_t.view(-1, 1, 1, 1)
+    return (xt - (1 - a).sqrt() * eps_hat) / a.sqrt()
+
+@exercise('03_unet', 'sinusoidal_embedding', 'dim/2 frequencies ω_i = 10000^(−i/(dim/2)) for i = 0 … dim/2 − 1; the sines of t·ω first, then the cosines.',
+          lambda: [dict(t=torch.tensor([0, 1, 10, 999]), dim=8), dict(t=torch.arange(0, 1000, 37), dim=64), dict(t=torch.tensor([5]), dim=2)],
+          atol=1e-3)   # float32 angles up to 999 radians: ways of computing ω that are equally right differ by about 1e-4
+def _sinusoidal_embedding(t, dim):
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+@exercise('03_unet', 'conv_block_params', 'a 3×3 conv from c_in to c_out channels without bias has 9·c_in·c_out weights; the block has two convs '
+          '(c_in → c_out, c_out → c_out) and two GroupNorms, each with a scale and a shift per channel.',
+          lambda: [dict(c_in=64, c_out=128), dict(c_in=1, c_out=32), dict(c_in=3, c_out=3)])
+def _conv_block_params(c_in, c_out): return 9 * c_in * c_out + 9 * c_out * c_out + 2 * 2 * c_out
+
+# %%
+show_table = lambda rows: display(Markdown('| exercise | lesson |\n|---|---|\n' + '\n'.join(f'| `{n}` | {e.lesson} |' for n, e in rows)))
+show_table(EXERCISES.items())
+
+# %%
+#| hide
+# the references agree with the lessons' own code where the package has it
+from minddpm.exercises import _cosine_alpha_bars, _sinusoidal_embedding, _conv_block_params
+from minddpm.schedule import cosine_betas
+from minddpm.unet import ConvBlock, timestep_embedding
+test_close(_cosine_alpha_bars(1000), torch.cumprod(1 - cosine_betas(1000, max_beta=1.0), 0), eps=1e-9)
+test_eq(_sinusoidal_embedding(torch.arange(50), 16), timestep_embedding(torch.arange(50), 16))
+test_eq(_conv_block_params(64, 128), sum(p.numel() for p in ConvBlock(64, 128).parameters()))
+
+# %% [markdown]
+# What a student sees, for an unsolved stub, a wrong answer, one that raises, and the right one:
+
+# %%
+def snr(alpha_bars): ...
+test_eq(check(snr), 'not done')
+def snr(alpha_bars): return (1 - alpha_bars) / alpha_bars
+test_eq(check(snr), 'wrong')
+def snr(alpha_bars): return alpha_bars / (1 - alpha_bars.sum(1))
+test_eq(check(snr), 'wrong')
+def snr(alpha_bars): return alpha_bars / (1 - alpha_bars)
+test_eq(check(snr), 'right')

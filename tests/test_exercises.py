@@ -1,0 +1,80 @@
+"""The lessons' exercises: every solution in tests/solutions/ passes its check, every listed wrong answer fails it with a
+message that says what differs and gives the hint, an untouched stub is "not done yet", and errors inside an answer never
+escape the check. Every exercise has a solution and a wrong answer, and every lesson that has exercises asks them all."""
+import importlib.util, json, re
+from pathlib import Path
+
+import pytest
+
+from minddpm.exercises import EXERCISES, check, difference
+from test_project import ROOT
+
+def solutions():
+    "Lesson → its solutions module."
+    res = {}
+    for p in sorted((ROOT/'tests'/'solutions').glob('[0-9][0-9]_*.py')):
+        spec = importlib.util.spec_from_file_location(f'solutions_{p.stem}', p)
+        res[p.stem] = importlib.util.module_from_spec(spec); spec.loader.exec_module(res[p.stem])
+    return res
+
+SOLVED = solutions()
+
+def test_every_exercise_has_a_solution_and_a_wrong_answer_in_its_lessons_file():
+    for name, ex in EXERCISES.items():
+        assert ex.lesson in SOLVED, f"no tests/solutions/{ex.lesson}.py for {name}"
+        assert name in SOLVED[ex.lesson].SOLUTIONS, f"{ex.lesson}: no solution to {name}"
+        assert any(w[0] == name for w in SOLVED[ex.lesson].WRONG), f"{ex.lesson}: no wrong answer to {name}"
+
+@pytest.mark.parametrize('name', list(EXERCISES))
+def test_the_solution_passes(name, capsys):
+    assert check(SOLVED[EXERCISES[name].lesson].SOLUTIONS[name], name) == 'right'
+    assert capsys.readouterr().out.startswith(f'✓ {name}')
+
+@pytest.mark.parametrize('lesson,k', [(l, k) for l, m in SOLVED.items() for k in range(len(m.WRONG))])
+def test_a_wrong_answer_fails_saying_what_differs(lesson, k, capsys):
+    name, fn, says = SOLVED[lesson].WRONG[k]
+    assert check(fn, name) == 'wrong'
+    out = capsys.readouterr().out
+    assert out.startswith(f'✗ {name}(') and says in out and f'hint: {EXERCISES[name].hint}' in out, out
+    assert 'Traceback' not in out
+
+def test_a_stub_is_not_done_and_so_is_one_that_raises_not_implemented(capsys):
+    def snr(alpha_bars): ...
+    def cosine_alpha_bars(T, s=0.008): raise NotImplementedError
+    assert check(snr) == check(cosine_alpha_bars) == 'not done'
+    assert capsys.readouterr().out.count('not done yet') == 2
+
+def test_other_names_and_signatures_are_said_plainly(capsys):
+    def snr_of(alpha_bars): return alpha_bars
+    assert check(snr_of) == 'wrong' and "there is no exercise named 'snr_of'" in capsys.readouterr().out
+    def snr(abar): return abar
+    assert check(snr) == 'wrong' and "keep the stub's parameter names" in capsys.readouterr().out
+
+def test_differences_are_named_by_kind():
+    import torch
+    want = torch.zeros(2, 3)
+    assert 'not a tensor' in difference([0, 0], want)
+    assert 'its shape is (3, 2)' in difference(torch.zeros(3, 2), want)
+    assert 'its dtype is torch.int64' in difference(torch.zeros(2, 3, dtype=torch.long), want)
+    assert 'at index (1, 2) it gives 5' in difference(torch.zeros(2, 3).index_put_((torch.tensor(1), torch.tensor(2)), torch.tensor(5.)), want)
+    assert 'nan' in difference(torch.full((2, 3), float('nan')), want)
+    assert difference(3, 3.0) is None and 'it gives 4' in difference(4, 3)
+
+@pytest.mark.parametrize('lesson', sorted({e.lesson for e in EXERCISES.values()}))
+def test_each_lesson_asks_its_exercises_as_stubs_and_checks_them(lesson):
+    "The lesson holds a stub (body `...`) and a `check` call for each of its exercises, and no solution."
+    cells = [''.join(c['source']) for c in json.loads((ROOT/'nbs'/f'{lesson}.ipynb').read_text())['cells'] if c['cell_type'] == 'code']
+    names = [n for n, e in EXERCISES.items() if e.lesson == lesson]
+    for n in names:
+        cell = next((c for c in cells if re.search(rf'^def {n}\(', c, re.M)), None)
+        assert cell, f"{lesson}: no stub for {n}"
+        body = [l for l in cell.split(f'def {n}(')[1].splitlines()[1:] if l.strip() and not l.startswith('check(')]
+        assert [l.split('#')[0].strip() for l in body] == ['...'], f"{lesson}: the stub of {n} is not bare: {body}"
+        assert f'check({n})' in cell
+
+def test_the_readme_says_how_many_exercises_each_lesson_has():
+    readme = (ROOT/'README.md').read_text()
+    for lesson in sorted({e.lesson for e in EXERCISES.values()}):
+        row = next(l for l in readme.splitlines() if f'](nbs/{lesson}.ipynb)' in l and l.startswith('| ['))
+        n = sum(e.lesson == lesson for e in EXERCISES.values())
+        assert f'**{n} exercises**' in row, f"README's row for {lesson} should say **{n} exercises**"
