@@ -32,6 +32,7 @@ from minddpm.unet import UNet
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import matplotlib.pyplot as plt
 import torch.nn.functional as F
 from minddpm.unet import unet_preset
@@ -270,3 +271,33 @@ test_close(guided_eps(model, x, t, yb, 3.0), torch.lerp(eps_u, eps_c, 3.0), eps=
 # %%
 rows = [sample(tiny.model, tiny.diffusion, yy, shape=tiny.shape, w=w, generator=torch.Generator().manual_seed(0)) for w in (0, 1, 3)]
 show_images(torch.cat(rows), yy.repeat(3), tiny.classes, ncols=10, scale=.9, title='the same noises at w = 0, 1 and 3 (rows)')
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
+# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
+# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
+# `tests/solutions/`, for when you are stuck.
+#
+# 1. **The guidance mix.** Given the two branches' predictions, conditional `eps_c` and unconditional `eps_u` (same
+#    shape), and a weight w, return the guided prediction. Then say what your function gives at w = 0 and at w = 1, and
+#    what the originals' `lerp(uncond, cond, cfg_scale)` gives at `cfg_scale = 0`.
+
+# %%
+def guided_mix(eps_c, eps_u, w):   # two (B, C, H, W) predictions, a float w
+    ...                             # return the guided (B, C, H, W) prediction
+
+check(guided_mix)
+
+# %% [markdown]
+# 2. **Dropping labels with given draws.** `drop_labels` draws its own coin flips; here they are given: `u` (B,), one
+#    uniform number in [0, 1) per sample. Return the labels `y` (B,) with those whose draw falls below `p` replaced by
+#    `NULL_LABEL` (−1). Then: with p = 0.1 and a batch of 64, how many unconditional examples does a step see on
+#    average, and how often does a step see none at all?
+
+# %%
+def drop_with(y, u, p):   # (B,) labels, (B,) draws in [0, 1), a probability
+    ...                    # return (B,) labels, some −1
+
+check(drop_with)

@@ -41,6 +41,7 @@ from minddpm.scrubber import Scrubber, fig_to_png
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import time
 from nbdev.showdoc import show_doc
 from minddpm.conditioning import ConditionalUNet
@@ -716,3 +717,32 @@ for p in ('fp32', 'bf16'):
 
 # %%
 print(f"this lesson ran in {time.perf_counter() - started:.0f} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
+# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
+# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
+# `tests/solutions/`, for when you are stuck.
+#
+# 1. **One DDIM step, by hand.** With η = 0 and no clipping: from $x_t$ and the predicted noise $\hat\varepsilon$, and
+#    the ᾱ of the two steps (floats), return $x_s$. Then run 10 of your steps on the ideal denoiser of this lesson, from
+#    t = 999 down, and compare with `sample(..., sampler='ddim', steps=10, eta=0)`.
+
+# %%
+def ddim_step_by_hand(xt, eps_hat, alpha_bar_t, alpha_bar_s):   # (B, C, H, W), (B, C, H, W), ᾱ_t, ᾱ_s
+    ...                                                  # return x_s, (B, C, H, W)
+
+check(ddim_step_by_hand)
+
+# %% [markdown]
+# 2. **DDPM's other variance.** From a schedule's β (T,), return the posterior variance $\tilde\beta_t$ for every t,
+#    (T,). Then plot β and β̃ of the linear schedule on one log axis: where do they differ most, and why does it matter
+#    only for the last few steps?
+
+# %%
+def posterior_variance(betas):   # (T,) float64 β
+    ...                           # return (T,) float64 β̃
+
+check(posterior_variance)

@@ -32,6 +32,7 @@ from torch import nn
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import matplotlib.pyplot as plt
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from minddpm.data import get_dataloaders
@@ -230,3 +231,41 @@ ax.set(xlabel='step', ylabel='held-out ε-MSE'); ax.legend(fontsize=8);
 assert avg[-1] < avg[0] and raw[-1] < raw[0]  # both learn
 assert avg[2] > raw[2]                        # the average lags while the loss falls fast ...
 assert avg[-1] < 1.05 * raw[-1]               # ... and has caught up by the end
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
+# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
+# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
+# `tests/solutions/`, for when you are stuck.
+#
+# 1. **One EMA update.** Given the average `avg` and the new weights `new` (tensors of one shape) and β, return the
+#    updated average.
+
+# %%
+def ema_update(avg, new, beta):   # two tensors of one shape, β in [0, 1]
+    ...                            # return the new average, same shape
+
+check(ema_update)
+
+# %% [markdown]
+# 2. **What the average is made of.** After n updates that start from the weights $w_0$, the average is a weighted sum
+#    of $w_0, w_1, …, w_n$. Return its n + 1 coefficients, float64, in that order.
+
+# %%
+def ema_weights(n, beta):   # updates made, β
+    ...                      # return (n + 1,) float64 coefficients of w_0 … w_n
+
+check(ema_weights)
+
+# %% [markdown]
+# 3. **How long the start lingers.** Return the least number of updates after which the starting weights count for at
+#    most half of the average, as an int. What is it for the course's β = 0.995, and what does that say about
+#    `ema_start`?
+
+# %%
+def ema_half_life(beta):   # β in (0, 1)
+    ...                     # return an int
+
+check(ema_half_life)

@@ -225,6 +225,65 @@ def _sinusoidal_embedding(t, dim):
           lambda: [dict(c_in=64, c_out=128), dict(c_in=1, c_out=32), dict(c_in=3, c_out=3)])
 def _conv_block_params(c_in, c_out): return 9 * c_in * c_out + 9 * c_out * c_out + 2 * 2 * c_out
 
+def _pair_cases():
+    g = _gen(2)
+    a, b = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    return [dict(eps_c=a, eps_u=b, w=3.0), dict(eps_c=a, eps_u=b, w=0.0), dict(eps_c=a, eps_u=b, w=1.0), dict(eps_c=b, eps_u=a, w=7.5)]
+
+@exercise('04_conditioning', 'guided_mix', 'ε̂ = ε_u + w·(ε_c − ε_u): start from the unconditional branch and move w times the way '
+          'the label points; w = 0 is unconditional, w = 1 conditional.', _pair_cases)
+def _guided_mix(eps_c, eps_u, w): return eps_u + w * (eps_c - eps_u)
+
+def _drop_cases():
+    g = _gen(3)
+    return [dict(y=torch.randint(0, 10, (64,), generator=g), u=torch.rand(64, generator=g), p=0.1),
+            dict(y=torch.arange(5), u=torch.tensor([0.0, 0.05, 0.1, 0.5, 0.99]), p=0.1), dict(y=torch.arange(3), u=torch.rand(3, generator=g), p=1.0)]
+
+@exercise('04_conditioning', 'drop_with', 'a label is dropped (becomes NULL_LABEL, −1) where its own draw u < p, each sample on '
+          'its own: about a share p of them, and the rest keep their class.', _drop_cases)
+def _drop_with(y, u, p): return torch.where(u < p, torch.full_like(y, -1), y)
+
+def _ddim_cases():
+    g = _gen(4)
+    x, e = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    return [dict(xt=x, eps_hat=e, alpha_bar_t=0.05, alpha_bar_s=0.3), dict(xt=x, eps_hat=e, alpha_bar_t=0.9, alpha_bar_s=0.999),
+            dict(xt=x, eps_hat=e, alpha_bar_t=0.5, alpha_bar_s=0.5)]
+
+@exercise('05_sampling', 'ddim_step_by_hand', 'first x̂0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t; then x_s = √ᾱ_s·x̂0 + √(1 − ᾱ_s)·ε̂, with the '
+          'earlier step\'s ᾱ_s in both terms (η = 0, no clipping).', _ddim_cases, rtol=1e-3)
+def _ddim_step(xt, eps_hat, alpha_bar_t, alpha_bar_s):
+    x0 = (xt - math.sqrt(1 - alpha_bar_t) * eps_hat) / math.sqrt(alpha_bar_t)
+    return math.sqrt(alpha_bar_s) * x0 + math.sqrt(1 - alpha_bar_s) * eps_hat
+
+@exercise('05_sampling', 'posterior_variance', 'β̃_t = β_t · (1 − ᾱ_{t−1}) / (1 − ᾱ_t), with ᾱ_{−1} = 1 before the first step, so '
+          'β̃_0 = 0: at the last step down nothing is left to add.', _betas_cases)
+def _posterior_variance(betas):
+    ab = torch.cumprod(1 - betas, 0)
+    prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
+    return betas * (1 - prev) / (1 - ab)
+
+def _ema_cases():
+    g = _gen(5)
+    return [dict(avg=torch.randn(10, generator=g), new=torch.randn(10, generator=g), beta=0.995),
+            dict(avg=torch.zeros(3), new=torch.ones(3), beta=0.9), dict(avg=torch.ones(2), new=torch.zeros(2), beta=0.0)]
+
+@exercise('06_ema', 'ema_update', 'the average keeps a share β of itself and takes 1 − β of the new weights: β·avg + (1 − β)·new.',
+          _ema_cases)
+def _ema_update(avg, new, beta): return beta * avg + (1 - beta) * new
+
+@exercise('06_ema', 'ema_weights', 'after n updates starting from w_0, the average is Σ_k c_k·w_k with c_0 = β^n and '
+          'c_k = (1 − β)·β^(n − k) for k = 1 … n; the n + 1 coefficients sum to 1.',
+          lambda: [dict(n=10, beta=0.9), dict(n=1, beta=0.5), dict(n=500, beta=0.995), dict(n=3, beta=0.0)])
+def _ema_weights(n, beta):
+    k = torch.arange(n + 1, dtype=torch.float64)
+    c = (1 - beta) * beta ** (n - k)
+    c[0] = beta ** n
+    return c
+
+@exercise('06_ema', 'ema_half_life', 'the starting weights keep a share β^n after n updates; find the least whole n with β^n ≤ 1/2 '
+          '(n = ⌈log ½ / log β⌉), an int.', lambda: [dict(beta=0.995), dict(beta=0.9), dict(beta=0.5), dict(beta=0.9999)])
+def _ema_half_life(beta): return math.ceil(math.log(0.5) / math.log(beta))
+
 # %%
 show_table = lambda rows: display(Markdown('| exercise | lesson |\n|---|---|\n' + '\n'.join(f'| `{n}` | {e.lesson} |' for n, e in rows)))
 show_table(EXERCISES.items())
