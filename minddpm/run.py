@@ -108,7 +108,7 @@ def _check_config(cfg: TrainConfig):
                          "at the noisiest step, where a one-call student does all its work (Salimans & Ho 2022, §4)")
 
 # %% ../nbs/run.ipynb #4aaec0e3
-DIT_DEFAULTS = dict(lr=3e-3)   # what `minddpm_train --unet dit-tiny` takes unless told: lesson 15 measured it on the digits and shapes
+DIT_DEFAULTS = dict(lr=6e-3)   # what `minddpm_train --unet dit-tiny` takes unless told: lesson 15 measured it on the digits and shapes
 TRAIN_PRESETS = {
     'tiny': TrainConfig(),                                                                       # CPU: the bundled digits
     'colab': TrainConfig(dataset='cifar10', img_size=32, unet='seed', batch_size=128, steps=30_000, lr=1e-3,

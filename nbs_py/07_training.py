@@ -52,6 +52,7 @@ from minddpm.trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedUNet, OnnxUN
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 from nbdev.showdoc import show_doc
 from IPython.display import Image
 import matplotlib.pyplot as plt
@@ -569,3 +570,31 @@ plt.figure(figsize=(5, 1.4)); plt.barh(list(files), [p.stat().st_size / 1e6 for 
 # the first command made, draws these:
 #
 # ![ten guided samples of each digit from the shipped tiny model](images/digits_tiny_samples.png)
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
+# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
+# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
+# `tests/solutions/`, for when you are stuck.
+#
+# 1. **The weighted loss.** Given the network's outputs `pred` and the targets (B, C, H, W) and one weight per image
+#    (B,), return the loss a training step minimises, a number (a 0-dimensional tensor).
+
+# %%
+def weighted_mse(pred, target, weights):   # (B, C, H, W), (B, C, H, W), (B,)
+    ...                                     # return a 0-d tensor
+
+check(weighted_mse)
+
+# %% [markdown]
+# 2. **min-SNR weights for v.** Given the SNR of each image's timestep (B,) and γ, return the weights (B,) a
+#    v-predicting run multiplies each image's v error by. Then plot them against log SNR for γ = 5, beside the same
+#    weights for ε (min(SNR, γ)/SNR): which timesteps does each recipe stop caring about?
+
+# %%
+def min_snr_v_weights(snr, gamma):   # (B,) SNR, γ > 0
+    ...                               # return (B,) weights
+
+check(min_snr_v_weights)

@@ -37,6 +37,7 @@ from minddpm.sampling import sample
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import matplotlib.pyplot as plt
 import numpy as np
 from minddpm.training import load_model
@@ -709,3 +710,33 @@ def inception_features(images: torch.Tensor,  # (N, C, H, W), uint8 or floats in
     net = _inception(weights).to(device if device is not None else images.device)
     dev = next(net.parameters()).device
     return torch.cat([net(b.to(dev).expand(-1, 3, -1, -1))[0].float().cpu() for b in images.split(batch_size)])
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
+# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
+# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
+# `tests/solutions/`, for when you are stuck.
+#
+# 1. **FID from two Gaussians.** Given the means (D,) and covariances (D, D) of two sets of features, float64, return
+#    their Fréchet distance as a float. (`torch.linalg.eigh` gives a symmetric matrix's square root.) Then check it
+#    against `frechet_distance` on the judge's features of two halves of the real digits: how far apart are two sets of
+#    real images, and what does that say about this lesson's floor?
+
+# %%
+def fid_from_stats(mu1, sigma1, mu2, sigma2):   # (D,), (D, D), (D,), (D, D)
+    ...                                          # return a float
+
+check(fid_from_stats)
+
+# %% [markdown]
+# 2. **Judged accuracy.** Given the judge's logits for N samples (N, classes) and the classes they were drawn for (N,),
+#    return the share the judge reads as the class asked for, a float. Then: the shipped model scores about 100 % at
+#    w = 3; what does it score at w = 0, and why is that the number a random guess would get?
+
+# %%
+def judged_accuracy(logits, labels):   # (N, classes) logits, (N,) classes asked for
+    ...                                 # return a float in [0, 1]
+
+check(judged_accuracy)

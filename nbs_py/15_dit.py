@@ -7,8 +7,8 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/15_dit.ipynb)
-# This lesson ran top to bottom in 6 seconds on 2 idle CPU cores (measured); its one GPU cell (`#| cuda`) repeats the
-# speed comparison on a GPU with the `colab`-sized networks, about two minutes on a Colab T4 with the CIFAR-10 download
+# This lesson ran top to bottom in 6 seconds on an idle 2-core CPU (measured). On a free Colab T4 its one GPU cell
+# (`#| cuda`), the speed comparison with the `colab`-sized networks, takes about two minutes with the CIFAR-10 download
 # (estimated). Its benchmark, in the last section, trained eight models on two CPU cores, in about an hour.
 
 # %%

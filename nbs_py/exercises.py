@@ -284,6 +284,50 @@ def _ema_weights(n, beta):
           '(n = ⌈log ½ / log β⌉), an int.', lambda: [dict(beta=0.995), dict(beta=0.9), dict(beta=0.5), dict(beta=0.9999)])
 def _ema_half_life(beta): return math.ceil(math.log(0.5) / math.log(beta))
 
+def _loss_cases():
+    g = _gen(6)
+    p, y = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    return [dict(pred=p, target=y, weights=torch.tensor([5.0, 1.0, 0.1, 0.01])), dict(pred=p, target=y, weights=torch.ones(4)),
+            dict(pred=p[:2].expand(2, 3, 8, 8).clone(), target=y[:2].expand(2, 3, 8, 8).clone(), weights=torch.tensor([0.0, 2.0]))]
+
+@exercise('07_training', 'weighted_mse', "each image's squared error is averaged over its C·H·W pixels first, multiplied by that "
+          "image's weight, and only then averaged over the batch: a number.", _loss_cases)
+def _weighted_mse(pred, target, weights): return ((pred - target).square().flatten(1).mean(1) * weights).mean()
+
+@exercise('07_training', 'min_snr_v_weights', "min-SNR-γ weighs the x0 error by min(SNR, γ); a v-network's error is (SNR + 1) "
+          "times its x0 error, so its weight is min(SNR, γ) / (SNR + 1).",
+          lambda: [dict(snr=torch.logspace(-4, 4, 30, dtype=torch.float64), gamma=5.0), dict(snr=torch.tensor([0.5, 5.0, 50.0]), gamma=1.0)])
+def _min_snr_v_weights(snr, gamma): return snr.clamp(max=gamma) / (snr + 1)
+
+def _stats_cases():
+    g = _gen(7)
+    def cov(d):
+        a = torch.randn(d, d, generator=g, dtype=torch.float64)
+        return a @ a.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
+    m = lambda d: torch.randn(d, generator=g, dtype=torch.float64)
+    s = cov(6)
+    return [dict(mu1=m(6), sigma1=cov(6), mu2=m(6), sigma2=cov(6)), dict(mu1=m(3), sigma1=cov(3), mu2=m(3), sigma2=cov(3)),
+            dict(mu1=torch.zeros(6, dtype=torch.float64), sigma1=s, mu2=torch.zeros(6, dtype=torch.float64), sigma2=s.clone())]
+
+@exercise('08_evaluation', 'fid_from_stats', 'FID = ‖μ1 − μ2‖² + Tr(Σ1) + Tr(Σ2) − 2·Tr((Σ1 Σ2)^½): the squared distance of the '
+          'means, and the square root of the product of the covariances (its eigenvalues\' square roots, summed), not of each.',
+          _stats_cases, atol=1e-6, rtol=1e-5)
+def _fid_from_stats(mu1, sigma1, mu2, sigma2):
+    w, v = torch.linalg.eigh(sigma1)
+    r1 = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
+    cross = torch.linalg.eigvalsh(r1 @ sigma2 @ r1).clamp(min=0).sqrt().sum()
+    return ((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * cross).item()
+
+def _logit_cases():
+    g = _gen(8)
+    return [dict(logits=torch.randn(50, 10, generator=g), labels=torch.randint(0, 10, (50,), generator=g)),
+            dict(logits=torch.eye(4) * 3, labels=torch.arange(4)), dict(logits=torch.eye(4), labels=torch.tensor([1, 1, 2, 0]))]
+
+@exercise('08_evaluation', 'judged_accuracy', "the judge's class for each sample is the index of its largest logit (argmax over the "
+          "classes, dim 1); the accuracy is the share of samples whose judged class is the one asked for, a float in [0, 1].",
+          _logit_cases)
+def _judged_accuracy(logits, labels): return (logits.argmax(1) == labels).double().mean().item()
+
 # %%
 show_table = lambda rows: display(Markdown('| exercise | lesson |\n|---|---|\n' + '\n'.join(f'| `{n}` | {e.lesson} |' for n, e in rows)))
 show_table(EXERCISES.items())
