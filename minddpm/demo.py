@@ -337,7 +337,9 @@ def demo_app(model=None,                 # a `Trained` from `load_model`, or a p
         "The grid of `n` images of class `label` (name or index) as a PNG: the same request gives the same bytes."
         images, _ = batcher(_checked(gr, m, label, n, w, sampler, steps, seed))
         data = grid_png(images)
-        (path := files/f"{hashlib.sha256(data).hexdigest()[:16]}.png").write_bytes(data)
+        path = files/f"{hashlib.sha256(data).hexdigest()[:16]}.png"   # the same request, the same name
+        tmp = path.with_name(f'{path.stem}.{threading.get_ident()}.tmp')
+        tmp.write_bytes(data); os.replace(tmp, path)   # atomic: two equal requests at once never read a half-written file
         return gr.FileData(path=str(path), mime_type='image/png')
 
     return _page(gr, m, generate, png, batcher)
