@@ -110,7 +110,8 @@ def test_page_in_a_browser(browser, proc, name, tmp_path):
     assert not res['tracebacks'], f"{name}: {res['tracebacks']} error outputs on the page"
     assert not res['broken'], f"{name}: images that did not load: {res['broken']}"
     assert set(res['remote']) <= {COLAB_BADGE}, f"{name}: images from the web: {res['remote']}"
-    if any(o.get('output_type') == 'display_data' for c in nbformat.read(proc/name, 4).cells for o in c.get('outputs', [])):
+    if any(o.get('output_type') == 'display_data' and any(k.startswith('image/') for k in o.get('data', {}))
+           for c in nbformat.read(proc/name, 4).cells for o in c.get('outputs', [])):   # a figure, not a Markdown table
         assert res['images'], f"{name}: figures in the notebook, none on the page"
     assert all(s['moved'] and s['shown'] and s['frames'] > 1 for s in res['scrubbers']), f"{name}: {res['scrubbers']}"
     if 'class="minddpm-scrubber"' in (proc/name).read_text(): assert res['scrubbers'], f"{name}: its scrubbers are not on the page"
