@@ -168,7 +168,7 @@ def img2img(model: nn.Module,         # the network, as `sample` takes it
             precision: str = 'fp32',  # the network's, as in `sample`
             trajectory: list | None = None,  # if a list, (t, x_t) of every step is appended
             ) -> torch.Tensor:        # (B, C, H, W) edited images in [-1, 1]
-    "SDEdit (Meng et al. 2021): noise `x` to t0 = strength·T and sample back towards `labels`. Raises `ValueError` for strength outside [0, 1]."
+    "SDEdit (Meng et al. 2021): noise `x` to t0 = round(strength·T) − 1 and sample back towards `labels`. Raises `ValueError` for strength outside [0, 1]."
     _edits(diffusion)
     x, t0 = _images(x), round(_strength(strength) * diffusion.T) - 1
     if t0 < 0: return x.clone()

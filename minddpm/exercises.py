@@ -4,7 +4,7 @@
 
 # %% ../nbs/exercises.ipynb #23fce32f
 from __future__ import annotations
-import math
+import math, numbers, re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,8 +41,12 @@ def exercise(lesson: str,               # the lesson's notebook, e.g. '01_schedu
 # %% ../nbs/exercises.ipynb #91ff2569
 def _describe(value) -> str:
     if isinstance(value, torch.Tensor):
-        if value.numel() <= 4: return f"tensor({[round(v, 4) if isinstance(v, float) else v for v in value.tolist()]})"
+        show = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
+        if value.ndim == 0: return f"a 0-d {value.dtype} tensor({show(value.item())})"
+        if value.ndim == 1 and value.numel() <= 8: return f"tensor([{', '.join(map(show, value.tolist()))}])"
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
+        return f"a {type(value).__name__} of {len(value)}: " + ', '.join(map(_describe, value))
     return repr(value)
 
 def _inputs(kwargs: dict) -> str: return ', '.join(f'{k}={_describe(v)}' for k, v in kwargs.items())
@@ -56,8 +60,7 @@ def difference(got,                 # an answer: a tensor, a number, or a tuple 
     if isinstance(want, torch.Tensor):
         if not isinstance(got, torch.Tensor): return f"it returned {type(got).__name__} {_describe(got)}, not a tensor"
         if got.shape != want.shape: return f"its shape is {tuple(got.shape)}, the reference's {tuple(want.shape)}"
-        if got.dtype.is_floating_point != want.dtype.is_floating_point:
-            return f"its dtype is {got.dtype}, the reference's {want.dtype}"
+        if got.dtype != want.dtype: return f"its dtype is {got.dtype}, the reference's {want.dtype}"
         g, w = got.detach().double().cpu(), want.detach().double().cpu()
         if not torch.isfinite(g).all() and torch.isfinite(w).all():
             i = tuple(torch.nonzero(~torch.isfinite(g))[0].tolist())
@@ -68,15 +71,17 @@ def difference(got,                 # an answer: a tensor, a number, or a tuple 
             return f"at index {i} it gives {g[i].item():.6g}, the reference {w[i].item():.6g}"
         return None
     if isinstance(want, (tuple, list)):
-        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+        if type(got) is not type(want) or len(got) != len(want):
             return f"it returned {_describe(got)}, the reference a {type(want).__name__} of {len(want)}"
         for k, (g, w) in enumerate(zip(got, want)):
             if (d := difference(g, w, atol, rtol)): return f"in item {k}, {d}"
         return None
     if isinstance(want, (int, float)) and not isinstance(want, bool):
-        if isinstance(got, torch.Tensor) and got.numel() == 1: got = got.item()
-        if not isinstance(got, (int, float)) or isinstance(got, bool): return f"it returned {_describe(got)}, not a number"
-        return None if math.isclose(got, want, rel_tol=rtol, abs_tol=atol) else f"it gives {got:.6g}, the reference {want:.6g}"
+        if isinstance(got, torch.Tensor): return f"it returned {_describe(got)}, a tensor, not a number: `.item()` gives its number"
+        if not isinstance(got, numbers.Real) or isinstance(got, bool): return f"it returned {_describe(got)}, not a number"
+        if isinstance(want, int) and not isinstance(got, numbers.Integral): return f"it returned {got!r}, not an int"
+        show = lambda v: f'{v:,}' if isinstance(v, int) else f'{v:.6g}'   # whole numbers exactly: a byte count is not 6.71089e+07
+        return None if math.isclose(got, want, rel_tol=rtol, abs_tol=atol) else f"it gives {show(got)}, the reference {show(want)}"
     return None if got == want else f"it returned {_describe(got)}, the reference {_describe(want)}"
 
 # %% ../nbs/exercises.ipynb #78b826f8
@@ -91,14 +96,15 @@ def check(answer: Callable,      # your function; its name says which exercise i
         say(f"✗ there is no exercise named {name!r}; the exercises are {', '.join(EXERCISES)}"); return 'wrong'
     ex = EXERCISES[name]
     cases = ex.cases()
+    copy = lambda kw: {a: v.clone() if isinstance(v, torch.Tensor) else v for a, v in kw.items()}
     for k, kwargs in enumerate(cases):
-        want = ex.reference(**{a: v.clone() if isinstance(v, torch.Tensor) else v for a, v in kwargs.items()})
-        try: got = answer(**{a: v.clone() if isinstance(v, torch.Tensor) else v for a, v in kwargs.items()})
+        want, given = ex.reference(**copy(kwargs)), copy(kwargs)
+        try: got = answer(**given)
         except NotImplementedError:
             say(f"… {name}: not done yet (it raises NotImplementedError)"); return 'not done'
         except Exception as e:
             said = f"✗ {name}({_inputs(kwargs)}) raised {type(e).__name__}: {e}"
-            if isinstance(e, TypeError) and 'argument' in str(e):
+            if isinstance(e, TypeError) and re.search(r'unexpected keyword argument|required (positional|keyword-only) argument', str(e)):
                 said += f"\n  check calls it with keyword arguments {', '.join(kwargs)}: keep the stub's parameter names"
             say(f"{said}\n  hint: {ex.hint}"); return 'wrong'
         if got is None and want is not None:
@@ -106,6 +112,9 @@ def check(answer: Callable,      # your function; its name says which exercise i
             say(f"✗ {name}({_inputs(kwargs)}) returned None\n  hint: {ex.hint}"); return 'wrong'
         if (d := difference(got, want, ex.atol, ex.rtol)):
             say(f"✗ {name}({_inputs(kwargs)}): {d}\n  hint: {ex.hint}"); return 'wrong'
+        if (changed := [a for a, v in given.items() if isinstance(v, torch.Tensor) and not torch.equal(v, kwargs[a])]):
+            say(f"✗ {name}({_inputs(kwargs)}) changed its argument {changed[0]} in place: return a new tensor and leave the "
+                f"inputs as they were (a caller may still need them)"); return 'wrong'
     say(f"✓ {name}: the reference's answer on all {len(cases)} inputs"); return 'right'
 
 # %% ../nbs/exercises.ipynb #ae5644d6
@@ -273,3 +282,108 @@ def _logit_cases():
           "classes, dim 1); the accuracy is the share of samples whose judged class is the one asked for, a float in [0, 1].",
           _logit_cases)
 def _judged_accuracy(logits, labels): return (logits.argmax(1) == labels).double().mean().item()
+
+def _sizes_cases():
+    return [dict(batch=16, height=32, width=32, bytes_per_value=4), dict(batch=1, height=64, width=64, bytes_per_value=2),
+            dict(batch=8, height=16, width=16, bytes_per_value=4), dict(batch=2, height=8, width=4, bytes_per_value=4)]
+
+@exercise('09_performance', 'attention_map_bytes', 'the map holds one weight for every pair of pixels: (H·W)² numbers per image, '
+          '(B, HW, HW) in all (averaged over the heads), each bytes_per_value bytes; an int.', _sizes_cases)
+def _attention_map_bytes(batch, height, width, bytes_per_value): return batch * (height * width) ** 2 * bytes_per_value
+
+@exercise('09_performance', 'channels_last_strides', 'in channels-last order the C values of one pixel sit next to each other: C has stride 1, '
+          'W stride C, H stride W·C and N stride H·W·C, returned in the order (N, C, H, W) of the shape; a tuple of 4 ints.',
+          lambda: [dict(shape=(16, 64, 32, 32)), dict(shape=(2, 3, 4, 5)), dict(shape=(1, 1, 8, 8)), dict(shape=(4, 3, 1, 1))])
+def _channels_last_strides(shape):
+    N, C, H, W = shape
+    return (H * W * C, 1, W * C, C)
+
+@exercise('10_distributed', 'micro_batch_positions', 'rank r holds positions r, r + W, r + 2W, … of the global batch (W = world_size), '
+          '(B/W of them, in that order), and cuts them into grad_accum consecutive micro-batches of B/(W·K); micro k is the k-th '
+          'of those pieces. A LongTensor.',
+          lambda: [dict(batch_size=16, world_size=4, grad_accum=2, rank=1, micro=1), dict(batch_size=16, world_size=1, grad_accum=1, rank=0, micro=0),
+                   dict(batch_size=64, world_size=2, grad_accum=4, rank=1, micro=2), dict(batch_size=12, world_size=3, grad_accum=2, rank=2, micro=0)])
+def _micro_batch_positions(batch_size, world_size, grad_accum, rank, micro):
+    return torch.arange(rank, batch_size, world_size).chunk(grad_accum)[micro]
+
+def _grad_cases():
+    g = _gen(9)
+    return [dict(per_sample_grads=torch.randn(16, 5, generator=g, dtype=torch.float64), world_size=2, grad_accum=2),
+            dict(per_sample_grads=torch.randn(24, 3, generator=g, dtype=torch.float64), world_size=3, grad_accum=4),
+            dict(per_sample_grads=torch.randn(8, 2, generator=g, dtype=torch.float64), world_size=1, grad_accum=1)]
+
+@exercise('10_distributed', 'ddp_gradient', 'each micro-batch\'s loss is a mean over its images and is divided by grad_accum before '
+          'backward(); the K micro-batches\' gradients add up in .grad; the all-reduce sums the ranks\' .grad and DDP divides by '
+          'the world size. The result is one (P,) gradient, the same on every rank.', _grad_cases)
+def _ddp_gradient(per_sample_grads, world_size, grad_accum): return per_sample_grads.mean(0)
+
+@exercise('11_editing', 'sdedit_start', 'SDEdit noises to t0 = round(strength·T) − 1: strength 1 starts at the last step, T − 1, '
+          'and strength 0 gives −1 (nothing to undo, the input comes back unchanged); an int.',
+          lambda: [dict(strength=0.6, T=1000), dict(strength=1.0, T=1000), dict(strength=0.0, T=1000), dict(strength=0.3337, T=1000),
+                   dict(strength=0.26, T=8), dict(strength=0.9, T=10)])
+def _sdedit_start(strength, T): return round(strength * T) - 1
+
+def _renoise_cases():
+    g = _gen(10)
+    x, z = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    return [dict(x_s=x, alpha_bar_s=1.0, alpha_bar_t=0.5, z=z), dict(x_s=x, alpha_bar_s=0.8, alpha_bar_t=0.2, z=z),
+            dict(x_s=x, alpha_bar_s=0.05, alpha_bar_t=0.01, z=z)]
+
+@exercise('11_editing', 'renoise_by_hand', 'from x_s (not from a clean image) the step to t keeps the ratio r = ᾱ_t/ᾱ_s: '
+          'x_t = √r·x_s + √(1 − r)·z. Only when x_s is clean (ᾱ_s = 1) is that lesson 02\'s add_noise.', _renoise_cases)
+def _renoise_by_hand(x_s, alpha_bar_s, alpha_bar_t, z):
+    r = alpha_bar_t / alpha_bar_s
+    return math.sqrt(r) * x_s + math.sqrt(1 - r) * z
+
+@exercise('11_editing', 'repaint_calls', 'the plain walk down costs `steps` calls; after every `jump` steps down (at step jump, 2·jump, … '
+          'below steps) the walk goes back up jump steps and down again, resample − 1 times, and each time down costs jump calls. '
+          'Going up re-noises: no call. An int.',
+          lambda: [dict(steps=50, jump=5, resample=5), dict(steps=50, jump=5, resample=1), dict(steps=20, jump=10, resample=3),
+                   dict(steps=10, jump=3, resample=2), dict(steps=1, jump=1, resample=5)])
+def _repaint_calls(steps, jump, resample): return steps + (resample - 1) * jump * ((steps - 1) // jump)
+
+def _request_cases():
+    A, B = ('dpm++', 20, 3.0), ('ddim', 50, 3.0)
+    return [dict(loops=[A, A, A, A], rows=[8, 8, 8, 8], max_rows=32), dict(loops=[A, A, A, A], rows=[8, 8, 30, 8], max_rows=32),
+            dict(loops=[A, B, A, B, A], rows=[4, 4, 8, 4, 32], max_rows=64), dict(loops=[B], rows=[32], max_rows=32),
+            dict(loops=[B, A, B, B], rows=[16, 2, 32, 16], max_rows=40), dict(loops=[B, A, A, A], rows=[8, 8, 8, 8], max_rows=128),
+            dict(loops=[A, A, A, A, A], rows=[16, 8, 8, 8, 4], max_rows=32)]
+
+@exercise('12_deploy', 'next_batch', 'the oldest waiting request (index 0) is always taken; then every later request, in order of arrival, '
+          'that shares its loop and still fits (the rows taken so far plus its own at most max_rows) joins, and one that does not fit '
+          'is passed over, not a stop. A list of indices, ascending.', _request_cases)
+def _next_batch(loops, rows, max_rows):
+    taken, used = [0], rows[0]
+    for i in range(1, len(loops)):
+        if loops[i] == loops[0] and used + rows[i] <= max_rows: taken.append(i); used += rows[i]
+    return taken
+
+def _cost_cases():
+    g, B = _gen(11), torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.float64)
+    noisy = (6.0 + 0.25 * B) * (1 + 0.05 * torch.randn(8, generator=g, dtype=torch.float64)) / B
+    return [dict(batches=B, ms_per_image=(5.0 + 0.3 * B) / B), dict(batches=B, ms_per_image=noisy),
+            dict(batches=B[:3], ms_per_image=(20.0 + 2.0 * B[:3]) / B[:3])]
+
+@exercise('12_deploy', 'call_cost', 'a call of b images takes fixed + per_image·b ms, and ms_per_image·b is that call\'s time: fit the line '
+          '(least squares) to the call times against b, not to the per-image times. A tuple (fixed_ms, per_image_ms) of floats.',
+          _cost_cases, rtol=1e-3, atol=1e-3)
+def _call_cost(batches, ms_per_image):
+    A = torch.stack([torch.ones_like(batches), batches], 1)
+    fixed, per_image = torch.linalg.lstsq(A, (ms_per_image * batches)[:, None]).solution[:, 0].tolist()
+    return (fixed, per_image)
+
+def _euler_cases():
+    g = _gen(12)
+    x, v = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    return [dict(x=x, v_hat=v, t=1.0, t_next=0.75), dict(x=x, v_hat=v, t=0.5, t_next=0.0), dict(x=x, v_hat=v, t=0.3, t_next=0.3)]
+
+@exercise('13_flow', 'flow_euler_step', 'along x_t = (1 − t)·x0 + t·ε the velocity dx/dt is ε − x0, and sampling runs t from 1 down '
+          'to 0, so t_next − t is negative: x_next = x + (t_next − t)·v̂.', _euler_cases)
+def _flow_euler_step(x, v_hat, t, t_next): return x + (t_next - t) * v_hat
+
+@exercise('13_flow', 'flow_time', 'divide x_t = α·x0 + σ·ε by α + σ (α = √ᾱ, σ = √(1 − ᾱ)): the path\'s time is τ = σ / (α + σ), '
+          'the noise\'s share of the two scales, not 1 − ᾱ.',
+          lambda: [dict(alpha_bars=torch.linspace(0.9999, 4e-5, 40, dtype=torch.float64)), dict(alpha_bars=torch.tensor([0.5, 1.0]))])
+def _flow_time(alpha_bars):
+    a, s = alpha_bars.sqrt(), (1 - alpha_bars).sqrt()
+    return s / (a + s)

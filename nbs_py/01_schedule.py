@@ -266,10 +266,8 @@ fig.text(0.003, 0.62, 'linear', rotation=90, fontsize=9); fig.text(0.003, 0.14, 
 # %% [markdown]
 # ## Exercises
 #
-# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
-# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
-# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
-# `tests/solutions/`, for when you are stuck.
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **ᾱ from β.** Given the β of any schedule, a (T,) float64 tensor, return ᾱ_t for every t, (T,).
 

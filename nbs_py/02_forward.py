@@ -432,13 +432,12 @@ ax.legend(fontsize=7, ncol=3); fig.tight_layout()
 # %% [markdown]
 # ## Exercises
 #
-# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
-# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
-# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
-# `tests/solutions/`, for when you are stuck.
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **Noise a batch, from ᾱ.** Without a `Diffusion`: given clean images `x0` (B, C, H, W), noise `eps` of the same
-#    shape and one ᾱ_t per image, `alpha_bars_t` (B,), return $x_t$ (B, C, H, W).
+#    shape and one ᾱ_t per image, `alpha_bars_t` (B,), return $x_t$ (B, C, H, W), alone (`Diffusion.add_noise` also
+#    returns the noise; this one does not).
 
 # %%
 def add_noise(x0, eps, alpha_bars_t):   # (B, C, H, W), (B, C, H, W), (B,)
@@ -456,9 +455,10 @@ def v_target(x0, eps, alpha_bars_t):   # (B, C, H, W), (B, C, H, W), (B,)
 check(v_target)
 
 # %% [markdown]
-# 3. **Back to x₀.** Given $x_t$, a predicted noise $\hat\varepsilon$ and ᾱ_t, return the $\hat x_0$ they imply. Then try
-#    it on the shipped model at t = 999 and at t = 10: which guess of the digit would you trust, and why (the table of
-#    targets above says which way the errors are scaled)?
+# 3. **Back to x₀.** Given $x_t$, a predicted noise $\hat\varepsilon$ and ᾱ_t, return the $\hat x_0$ they imply, not
+#    clipped. Then: an error δ in $\hat\varepsilon$ becomes an error of δ times some factor in $\hat x_0$. Read the
+#    factor off your formula and compute it at t = 10 and t = 999 of the linear schedule: which guess of the digit would
+#    you trust from a network that predicts ε, and why does the shipped model predict v instead?
 
 # %%
 def x0_from_eps(xt, eps_hat, alpha_bars_t):   # (B, C, H, W), (B, C, H, W), (B,)

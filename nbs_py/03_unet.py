@@ -523,10 +523,8 @@ assert errs['trained'][0] > errs['trained'][-1]               # and the low-nois
 # %% [markdown]
 # ## Exercises
 #
-# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
-# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
-# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
-# `tests/solutions/`, for when you are stuck.
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **The time embedding.** Write the sinusoidal embedding of timesteps `t` (B,) into `dim` numbers each, (B, dim), as
 #    `timestep_embedding` does: sines first, then cosines.

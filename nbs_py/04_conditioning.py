@@ -275,10 +275,8 @@ show_images(torch.cat(rows), yy.repeat(3), tiny.classes, ncols=10, scale=.9, tit
 # %% [markdown]
 # ## Exercises
 #
-# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
-# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
-# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
-# `tests/solutions/`, for when you are stuck.
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **The guidance mix.** Given the two branches' predictions, conditional `eps_c` and unconditional `eps_u` (same
 #    shape), and a weight w, return the guided prediction. Then say what your function gives at w = 0 and at w = 1, and

@@ -721,14 +721,14 @@ print(f"this lesson ran in {time.perf_counter() - started:.0f} s")
 # %% [markdown]
 # ## Exercises
 #
-# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
-# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
-# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
-# `tests/solutions/`, for when you are stuck.
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **One DDIM step, by hand.** With η = 0 and no clipping: from $x_t$ and the predicted noise $\hat\varepsilon$, and
-#    the ᾱ of the two steps (floats), return $x_s$. Then run 10 of your steps on the ideal denoiser of this lesson, from
-#    t = 999 down, and compare with `sample(..., sampler='ddim', steps=10, eta=0)`.
+#    the ᾱ of the two steps (Python floats: use `math.sqrt`), return $x_s$. Then run 10 of your steps on the ideal
+#    denoiser of this lesson, on the timesteps `ddim_timesteps(1000, 10)` and then to ᾱ_s = 1 (the clean image), and
+#    compare with `sample(..., sampler='ddim', steps=10, eta=0, w=1, clip=False, x_T=...)` from the same starting noise
+#    and labels (`sample` guides at w = 3 and clips x̂0 unless told otherwise).
 
 # %%
 def ddim_step_by_hand(xt, eps_hat, alpha_bar_t, alpha_bar_s):   # (B, C, H, W), (B, C, H, W), ᾱ_t, ᾱ_s
@@ -737,9 +737,10 @@ def ddim_step_by_hand(xt, eps_hat, alpha_bar_t, alpha_bar_s):   # (B, C, H, W), 
 check(ddim_step_by_hand)
 
 # %% [markdown]
-# 2. **DDPM's other variance.** From a schedule's β (T,), return the posterior variance $\tilde\beta_t$ for every t,
-#    (T,). Then plot β and β̃ of the linear schedule on one log axis: where do they differ most, and why does it matter
-#    only for the last few steps?
+# 2. **DDPM's other variance.** From a schedule's β (T,), return the posterior variance $\tilde\beta_t$ for every
+#    t = 0 … T−1, (T,), as in code: t = 0 is the first step of noising and the last step of sampling. Then plot β and β̃
+#    of the linear schedule on one log axis: at which t do they differ most, and why does it matter only for the last
+#    few steps of sampling?
 
 # %%
 def posterior_variance(betas):   # (T,) float64 β

@@ -574,10 +574,8 @@ plt.figure(figsize=(5, 1.4)); plt.barh(list(files), [p.stat().st_size / 1e6 for 
 # %% [markdown]
 # ## Exercises
 #
-# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
-# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
-# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
-# `tests/solutions/`, for when you are stuck.
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **The weighted loss.** Given the network's outputs `pred` and the targets (B, C, H, W) and one weight per image
 #    (B,), return the loss a training step minimises, a number (a 0-dimensional tensor).

@@ -714,15 +714,14 @@ def inception_features(images: torch.Tensor,  # (N, C, H, W), uint8 or floats in
 # %% [markdown]
 # ## Exercises
 #
-# Write each function in place of its `...` and run its cell: `check` runs it on a few inputs, random and edge cases,
-# compares it with the reference and prints ✓, or the first input where it differs, what differs and a hint. Left as
-# they are, the cells print "not done yet" and the notebook runs on. The solutions are in the course's repository,
-# `tests/solutions/`, for when you are stuck.
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **FID from two Gaussians.** Given the means (D,) and covariances (D, D) of two sets of features, float64, return
-#    their Fréchet distance as a float. (`torch.linalg.eigh` gives a symmetric matrix's square root.) Then check it
-#    against `frechet_distance` on the judge's features of two halves of the real digits: how far apart are two sets of
-#    real images, and what does that say about this lesson's floor?
+#    their Fréchet distance as a float. (`torch.linalg.eigh` gives a symmetric matrix's square root.) Then compute it
+#    between the judge's features of two halves of the held-out digits (90 each; Σ as `torch.cov(features.T)`, as
+#    `frechet_distance` computes it), and compare with `frechet_distance` on the same halves: two sets of real digits
+#    are this far apart at 90 images; why is it not 0, and what does it say about comparing FIDs at other counts?
 
 # %%
 def fid_from_stats(mu1, sigma1, mu2, sigma2):   # (D,), (D, D), (D,), (D, D)
@@ -732,8 +731,9 @@ check(fid_from_stats)
 
 # %% [markdown]
 # 2. **Judged accuracy.** Given the judge's logits for N samples (N, classes) and the classes they were drawn for (N,),
-#    return the share the judge reads as the class asked for, a float. Then: the shipped model scores about 100 % at
-#    w = 3; what does it score at w = 0, and why is that the number a random guess would get?
+#    return the share the judge reads as the class asked for, a float. Then: the judge itself reads a share of the
+#    real held-out digits right (`train_judge` returns it); what would it score on samples as good as real digits,
+#    and what does that say about a model that scores 97 % against one that scores 99 %?
 
 # %%
 def judged_accuracy(logits, labels):   # (N, classes) logits, (N,) classes asked for

@@ -44,6 +44,7 @@ from minddpm.measure import PeakMemory, median_time, training_batches
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 from nbdev.showdoc import show_doc
 import json
 import matplotlib.pyplot as plt
@@ -589,3 +590,33 @@ print(format_table(res_full))
 # ```sh
 # minddpm_bench --size 64 --batch 16
 # ```
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+#
+# 1. **The attention map's size.** With `need_weights=True`, `nn.MultiheadAttention` builds one weight for every pair
+#    of pixels of an image. Given the batch, the height and width of the images at the attention block, and the bytes of
+#    one number (4 for float32, 2 for bf16), return the size of the map in bytes, an int. Then: from what side (a power
+#    of 2) does one such map, for a batch of 16 in float32, pass the 16 GB of a Colab T4?
+
+# %%
+def attention_map_bytes(batch, height, width, bytes_per_value):   # ints
+    ...                                                            # return an int: bytes
+
+check(attention_map_bytes)
+
+# %% [markdown]
+# 2. **Channels-last strides.** A tensor stored channels-last keeps its shape, (N, C, H, W); what changes is its
+#    strides, the number of elements to step over in memory to reach the next index along each dimension. Given a shape,
+#    return the strides of a channels-last tensor of that shape, a tuple of 4 ints in the order of the shape (N, C, H, W).
+#    Then: which dimension has stride 1 in the default layout, which in channels-last, and which of the two keeps the
+#    numbers a 3×3 convolution multiplies together for one output pixel closer in memory?
+
+# %%
+def channels_last_strides(shape):   # (N, C, H, W), a tuple of ints
+    ...                              # return a tuple of 4 ints
+
+check(channels_last_strides)

@@ -36,6 +36,7 @@ from minddpm.data import pick_device
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import dataclasses, os, subprocess, sys, tempfile
 from pathlib import Path
 import matplotlib.pyplot as plt
@@ -618,3 +619,36 @@ def rank_failure(place: Place,      # this rank
 # %%
 print(rank_failure(Place(0, 2, parallel=True), 310, RuntimeError('[../gloo/transport/tcp/pair.cc:534] Read error '
       '[127.0.0.1]:53385: Connection reset by peer. This is typically...'), 'the last checkpoint, runs/full/checkpoint.pt at step 300, is kept'))
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+#
+# 1. **A rank's micro-batch.** Given the global batch size, the world size, `grad_accum`, a rank and a micro-batch
+#    index (from 0), return the positions in the global batch of the images that micro-batch holds, a LongTensor of
+#    `batch_size / (world_size × grad_accum)` positions in the order the rank takes them (the figure under "The batch is
+#    global" draws them). Then: with a batch of 16 on 4 ranks × 2 micro-batches, which micro-batch of which rank holds
+#    position 13?
+
+# %%
+def micro_batch_positions(batch_size, world_size, grad_accum, rank, micro):   # ints
+    ...                                                                        # return a (batch_size // (world_size * grad_accum),) LongTensor
+
+check(micro_batch_positions)
+
+# %% [markdown]
+# 2. **The gradient DDP computes.** Given every image's own gradient, `per_sample_grads` (B, P) in the order of the
+#    global batch, compute the gradient every rank holds after one optimiser step's backward passes, the way the ranks
+#    compute it: each rank runs its micro-batches (exercise 1), each micro-batch's loss is the mean over its images
+#    divided by `grad_accum` (`_backward` of lesson 07), the gradients add up in `.grad`, then the all-reduce sums the
+#    ranks' `.grad` and DDP divides by the world size. Return it, (P,). Then compare it with `per_sample_grads.mean(0)`,
+#    and say what forgetting the division by `grad_accum` would do to the gradient, and so to the run's clipping at norm
+#    1 (lesson 07): would `--grad-accum 4` still train the run of `--grad-accum 1`?
+
+# %%
+def ddp_gradient(per_sample_grads, world_size, grad_accum):   # (B, P) float64, ints
+    ...                                                        # return (P,)
+
+check(ddp_gradient)

@@ -36,6 +36,7 @@ from minddpm.sampling import _eps, _finite, _randn, _sampling, ddim_step, ddim_t
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import time
 import matplotlib.pyplot as plt
 from minddpm.data import get_datasets, pick_device, pick_preset, show_images
@@ -337,7 +338,8 @@ show_images(torch.cat(examples), torch.arange(len(rows)).repeat(len(sigmas)), ['
 #
 # ## Image-to-image: SDEdit
 #
-# Meng et al. (2021) noise an image part of the way, to $t_0 = $ strength·T, and sample back with whatever
+# Meng et al. (2021) noise an image part of the way, to $t_0 = \mathrm{round}(\text{strength}\cdot T) - 1$ (so strength 1 is the
+# last step, $T - 1$, and strength 0 leaves the image alone), and sample back with whatever
 # the model is told: a label and guidance, here. The noise erases the detail and keeps the layout, and the
 # model fills the detail in for the class it is asked for. Strength trades faithfulness to the input (low)
 # against realism as the new class (high); at strength 1 the input is all but forgotten.
@@ -356,7 +358,7 @@ def img2img(model: nn.Module,         # the network, as `sample` takes it
             precision: str = 'fp32',  # the network's, as in `sample`
             trajectory: list | None = None,  # if a list, (t, x_t) of every step is appended
             ) -> torch.Tensor:        # (B, C, H, W) edited images in [-1, 1]
-    "SDEdit (Meng et al. 2021): noise `x` to t0 = strength·T and sample back towards `labels`. Raises `ValueError` for strength outside [0, 1]."
+    "SDEdit (Meng et al. 2021): noise `x` to t0 = round(strength·T) − 1 and sample back towards `labels`. Raises `ValueError` for strength outside [0, 1]."
     _edits(diffusion)
     x, t0 = _images(x), round(_strength(strength) * diffusion.T) - 1
     if t0 < 0: return x.clone()
@@ -653,3 +655,41 @@ show_images(torch.stack([pair[0] for pair in pairs.values()] + [pair[1] for pair
 
 # %%
 print(f"this lesson ran in {time.perf_counter() - started:.0f} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+#
+# 1. **Where SDEdit starts.** Given the strength in [0, 1] and the number of steps T of the schedule, return the timestep
+#    t0 that `img2img` noises its input to, an int (−1 when there is nothing to noise). Then: with `noise_level_step`,
+#    which strength starts SDEdit where the noise level σ_t is 1, as large as the image's whole range from the middle?
+
+# %%
+def sdedit_start(strength, T):   # a float in [0, 1], an int
+    ...                           # return an int in {-1, 0, …, T-1}
+
+check(sdedit_start)
+
+# %% [markdown]
+# 2. **Noising a noisy image further.** Given images `x_s` at step s, with their ᾱ_s (a float; 1 means x_s is clean),
+#    the ᾱ_t of a later step (smaller), and a noise `z` ~ N(0, I) of x_s's shape, return x_t drawn from q(x_t | x_s) with
+#    that z: the second of the two facts at the top of this lesson, which RePaint uses to walk back up.
+
+# %%
+def renoise_by_hand(x_s, alpha_bar_s, alpha_bar_t, z):   # (B, C, H, W), float, float, (B, C, H, W)
+    ...                                                   # return (B, C, H, W)
+
+check(renoise_by_hand)
+
+# %% [markdown]
+# 3. **What RePaint costs.** Given `steps`, `jump` and `resample` as `repaint_walk` takes them, return the network calls
+#    its walk costs, an int, by reasoning about the walk (a step down is one call, a step up none) rather than by
+#    calling `repaint_walk`. Then: how many calls do this lesson's settings cost, against replacement's 50?
+
+# %%
+def repaint_calls(steps, jump, resample):   # ints: steps in 1 … T (1000), jump and resample in 1 … 100
+    ...                                      # return an int
+
+check(repaint_calls)

@@ -47,6 +47,7 @@ from minddpm.training import Trained, load_model
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import matplotlib.pyplot as plt
 from concurrent.futures import ThreadPoolExecutor
 from minddpm.data import pick_device, pick_preset, show_images
@@ -141,7 +142,10 @@ ax.set_xticks(batches, batches); ax.legend(); plt.show()
 #   a GPU may pick other kernels for other batch sizes and differ in the last bits.)
 #
 # The batch has a ceiling, counted in network rows: a guided image costs two (its conditional and unconditional
-# passes share one call, lesson 04).
+# passes share one call, lesson 04). Which requests join a loop: the oldest waiting request is always served next,
+# and its loop is the one run; every later request that shares that loop joins, in order of arrival, while the rows
+# taken so far plus its own stay within the ceiling. One that would pass the ceiling waits for a later loop, and those
+# behind it may still join; one with another loop waits too, however many share it. No request waits for ever.
 #
 # First, a request as it comes from a form or an HTTP call, checked field by field:
 
@@ -680,3 +684,37 @@ demo_app().launch(share=True, debug=True)
 
 # %%
 print(f"this lesson ran in {time.perf_counter() - started:.0f} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+#
+# 1. **Which requests share the next loop.** Given the waiting requests in order of arrival, as two lists, their
+#    loops (each a tuple (sampler, steps, w)) and their rows (network rows each costs), and the batcher's `max_rows`,
+#    return the indices of the requests the batcher samples together next, ascending, by the rule under "Batching
+#    requests that arrive together". Then: eight requests of 4 guided images each (8 rows) wait together, at the
+#    default `max_rows` of 128; the oldest asks for DDIM and the other seven for DPM-Solver++. How many loops does the
+#    batcher run for the eight, and which requests share each?
+
+# %%
+def next_batch(loops, rows, max_rows):   # a list of tuples, a list of ints (same length), an int
+    ...                                   # return a list of ints
+
+check(next_batch)
+
+# %% [markdown]
+# 2. **A call's fixed cost.** The cost per image above falls with the batch because each call has a fixed cost. Given
+#    the batch sizes, (n,), and the measured ms per image at each, (n,), both float64 tensors, fit the line
+#    `fixed + per_image × batch` to the calls' times (ms per image × batch) by least squares, and return
+#    `(fixed_ms, per_image_ms)`, a tuple of two floats. Then fit this lesson's `cost['eager fp32']` at `batches` (lists:
+#    make them float64 tensors first): the fixed cost is worth how many images (fixed / per image)? Run the timing cell
+#    again and refit: how much does that figure move between two runs on one machine, and why is a fit of a few noisy
+#    timings no better than its noisiest point?
+
+# %%
+def call_cost(batches, ms_per_image):   # (n,) float64, (n,) float64
+    ...                                  # return a tuple (fixed_ms, per_image_ms) of floats
+
+check(call_cost)

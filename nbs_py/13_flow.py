@@ -37,6 +37,7 @@ from minddpm.sampling import Step
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 import matplotlib.pyplot as plt
 from minddpm.data import pick_device, pick_preset
 
@@ -638,3 +639,31 @@ for data in ('digits', 'shapes'):
 # training digits score below 400 other training digits (18.2): that figure is no floor there. The shapes'
 # reference is a set of its own, and there the real images' 7.2 is the floor. One seed a run; a second would put
 # error bars on differences of a few points.
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+#
+# 1. **One Euler step.** Given points `x` at time t, the network's velocity `v_hat` there (its ε − x0), t and the next
+#    time t_next (floats in [0, 1], t_next ≤ t), return the points at t_next after one Euler step. Then: take x at t = 1
+#    as the noise ε of one straight path and v̂ as that path's exact ε − x0; where does one step from 1 to 0 land, and
+#    why does the straight path need no more?
+
+# %%
+def flow_euler_step(x, v_hat, t, t_next):   # (B, …), (B, …), float, float
+    ...                                      # return (B, …)
+
+check(flow_euler_step)
+
+# %% [markdown]
+# 2. **A diffusion step's time on the straight path.** Given the ᾱ_t of a schedule, (T,) float64, return the time τ on
+#    the straight path of each step, (T,) ("Two sides of one coin"). Then: which τ do t = 0 and t = 999 of the linear
+#    schedule land on, and what share of the path from τ = 0 to 1 do its first 500 steps cover?
+
+# %%
+def flow_time(alpha_bars):   # (T,) float64
+    ...                       # return (T,)
+
+check(flow_time)

@@ -59,6 +59,31 @@ def test_differences_are_named_by_kind():
     assert 'at index (1, 2) it gives 5' in difference(torch.zeros(2, 3).index_put_((torch.tensor(1), torch.tensor(2)), torch.tensor(5.)), want)
     assert 'nan' in difference(torch.full((2, 3), float('nan')), want)
     assert difference(3, 3.0) is None and 'it gives 4' in difference(4, 3)
+    assert 'its dtype is torch.float32, the reference\'s torch.float64' in difference(torch.zeros(2), torch.zeros(2, dtype=torch.float64))
+    assert '`.item()`' in difference(torch.tensor(0.5), 0.5)                        # a float was asked for, not a 0-d tensor
+    assert 'it gives 65,536, the reference 67,108,864' in difference(65536, 2**26)   # counts exactly, not 6.71089e+07
+    assert 'tensor([4e-05, 0.5])' in difference([torch.tensor([4e-5, 0.5])], torch.ones(2))   # small values keep their digits
+    assert len(difference((torch.zeros(4, 8, 8), torch.zeros(4, 8, 8)), torch.zeros(4, 8, 8))) < 200   # a tuple is summed up
+
+def test_the_kind_asked_for_is_the_kind_accepted():
+    import numpy as np, torch
+    assert 'not an int' in difference(599.0, 599) and difference(np.int64(599), 599) is None
+    assert 'the reference a list of 2' in difference((0, 1), [0, 1]) and 'the reference a tuple of 2' in difference([0.5, 1.0], (0.5, 1.0))
+    assert 'a 0-d torch.float64 tensor(5)' in difference(torch.tensor(5.0, dtype=torch.float64), 5.0)
+
+def test_an_answer_that_changes_its_input_in_place_is_wrong(capsys):
+    import math
+    def renoise_by_hand(x_s, alpha_bar_s, alpha_bar_t, z):
+        r = alpha_bar_t / alpha_bar_s
+        return x_s.mul_(math.sqrt(r)).add_(math.sqrt(1 - r) * z)   # the right values, written over x_s
+    assert check(renoise_by_hand) == 'wrong' and 'changed its argument x_s in place' in capsys.readouterr().out
+
+def test_a_type_error_inside_an_answer_is_not_blamed_on_the_parameter_names(capsys):
+    import math, torch
+    def ddim_step_by_hand(xt, eps_hat, alpha_bar_t, alpha_bar_s): return torch.sqrt(alpha_bar_s) * xt
+    assert check(ddim_step_by_hand) == 'wrong'
+    out = capsys.readouterr().out
+    assert 'must be Tensor, not float' in out and 'parameter names' not in out, out
 
 @pytest.mark.parametrize('lesson', sorted({e.lesson for e in EXERCISES.values()}))
 def test_each_lesson_asks_its_exercises_as_stubs_and_checks_them(lesson):
