@@ -517,5 +517,6 @@ d = { 'settings': { 'branch': 'main',
                               'minddpm.unet._UNetChecks.check_input': ('unet.html#_unetchecks.check_input', 'minddpm/unet.py'),
                               'minddpm.unet._UNetChecks.check_mults': ('unet.html#_unetchecks.check_mults', 'minddpm/unet.py'),
                               'minddpm.unet._check_images': ('unet.html#_check_images', 'minddpm/unet.py'),
+                              'minddpm.unet._check_timesteps': ('unet.html#_check_timesteps', 'minddpm/unet.py'),
                               'minddpm.unet.timestep_embedding': ('unet.html#timestep_embedding', 'minddpm/unet.py'),
                               'minddpm.unet.unet_preset': ('unet.html#unet_preset', 'minddpm/unet.py')}}}

@@ -136,9 +136,7 @@ def minddpm_sample(argv=None): # command-line arguments as a list of strings; No
             if m.diffusion.objective == 'flow' and a.eta is not None:
                 raise ValueError(f"--eta does nothing with a flow model ({a.checkpoint}, lesson 13): its samplers, euler and heun, "
                                  "add no noise; leave it out")
-            labels = list(range(len(m.classes))) if not a.labels else a.labels
-            bad = [l for l in labels if not 0 <= l < len(m.classes)]
-            if bad: raise ValueError(f"labels {bad} are unknown to this model; it knows 0 … {len(m.classes) - 1} ({', '.join(m.classes)})")
+            labels = [_label_index(l, m.classes, '--labels') for l in a.labels] if a.labels else list(range(len(m.classes)))
             shape = m.shape if a.img_size is None else (m.shape[0], a.img_size, a.img_size)
             m.model.check_input(torch.zeros(1, *shape))
             y = torch.tensor(labels).repeat_interleave(a.n)

@@ -41,7 +41,7 @@ class ConditionalUNet(_LabelChecks, UNet):
         "Predicted noise for images `x` at timesteps `t` given labels `y` (B,); `y=None` is unconditional."
         self.check_input(x)
         y = self.check_labels(y, len(x), x.device)
-        return self.body(x, self.time_emb(t) + self.label_emb(y))
+        return self.body(x, self.time_emb(self.check_timesteps(t, x)) + self.label_emb(y))
 
 # %% ../nbs/04_conditioning.ipynb #4fb41a3c
 def drop_labels(y: torch.Tensor,                           # integer class labels of any shape, usually (B,)

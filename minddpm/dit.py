@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import ConditionalUNet, _LabelChecks
-from .unet import UNET_PRESETS, TimeEmbedding, _check_images, timestep_embedding, unet_preset
+from .unet import UNET_PRESETS, TimeEmbedding, _check_images, _check_timesteps, timestep_embedding, unet_preset
 
 # %% auto #0
 __all__ = ['DIT_PRESETS', 'NETWORKS', 'patchify', 'unpatchify', 'position_embedding_2d', 'modulate', 'DiTBlock', 'FinalLayer',
@@ -101,7 +101,8 @@ class FinalLayer(nn.Module):
 
 # %% ../nbs/15_dit.ipynb #1d705b2a
 class _DiTChecks:
-    "Input check of `DiT`: a `ValueError` that names what was wrong and the sizes that would work."
+    "Input checks of `DiT`: a `ValueError` that names what was wrong and the sizes that would work."
+    check_timesteps = staticmethod(_check_timesteps)   # lesson 03's: (B,) timesteps, or one for all
     def check_input(self, x: torch.Tensor):
         "Refuse inputs the DiT cannot take, naming what it can."
         _check_images(x, self.in_channels, self.patch, 'DiT', f'this DiT cuts {self.patch}×{self.patch} patches')
@@ -130,7 +131,7 @@ class DiT(_DiTChecks, nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         "The prediction for images `x` (B, C, H, W) at timesteps `t` (B,), of the shape of `x`."
         self.check_input(x)
-        return self.body(x, self.time_emb(t))
+        return self.body(x, self.time_emb(self.check_timesteps(t, x)))
 
     def body(self, x, c):
         "The network proper, given the (B, dim) conditioning vector: the time embedding, plus the label's in `ConditionalDiT`."
@@ -157,7 +158,7 @@ class ConditionalDiT(_LabelChecks, DiT):
                 ) -> torch.Tensor:                    # (B, C, H, W): ε, v, x₀ or a velocity, as the run's objective says
         "The network's prediction for `x` at `t` given `y`, as `ConditionalUNet`'s. `ValueError` for images or labels it cannot take."
         self.check_input(x)
-        return self.body(x, self.time_emb(t) + self.label_emb(self.check_labels(y, len(x), x.device)))
+        return self.body(x, self.time_emb(self.check_timesteps(t, x)) + self.label_emb(self.check_labels(y, len(x), x.device)))
 
 # %% ../nbs/15_dit.ipynb #0c5a12be
 DIT_PRESETS = {

@@ -267,7 +267,8 @@ fig.text(0.003, 0.62, 'linear', rotation=90, fontsize=9); fig.text(0.003, 0.14, 
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **ᾱ from β.** Given the β of any schedule, a (T,) float64 tensor, return ᾱ_t for every t, (T,).
 

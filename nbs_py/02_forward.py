@@ -433,7 +433,8 @@ ax.legend(fontsize=7, ncol=3); fig.tight_layout()
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **Noise a batch, from ᾱ.** Without a `Diffusion`: given clean images `x0` (B, C, H, W), noise `eps` of the same
 #    shape and one ᾱ_t per image, `alpha_bars_t` (B,), return $x_t$ (B, C, H, W), alone (`Diffusion.add_noise` also

@@ -354,8 +354,18 @@ def _check_images(x: torch.Tensor, channels: int, multiple: int, network: str, w
         raise ValueError(f"image size {x.shape[-2]}×{x.shape[-1]} does not fit: height and width must be multiples of {multiple} "
                          f"({why}); valid sizes: {sizes}, …")
 
+def _check_timesteps(t, x: torch.Tensor) -> torch.Tensor:
+    "`t` as (B,) timesteps on x's device: B of them, or one number (or 0-d tensor) for every image; else a `ValueError`."
+    t = torch.as_tensor(t, device=x.device)
+    if t.ndim == 0: t = t.expand(len(x)).contiguous()
+    if t.shape != (len(x),) or t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"t must hold one timestep per image, a tensor of shape ({len(x)},), or one number for all {len(x)}; "
+                         f"got a {t.dtype} tensor of shape {tuple(t.shape)}")
+    return t
+
 class _UNetChecks:
     "Argument checks of `UNet`: each raises a `ValueError` that names what was wrong and what would work."
+    check_timesteps = staticmethod(_check_timesteps)
     @staticmethod
     def check_mults(mults) -> int:
         "The number of halvings, len(mults) − 1, if it is at least one."
@@ -397,9 +407,9 @@ class UNet(_UNetChecks, nn.Module):
         self.outc = nn.Conv2d(ch[0], out_channels or in_channels, 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        "Predicted noise for images `x` (B, C, H, W) at timesteps `t` (B,)."
+        "Predicted noise for images `x` (B, C, H, W) at timesteps `t` (B,), or one timestep for all."
         self.check_input(x)
-        return self.body(x, self.time_emb(t))
+        return self.body(x, self.time_emb(self.check_timesteps(t, x)))
 
     def body(self, x, emb):
         "The network proper, given the (B, time_dim) embedding of whatever conditions it: t, and later labels."
@@ -524,7 +534,8 @@ assert errs['trained'][0] > errs['trained'][-1]               # and the low-nois
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **The time embedding.** Write the sinusoidal embedding of timesteps `t` (B,) into `dim` numbers each, (B, dim), as
 #    `timestep_embedding` does: sines first, then cosines.

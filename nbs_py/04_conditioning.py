@@ -103,7 +103,7 @@ class ConditionalUNet(_LabelChecks, UNet):
         "Predicted noise for images `x` at timesteps `t` given labels `y` (B,); `y=None` is unconditional."
         self.check_input(x)
         y = self.check_labels(y, len(x), x.device)
-        return self.body(x, self.time_emb(t) + self.label_emb(y))
+        return self.body(x, self.time_emb(self.check_timesteps(t, x)) + self.label_emb(y))
 
 
 # %%
@@ -276,7 +276,8 @@ show_images(torch.cat(rows), yy.repeat(3), tiny.classes, ncols=10, scale=.9, tit
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **The guidance mix.** Given the two branches' predictions, conditional `eps_c` and unconditional `eps_u` (same
 #    shape), and a weight w, return the guided prediction. Then say what your function gives at w = 0 and at w = 1, and

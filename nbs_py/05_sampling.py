@@ -722,7 +722,8 @@ print(f"this lesson ran in {time.perf_counter() - started:.0f} s")
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **One DDIM step, by hand.** With η = 0 and no clipping: from $x_t$ and the predicted noise $\hat\varepsilon$, and
 #    the ᾱ of the two steps (Python floats: use `math.sqrt`), return $x_s$. Then run 10 of your steps on the ideal

@@ -236,7 +236,8 @@ assert avg[-1] < 1.05 * raw[-1]               # ... and has caught up by the end
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **One EMA update.** Given the average `avg` and the new weights `new` (tensors of one shape) and β, return the
 #    updated average.

@@ -575,7 +575,8 @@ plt.figure(figsize=(5, 1.4)); plt.barh(list(files), [p.stat().st_size / 1e6 for 
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **The weighted loss.** Given the network's outputs `pred` and the targets (B, C, H, W) and one weight per image
 #    (B,), return the loss a training step minimises, a number (a 0-dimensional tensor).

@@ -715,7 +715,8 @@ def inception_features(images: torch.Tensor,  # (N, C, H, W), uint8 or floats in
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **FID from two Gaussians.** Given the means (D,) and covariances (D, D) of two sets of features, float64, return
 #    their Fréchet distance as a float. (`torch.linalg.eigh` gives a symmetric matrix's square root.) Then compute it

@@ -595,12 +595,13 @@ print(format_table(res_full))
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **The attention map's size.** With `need_weights=True`, `nn.MultiheadAttention` builds one weight for every pair
 #    of pixels of an image. Given the batch, the height and width of the images at the attention block, and the bytes of
 #    one number (4 for float32, 2 for bf16), return the size of the map in bytes, an int. Then: from what side (a power
-#    of 2) does one such map, for a batch of 16 in float32, pass the 16 GB of a Colab T4?
+#    of 2) does one such map, for a batch of 16 in float32, pass the 15 GiB (of 2³⁰ bytes) a Colab T4 offers?
 
 # %%
 def attention_map_bytes(batch, height, width, bytes_per_value):   # ints

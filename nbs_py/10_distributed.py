@@ -624,7 +624,8 @@ print(rank_failure(Place(0, 2, parallel=True), 310, RuntimeError('[../gloo/trans
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **A rank's micro-batch.** Given the global batch size, the world size, `grad_accum`, a rank and a micro-batch
 #    index (from 0), return the positions in the global batch of the images that micro-batch holds, a LongTensor of

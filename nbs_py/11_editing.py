@@ -660,7 +660,8 @@ print(f"this lesson ran in {time.perf_counter() - started:.0f} s")
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **Where SDEdit starts.** Given the strength in [0, 1] and the number of steps T of the schedule, return the timestep
 #    t0 that `img2img` noises its input to, an int (−1 when there is nothing to noise). Then: with `noise_level_step`,

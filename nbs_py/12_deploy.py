@@ -689,7 +689,8 @@ print(f"this lesson ran in {time.perf_counter() - started:.0f} s")
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **Which requests share the next loop.** Given the waiting requests in order of arrival, as two lists, their
 #    loops (each a tuple (sampler, steps, w)) and their rows (network rows each costs), and the batcher's `max_rows`,

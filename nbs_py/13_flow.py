@@ -481,7 +481,7 @@ for ax, x, title in ((axs[1], by_ddim, 'DDIM on the v-model'), (axs[2], by_euler
 fig.tight_layout()
 
 # %% [markdown]
-# The linear schedule is halfway along the path (τ = 0.5) by step 260 and spends its last 500 steps above τ = 0.77,
+# The linear schedule is halfway along the path (τ = 0.5) at t = 259 and spends its last 500 steps above τ = 0.77,
 # so DDIM's even steps in t land densely near the noise and sparsely near the data; a flow model's uniform steps in
 # τ are just another choice of landing points. The two families differ in what the network learns (its target and
 # the times it trains on), not in how sampling works.
@@ -644,7 +644,8 @@ for data in ('digits', 'shapes'):
 # ## Exercises
 #
 # Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
-# ([how the checks work](exercises.ipynb)). Solutions: `tests/solutions/` in the course's repository.
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
 #
 # 1. **One Euler step.** Given points `x` at time t, the network's velocity `v_hat` there (its ε − x0), t and the next
 #    time t_next (floats in [0, 1], t_next ≤ t), return the points at t_next after one Euler step. Then: take x at t = 1

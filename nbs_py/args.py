@@ -265,14 +265,14 @@ def read_mask(spec: str,      # one of `MASKS` (the part to fill), or a black-an
     if grey: raise ValueError(f"--mask {path} must be black (fill) and white (keep) only; {grey} of its pixels are grey")
     return (m == 255).float()
 
-def _label_index(label: str, classes: list) -> int:
-    "The class `--label` names, by its name or its index, else `ValueError` listing the classes."
+def _label_index(label: str, classes: list, flag: str = '--label') -> int:
+    "The class `label` names, by its name or its index, else `ValueError` listing the classes (`flag`: the option it came from)."
     i = {n: i for i, n in enumerate(classes)}.get(label)
     if i is None:
         try: i = int(label)
         except ValueError: pass
     if i is None or not 0 <= i < len(classes):
-        raise ValueError(f"--label {label} is unknown to this model; it knows {', '.join(classes)} (or 0 … {len(classes) - 1})")
+        raise ValueError(f"{flag} {label} is unknown to this model; it knows {', '.join(classes)} (or 0 … {len(classes) - 1})")
     return i
 
 def _upsample_factor(first: Path, shape: tuple) -> tuple[int, str]:

@@ -76,7 +76,8 @@ def _describe(value) -> str:
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
         return f"a {type(value).__name__} of {len(value)}: " + ', '.join(map(_describe, value))
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:100]} … ({type(value).__name__}{f' of shape {value.shape}' if hasattr(value, 'shape') else ''})"
 
 def _inputs(kwargs: dict) -> str: return ', '.join(f'{k}={_describe(v)}' for k, v in kwargs.items())
 
@@ -90,6 +91,7 @@ def difference(got,                 # an answer: a tensor, a number, or a tuple 
         if not isinstance(got, torch.Tensor): return f"it returned {type(got).__name__} {_describe(got)}, not a tensor"
         if got.shape != want.shape: return f"its shape is {tuple(got.shape)}, the reference's {tuple(want.shape)}"
         if got.dtype != want.dtype: return f"its dtype is {got.dtype}, the reference's {want.dtype}"
+        if want.dtype == torch.float64: atol, rtol = min(atol, 1e-10), min(rtol, 1e-8)   # float64 asked for: float64's accuracy
         g, w = got.detach().double().cpu(), want.detach().double().cpu()
         if not torch.isfinite(g).all() and torch.isfinite(w).all():
             i = tuple(torch.nonzero(~torch.isfinite(g))[0].tolist())
@@ -141,7 +143,7 @@ def check(answer: Callable,      # your function; its name says which exercise i
                 said += f"\n  check calls it with keyword arguments {', '.join(kwargs)}: keep the stub's parameter names"
             say(f"{said}\n  hint: {ex.hint}"); return 'wrong'
         if got is None and want is not None:
-            if k == 0: say(f"… {name}: not done yet (it returns None: write its body)"); return 'not done'
+            if k == 0: say(f"… {name}: not done yet (it returns None: write its body, and `return` its result)"); return 'not done'
             say(f"✗ {name}({_inputs(kwargs)}) returned None\n  hint: {ex.hint}"); return 'wrong'
         if (d := difference(got, want, ex.atol, ex.rtol)):
             say(f"✗ {name}({_inputs(kwargs)}): {d}\n  hint: {ex.hint}"); return 'wrong'
@@ -184,7 +186,7 @@ def _betas_cases():
 def _alpha_bars_from_betas(betas): return torch.cumprod(1 - betas, 0)
 
 @exercise('01_schedule', 'cosine_alpha_bars', "ᾱ_t = f(t + 1) / f(0) with f(u) = cos²((u/T + s)/(1 + s) · π/2), for t = 0 … T−1: the offset s "
-          "is inside the cosine, and every value is divided by f(0).",
+          "is inside the cosine, every value is divided by f(0), and nothing is clipped (the lesson's β are, at 0.999).",
           lambda: [dict(T=1000, s=0.008), dict(T=10, s=0.008), dict(T=4, s=0.1), dict(T=2, s=0.0)])
 def _cosine_alpha_bars(T, s=0.008):
     f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2

@@ -140,7 +140,7 @@ def sample_parser(description: str = None, # what `--help` says first: the comma
     p = argparse.ArgumentParser(prog='minddpm_sample', description=description)
     p.add_argument('checkpoint', nargs='?', help='a checkpoint from minddpm_train, or a model file from --export '
                                                  '(default: the shipped tiny digits model)')
-    p.add_argument('--labels', type=int, nargs='*', help='classes to draw (default: all)')
+    p.add_argument('--labels', nargs='*', help='classes to draw, by name or index (default: all)')
     p.add_argument('--n', type=int_arg(1), default=1, help='images per label (default: 1)')
     p.add_argument('--sampler', choices=SAMPLERS + FLOW_SAMPLERS,
                    help='ddim (the default), dpm++ (DPM-Solver++(2M): the deterministic path of a v-prediction model such as '

@@ -71,6 +71,15 @@ def test_the_kind_asked_for_is_the_kind_accepted():
     assert 'the reference a list of 2' in difference((0, 1), [0, 1]) and 'the reference a tuple of 2' in difference([0.5, 1.0], (0.5, 1.0))
     assert 'a 0-d torch.float64 tensor(5)' in difference(torch.tensor(5.0, dtype=torch.float64), 5.0)
 
+def test_float64_is_held_to_float64_and_long_answers_are_cut(capsys):
+    import numpy as np, torch
+    w = torch.linspace(1e-4, 0.999, 1000, dtype=torch.float64)
+    assert difference(w * (1 + 1e-5), w) and difference(w.float().double(), w) and difference(w * (1 + 1e-12), w) is None
+    assert difference(w.float() * (1 + 1e-6), w.float()) is None          # float32 keeps float32's tolerance
+    assert len(difference(np.ones(1000), torch.ones(1000))) < 200
+    def snr(alpha_bars): alpha_bars / (1 - alpha_bars)                    # the body written, the return forgotten
+    assert check(snr) == 'not done' and '`return` its result' in capsys.readouterr().out
+
 def test_an_answer_that_changes_its_input_in_place_is_wrong(capsys):
     import math
     def renoise_by_hand(x_s, alpha_bar_s, alpha_bar_t, z):

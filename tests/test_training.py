@@ -71,7 +71,7 @@ def test_interrupted_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     ('minddpm_train', ['--precision', 'int8'], "invalid choice: 'int8'"),
     ('minddpm_sample', [SHIPPED, '--img-size', '30'], 'valid sizes: 4, 8, 12, 16'),
     ('minddpm_sample', [SHIPPED, '--eta', '2'], 'argument --eta: must be in [0, 1], got 2'),
-    ('minddpm_sample', [SHIPPED, '--labels', '3', '11'], 'labels [11] are unknown to this model'),
+    ('minddpm_sample', [SHIPPED, '--labels', '3', '11'], '--labels 11 is unknown to this model; it knows 0, 1, 2'),
 ])
 def test_bad_arguments(tmp_path, monkeypatch, capsys, name, args, msg):
     monkeypatch.chdir(tmp_path)
@@ -87,7 +87,9 @@ def test_unknown_label(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     save_checkpoint(Run(TrainConfig(steps=1, out=str(tmp_path))), tmp_path/'c.pt')
     code, out, err = run(minddpm_sample, 'c.pt', '--labels', '10', capsys=capsys)
-    assert code == 2 and 'labels [10] are unknown to this model; it knows 0 … 9' in err
+    assert code == 2 and '--labels 10 is unknown to this model; it knows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 (or 0 … 9)' in err
+    code, out, err = run(minddpm_sample, 'c.pt', '--labels', '3', 'cat', capsys=capsys)
+    assert code == 2 and '--labels cat is unknown to this model' in err
 
 def test_epochs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -96,6 +96,17 @@ def test_bad_labels_say_what_is_allowed(y, message):
     with pytest.raises(ValueError) as e: model(torch.randn(4, 1, 16, 16), torch.tensor([10, 10, 500, 500]), torch.tensor(y))
     assert message in str(e.value)
 
+@pytest.mark.parametrize('network', ['tiny', 'dit-tiny'])
+def test_timesteps_one_per_image_or_one_for_all_and_nothing_else(network):
+    from minddpm.dit import denoiser
+    model, x, y = denoiser(network, 10, 1).eval(), torch.randn(4, 1, 16, 16), torch.tensor([1, 2, 3, 4])
+    with torch.no_grad():
+        each = model(x, torch.full((4,), 500), y)
+        assert torch.equal(model(x, 500, y), each) and torch.equal(model(x, torch.tensor(500), y), each)
+    for t in (torch.full((3,), 500), torch.full((4, 1), 500), torch.ones(4, dtype=torch.bool)):
+        with pytest.raises(ValueError, match=r't must hold one timestep per image, a tensor of shape \(4,\), or one number for all 4; got'):
+            model(x, t, y)
+
 def test_no_label_is_the_null_label():
     model = ConditionalUNet(10, **unet_preset('tiny', in_channels=1)).eval()
     x, t = torch.randn(4, 1, 16, 16), torch.tensor([10, 10, 500, 500])
