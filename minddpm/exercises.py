@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 # %% auto #0
-__all__ = ['EXERCISES', 'Exercise', 'exercise', 'difference', 'check']
+__all__ = ['EXERCISES', 'Exercise', 'exercise', 'difference', 'check', 'verdict']
 
 # %% ../nbs/exercises.ipynb #5ae96c09
 @dataclass
@@ -87,13 +87,9 @@ def difference(got,                 # an answer: a tensor, a number, or a tuple 
     return None if got == want else f"it returned {_describe(got)}, the reference {_describe(want)}"
 
 # %% ../nbs/exercises.ipynb #78b826f8
-def check(answer: Callable,      # your function; its name says which exercise it answers
-          name: str | None = None, # the exercise's name, where the function has another
-          quiet: bool = False,   # print nothing, return the verdict only
-          ) -> str:              # 'right', 'wrong' or 'not done'
-    "Run `answer` on its exercise's inputs and compare it with the reference; print ✓, not done yet, or what differs and a hint."
+def _judge(answer: Callable, name: str | None, say: Callable) -> str:
+    "`check`'s judgement of `answer` as a word; `say` is handed each message."
     name = name or getattr(answer, '__name__', '?')
-    say = (lambda text: None) if quiet else print
     if name not in EXERCISES:
         say(f"✗ there is no exercise named {name!r}; the exercises are {', '.join(EXERCISES)}"); return 'wrong'
     ex = EXERCISES[name]
@@ -118,6 +114,18 @@ def check(answer: Callable,      # your function; its name says which exercise i
             say(f"✗ {name}({_inputs(kwargs)}) changed its argument {changed[0]} in place: return a new tensor and leave the "
                 f"inputs as they were (a caller may still need them)"); return 'wrong'
     say(f"✓ {name}: the reference's answer on all {len(cases)} inputs"); return 'right'
+
+def check(answer: Callable,        # your function; its name says which exercise it answers
+          name: str | None = None, # the exercise's name, where the function has another
+          ) -> None:
+    "Run `answer` on its exercise's inputs and compare it with the reference; print ✓, not done yet, or what differs and a hint."
+    _judge(answer, name, print)
+
+def verdict(answer: Callable,        # a function answering an exercise
+            name: str | None = None, # the exercise's name, where the function has another
+            ) -> str:                # 'right', 'wrong' or 'not done'
+    "What `check` would say of `answer`, as one word, printing nothing."
+    return _judge(answer, name, lambda text: None)
 
 # %% ../nbs/exercises.ipynb #ae5644d6
 def _gen(seed: int = 0) -> torch.Generator: return torch.Generator().manual_seed(seed)

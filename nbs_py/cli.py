@@ -140,7 +140,8 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
                 if rank == 0: made += _new_folders(cfg.out); writable_dir(cfg.out)
                 run = Run(cfg)
             if a.epochs: set_steps(run, a.epochs * len(run.train_dl))
-            if run.step >= run.cfg.steps:
+            finished = run.step >= run.cfg.steps                    # a finished run, resumed only to be exported
+            if finished:
                 if not a.export: raise ValueError(f"{a.resume} is already at its last step, {run.step}: nothing to train; "
                                                   f"pass --steps (more than {run.step}) or --epochs to train it further")
             else: run = train(run=run)
@@ -151,7 +152,7 @@ def minddpm_train(argv=None): # command-line arguments as a list of strings; Non
     if run.step < run.cfg.steps:
         print(f"the time budget ran out at step {run.step} of {run.cfg.steps}, before the learning rate had annealed; "
               f"carry on with: minddpm_train --resume {run.checkpoint[0]}")
-    print(f"trained to step {run.step}; checkpoint: {run.checkpoint[0]}")
+    print(f"{'the run had already finished, at' if finished else 'trained to'} step {run.step}; checkpoint: {run.checkpoint[0]}")
 
 # %% [markdown]
 # `minddpm_distill` (lesson 14) distils a model that predicts v or x0 into a student that samples in `--calls`

@@ -116,17 +116,14 @@ def difference(got,                 # an answer: a tensor, a number, or a tuple 
     return None if got == want else f"it returned {_describe(got)}, the reference {_describe(want)}"
 
 # %% [markdown]
-# `check` itself. It returns what it printed as a word, `'right'`, `'wrong'` or `'not done'`, so a test can ask:
+# `check` itself, which prints and returns nothing (a notebook cell then shows its message alone), and `verdict`, the
+# same judgement as a word, `'right'`, `'wrong'` or `'not done'`, printed by nobody, for tests:
 
 # %%
 #| export
-def check(answer: Callable,      # your function; its name says which exercise it answers
-          name: str | None = None, # the exercise's name, where the function has another
-          quiet: bool = False,   # print nothing, return the verdict only
-          ) -> str:              # 'right', 'wrong' or 'not done'
-    "Run `answer` on its exercise's inputs and compare it with the reference; print ✓, not done yet, or what differs and a hint."
+def _judge(answer: Callable, name: str | None, say: Callable) -> str:
+    "`check`'s judgement of `answer` as a word; `say` is handed each message."
     name = name or getattr(answer, '__name__', '?')
-    say = (lambda text: None) if quiet else print
     if name not in EXERCISES:
         say(f"✗ there is no exercise named {name!r}; the exercises are {', '.join(EXERCISES)}"); return 'wrong'
     ex = EXERCISES[name]
@@ -152,6 +149,18 @@ def check(answer: Callable,      # your function; its name says which exercise i
                 f"inputs as they were (a caller may still need them)"); return 'wrong'
     say(f"✓ {name}: the reference's answer on all {len(cases)} inputs"); return 'right'
 
+def check(answer: Callable,        # your function; its name says which exercise it answers
+          name: str | None = None, # the exercise's name, where the function has another
+          ) -> None:
+    "Run `answer` on its exercise's inputs and compare it with the reference; print ✓, not done yet, or what differs and a hint."
+    _judge(answer, name, print)
+
+def verdict(answer: Callable,        # a function answering an exercise
+            name: str | None = None, # the exercise's name, where the function has another
+            ) -> str:                # 'right', 'wrong' or 'not done'
+    "What `check` would say of `answer`, as one word, printing nothing."
+    return _judge(answer, name, lambda text: None)
+
 # %%
 show_doc(Exercise)
 
@@ -163,6 +172,9 @@ show_doc(difference)
 
 # %%
 show_doc(check)
+
+# %%
+show_doc(verdict)
 
 # %% [markdown]
 # ## The exercises, lesson by lesson
@@ -480,10 +492,10 @@ test_close(_flow_time(d.alpha_bars.double())[[0, 500, 999]].float(), torch.tenso
 
 # %%
 def snr(alpha_bars): ...
-test_eq(check(snr), 'not done')
+check(snr); test_eq(verdict(snr), 'not done')
 def snr(alpha_bars): return (1 - alpha_bars) / alpha_bars
-test_eq(check(snr), 'wrong')
+check(snr); test_eq(verdict(snr), 'wrong')
 def snr(alpha_bars): return alpha_bars / (1 - alpha_bars.sum(1))
-test_eq(check(snr), 'wrong')
+check(snr); test_eq(verdict(snr), 'wrong')
 def snr(alpha_bars): return alpha_bars / (1 - alpha_bars)
-test_eq(check(snr), 'right')
+check(snr); test_eq(verdict(snr), 'right')

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from minddpm.exercises import EXERCISES, check, difference
+from minddpm.exercises import EXERCISES, check, difference, verdict
 from test_project import ROOT
 
 def solutions():
@@ -27,13 +27,15 @@ def test_every_exercise_has_a_solution_and_a_wrong_answer_in_its_lessons_file():
 
 @pytest.mark.parametrize('name', list(EXERCISES))
 def test_the_solution_passes(name, capsys):
-    assert check(SOLVED[EXERCISES[name].lesson].SOLUTIONS[name], name) == 'right'
+    solution = SOLVED[EXERCISES[name].lesson].SOLUTIONS[name]
+    assert verdict(solution, name) == 'right' and check(solution, name) is None
     assert capsys.readouterr().out.startswith(f'✓ {name}')
 
 @pytest.mark.parametrize('lesson,k', [(l, k) for l, m in SOLVED.items() for k in range(len(m.WRONG))])
 def test_a_wrong_answer_fails_saying_what_differs(lesson, k, capsys):
     name, fn, says = SOLVED[lesson].WRONG[k]
-    assert check(fn, name) == 'wrong'
+    assert verdict(fn, name) == 'wrong' and capsys.readouterr().out == ''   # the verdict alone prints nothing
+    check(fn, name)
     out = capsys.readouterr().out
     assert out.startswith(f'✗ {name}(') and says in out and f'hint: {EXERCISES[name].hint}' in out, out
     assert 'Traceback' not in out
@@ -41,14 +43,19 @@ def test_a_wrong_answer_fails_saying_what_differs(lesson, k, capsys):
 def test_a_stub_is_not_done_and_so_is_one_that_raises_not_implemented(capsys):
     def snr(alpha_bars): ...
     def cosine_alpha_bars(T, s=0.008): raise NotImplementedError
-    assert check(snr) == check(cosine_alpha_bars) == 'not done'
+    assert verdict(snr) == verdict(cosine_alpha_bars) == 'not done'
+    check(snr); check(cosine_alpha_bars)
     assert capsys.readouterr().out.count('not done yet') == 2
 
 def test_other_names_and_signatures_are_said_plainly(capsys):
     def snr_of(alpha_bars): return alpha_bars
-    assert check(snr_of) == 'wrong' and "there is no exercise named 'snr_of'" in capsys.readouterr().out
+    assert verdict(snr_of) == 'wrong'
+    check(snr_of)
+    assert "there is no exercise named 'snr_of'" in capsys.readouterr().out
     def snr(abar): return abar
-    assert check(snr) == 'wrong' and "keep the stub's parameter names" in capsys.readouterr().out
+    assert verdict(snr) == 'wrong'
+    check(snr)
+    assert "keep the stub's parameter names" in capsys.readouterr().out
 
 def test_differences_are_named_by_kind():
     import torch
@@ -78,20 +85,24 @@ def test_float64_is_held_to_float64_and_long_answers_are_cut(capsys):
     assert difference(w.float() * (1 + 1e-6), w.float()) is None          # float32 keeps float32's tolerance
     assert len(difference(np.ones(1000), torch.ones(1000))) < 200
     def snr(alpha_bars): alpha_bars / (1 - alpha_bars)                    # the body written, the return forgotten
-    assert check(snr) == 'not done' and '`return` its result' in capsys.readouterr().out
+    assert verdict(snr) == 'not done'
+    check(snr)
+    assert '`return` its result' in capsys.readouterr().out
 
 def test_an_answer_that_changes_its_input_in_place_is_wrong(capsys):
     import math
     def renoise_by_hand(x_s, alpha_bar_s, alpha_bar_t, z):
         r = alpha_bar_t / alpha_bar_s
         return x_s.mul_(math.sqrt(r)).add_(math.sqrt(1 - r) * z)   # the right values, written over x_s
-    assert check(renoise_by_hand) == 'wrong' and 'changed its argument x_s in place' in capsys.readouterr().out
+    assert verdict(renoise_by_hand) == 'wrong'
+    check(renoise_by_hand)
+    assert 'changed its argument x_s in place' in capsys.readouterr().out
 
 def test_a_type_error_inside_an_answer_is_not_blamed_on_the_parameter_names(capsys):
     import math, torch
     def ddim_step_by_hand(xt, eps_hat, alpha_bar_t, alpha_bar_s): return torch.sqrt(alpha_bar_s) * xt
-    assert check(ddim_step_by_hand) == 'wrong'
-    out = capsys.readouterr().out
+    assert verdict(ddim_step_by_hand) == 'wrong'
+    check(ddim_step_by_hand); out = capsys.readouterr().out
     assert 'must be Tensor, not float' in out and 'parameter names' not in out, out
 
 @pytest.mark.parametrize('lesson', sorted({e.lesson for e in EXERCISES.values()}))

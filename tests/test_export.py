@@ -76,6 +76,8 @@ def test_the_commands_export_and_use_a_pt2_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, out, err = run(minddpm_train, '--steps', '2', '--batch-size', '8', '--out', 'run', '--export', 'tiny.pt2', capsys=capsys)
     assert code == 0 and (tmp_path/'tiny.pt2').is_file() and 'exported the model to tiny.pt2' in out, err[-2000:]
+    code, out, err = run(minddpm_train, '--resume', 'run/checkpoint.pt', '--export', 'again.pt2', capsys=capsys)   # a finished run
+    assert code == 0 and (tmp_path/'again.pt2').is_file() and 'the run had already finished, at step 2' in out, err[-2000:]
     code, out, err = run(minddpm_sample, 'tiny.pt2', '--n', '1', '--steps', '5', '--out', 'grid.png', '--each', 'each', capsys=capsys)
     assert code == 0 and len(list((tmp_path/'each').glob('*.png'))) == 10, err[-2000:]
     code, out, err = run(minddpm_edit, 'tiny.pt2', 'each', '--task', 'inpaint', '--mask', 'left', '--steps', '5', '--out', 'edit.png', capsys=capsys)
