@@ -7,7 +7,7 @@
 
 # %% [markdown]
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minddpm/minddpm/blob/main/nbs/13_flow.ipynb)
-# This lesson has no GPU-only cells: it ran top to bottom in 72 seconds on a 2-core CPU (measured); its benchmarks (last section) took an hour. A Colab runtime is no slower.
+# This lesson has no GPU-only cells: it ran top to bottom in 61 seconds on a 2-core CPU (measured); its benchmarks (last section) took an hour. A Colab runtime is no slower.
 
 # %%
 #| hide
@@ -347,7 +347,7 @@ def flow_calls(sampler: str,  # 'euler' or 'heun'
 # ### A flow model in a minute
 #
 # Training is lesson 07's loop with `objective='flow'`: nothing else changes, not the network, not the batch, not the
-# cost of a step. A run of 600 steps, about 40 seconds on two CPU cores, already draws digits one can read, and
+# cost of a step. A run of 600 steps of 32 images, under a minute on two CPU cores, already draws digits one can read, and
 # shows where the network learns: rectified-flow code such as minRF plots the loss per slice of $t$ through
 # training, and here it is on held-out digits, at fixed times and noise.
 
@@ -370,7 +370,7 @@ def loss_by_t(run, bins=10, seed=0):   # held-out MSE of the velocity in each te
     err, b = torch.cat(errs), (torch.cat(ts) * bins).long()
     return [err[b == k].mean().item() for k in range(bins)]
 
-run = Run(dataclasses.replace(TRAIN_PRESETS['tiny'], objective='flow', steps=600, ema_start=100, out=tempfile.mkdtemp()))
+run = Run(dataclasses.replace(TRAIN_PRESETS['tiny'], objective='flow', steps=600, batch_size=32, ema_start=100, out=tempfile.mkdtemp()))
 print(run.diffusion)
 by_t = {0: loss_by_t(run)}
 for s in train_steps(run):
@@ -385,7 +385,7 @@ axs[0].legend(fontsize=7)
 y_show, x1 = torch.arange(10).repeat(2), torch.randn(20, 1, 16, 16, generator=torch.Generator().manual_seed(0))
 rows = [sample(run.ema.model, run.diffusion, y_show, sampler=sampler, steps=k, x_T=x1) for sampler, k in (('euler', 2), ('euler', 8), ('heun', 4))]
 axs[1].imshow(torch.cat([torch.cat(list(to_uint8(r)[:, 0]), 1) for r in rows]), cmap='gray', vmin=0, vmax=255)
-axs[1].set(yticks=[8, 24, 40], yticklabels=['Euler, 2 calls', 'Euler, 8', 'Heun, 7'], xticks=[], title='600 steps, w = 3')
+axs[1].set(yticks=[8, 24, 40], yticklabels=['Euler, 2 calls', 'Euler, 8', 'Heun, 7'], xticks=[], title='600 steps of 32, w = 3')
 fig.tight_layout()
 
 # %% [markdown]
