@@ -102,7 +102,9 @@ class FinalLayer(nn.Module):
 # %% ../nbs/15_dit.ipynb #1d705b2a
 class _DiTChecks:
     "Input checks of `DiT`: a `ValueError` that names what was wrong and the sizes that would work."
-    check_timesteps = staticmethod(_check_timesteps)   # lesson 03's: (B,) timesteps, or one for all
+    def check_timesteps(self, t, x: torch.Tensor) -> torch.Tensor:
+        "`t` as (B,) timesteps for the images `x`: B of them, or one number for all; else a `ValueError` naming the shape wanted."
+        return _check_timesteps(t, x)
     def check_input(self, x: torch.Tensor):
         "Refuse inputs the DiT cannot take, naming what it can."
         _check_images(x, self.in_channels, self.patch, 'DiT', f'this DiT cuts {self.patch}×{self.patch} patches')

@@ -61,7 +61,7 @@ class ExportedUNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         "The network's prediction for images `x` (B, C, H, W) at timesteps `t` (B,) given labels `y` (B,); `y=None` is unconditional."
         self.check_input(x)
-        t = ConditionalUNet.check_timesteps(t, x).to(self.time_dtype)
+        t = ConditionalUNet.check_timesteps(self, t, x).to(self.time_dtype)
         return self.graph(x, t, ConditionalUNet.check_labels(self, y, len(x), x.device))
 
     def train(self, mode: bool = True): # ignored: an exported graph has one mode, inference

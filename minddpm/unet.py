@@ -127,7 +127,10 @@ def _check_timesteps(t, x: torch.Tensor) -> torch.Tensor:
 
 class _UNetChecks:
     "Argument checks of `UNet`: each raises a `ValueError` that names what was wrong and what would work."
-    check_timesteps = staticmethod(_check_timesteps)
+    def check_timesteps(self, t, x: torch.Tensor) -> torch.Tensor:
+        "`t` as (B,) timesteps for the images `x`: B of them, or one number for all; else a `ValueError` naming the shape wanted."
+        return _check_timesteps(t, x)
+
     @staticmethod
     def check_mults(mults) -> int:
         "The number of halvings, len(mults) − 1, if it is at least one."

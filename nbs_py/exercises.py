@@ -15,7 +15,10 @@
 #   all" works with every exercise unsolved;
 # - **✗**, the first input on which your answer differs, *what* differs (the type, the shape, the dtype, or the
 #   value at one position, yours against the reference), and a hint. An error raised by your function is reported the
-#   same way, with its message, and never stops the notebook.
+#   same way, with its message, and never stops the notebook; so is an answer that changes its inputs in place.
+#
+# An answer must be of the kind asked for: the reference's dtype (float64 is held to float64's accuracy), an int where
+# an int is asked, a float rather than a 0-d tensor, a list or a tuple as the stub says.
 #
 # The checks ship with minddpm, so they work on Colab with no clone of the course. The solutions are in the
 # repository, out of the student's way (`tests/solutions/`), where the tests run each through its check, with a wrong
