@@ -21,7 +21,7 @@ from .flow import FlowMatching
 from .run import Run, TrainConfig, noising_process
 
 # %% auto #0
-__all__ = ['EXPORT_FORMATS', 'GRAPH_SUFFIXES', 'Trained', 'ExportedUNet', 'OnnxUNet', 'export_model', 'load_model']
+__all__ = ['EXPORT_FORMATS', 'GRAPH_SUFFIXES', 'Trained', 'ExportedNetwork', 'OnnxNetwork', 'export_model', 'load_model']
 
 # %% ../nbs/trained.ipynb #1337a185
 @dataclass
@@ -43,8 +43,8 @@ class _Arithmetic(nn.Module):
     def __init__(self, net: ConditionalUNet): super().__init__(); self.net = net
     def forward(self, x, t, rows): return self.net.body(x, self.net.time_emb(t) + self.net.label_emb(rows))
 
-class ExportedUNet(nn.Module):
-    "A network read from a `torch.export` file (.pt2): it checks its input as `ConditionalUNet` does, then runs the exported graph."
+class ExportedNetwork(nn.Module):
+    "A network (UNet or DiT) read from a `torch.export` file (.pt2): it checks its input as the network did, then runs the exported graph."
     exported = True   # its weights live in the graph: `sample` autocasts it to bf16 rather than casting a copy
     def __init__(self, program,            # a `torch.export.ExportedProgram` of `_Arithmetic`, batch size dynamic
                  num_classes: int,         # labels are 0 … num_classes − 1, or `NULL_LABEL`
@@ -69,8 +69,8 @@ class ExportedUNet(nn.Module):
         self.training = mode
         return self
 
-class OnnxUNet(ExportedUNet):
-    "A network read from an ONNX file (.onnx), run by ONNX Runtime on the CPU in float32: checked as `ExportedUNet`, then the session runs."
+class OnnxNetwork(ExportedNetwork):
+    "A network read from an ONNX file (.onnx), run by ONNX Runtime on the CPU in float32: checked as `ExportedNetwork`, then the session runs."
     def __init__(self, session,            # an `onnxruntime.InferenceSession` of `_Arithmetic`'s graph, batch size dynamic
                  num_classes: int,         # labels are 0 … num_classes − 1, or `NULL_LABEL`
                  shape: tuple,             # (C, H, W) of the images it takes
@@ -149,7 +149,7 @@ def _load_exported(path, device) -> Trained:
     if not extra['minddpm.json']: raise ValueError(f"{path} is a torch.export file, but not one from minddpm's export_model: it has no config")
     meta = json.loads(extra['minddpm.json'])
     cfg = saved_config(meta)
-    model = ExportedUNet(program, len(meta['classes']), meta['shape'],
+    model = ExportedNetwork(program, len(meta['classes']), meta['shape'],
                          torch.float32 if cfg.objective == 'flow' else torch.long).to(device)
     diffusion = noising_process(cfg).to(device)
     return Trained(model.eval(), diffusion, list(meta['classes']), tuple(meta['shape']), cfg, meta['step'])
@@ -165,7 +165,7 @@ def _load_onnx(path, device) -> Trained:
     if not meta: raise ValueError(f"{path} is an ONNX file, but not one from minddpm's export_model: it has no config")
     meta = json.loads(meta)
     cfg = saved_config(meta)
-    model = OnnxUNet(session, len(meta['classes']), meta['shape'], torch.float32 if cfg.objective == 'flow' else torch.long)
+    model = OnnxNetwork(session, len(meta['classes']), meta['shape'], torch.float32 if cfg.objective == 'flow' else torch.long)
     diffusion = noising_process(cfg).to(device)
     return Trained(model.eval(), diffusion, list(meta['classes']), tuple(meta['shape']), cfg, meta['step'])
 

@@ -29,7 +29,7 @@ from .conditioning import NULL_LABEL
 from .device import resolve_precision
 from .distributed import rank_failure, rank_positions, step_draws
 from .run import small_batch
-from .trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedUNet, OnnxUNet, Trained, export_model, load_model
+from .trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedNetwork, OnnxNetwork, Trained, export_model, load_model
 
 # %% ../nbs/07_training.ipynb #fffb597e
 def step_inputs(run: Run,        # the run: its seed, step, batch size, device and label-drop rate

@@ -47,7 +47,7 @@ from minddpm.conditioning import NULL_LABEL
 from minddpm.device import resolve_precision
 from minddpm.distributed import rank_failure, rank_positions, step_draws
 from minddpm.run import small_batch
-from minddpm.trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedUNet, OnnxUNet, Trained, export_model, load_model
+from minddpm.trained import EXPORT_FORMATS, GRAPH_SUFFIXES, ExportedNetwork, OnnxNetwork, Trained, export_model, load_model
 
 # %%
 #| hide

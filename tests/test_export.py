@@ -9,7 +9,7 @@ import torch
 
 from minddpm.cli import minddpm_edit, minddpm_sample, minddpm_train
 from minddpm.sampling import sample
-from minddpm.training import ExportedUNet, Run, export_model, load_model, train
+from minddpm.training import ExportedNetwork, Run, export_model, load_model, train
 from test_commands import run, small
 
 SHIPPED = resources.files('minddpm.assets') / 'digits_tiny.pt'
@@ -24,7 +24,7 @@ def test_the_graph_equals_the_eager_ema_network_at_any_batch_size(trained):
     r, from_run, from_checkpoint = trained
     for path in (from_run, from_checkpoint):
         m = load_model(path)
-        assert isinstance(m.model, ExportedUNet) and m.classes == r.classes and m.shape == r.shape and m.step == 3
+        assert isinstance(m.model, ExportedNetwork) and m.classes == r.classes and m.shape == r.shape and m.step == 3
         assert m.config.objective == 'v' and m.diffusion.objective == 'v'
         for b in (1, 5, 64):
             x, t, y = torch.randn(b, *r.shape), torch.randint(0, 1000, (b,)), torch.randint(-1, 10, (b,))
@@ -89,7 +89,7 @@ def test_the_onnx_file_equals_the_eager_network_and_samples_the_same_images(trai
     r = trained[0]
     path = export_model(r, tmp_path/'run.onnx')
     m, eager = load_model(path), load_model(r.checkpoint[0])
-    assert type(m.model).__name__ == 'OnnxUNet' and m.classes == r.classes and m.step == 3 and m.diffusion.objective == 'v'
+    assert type(m.model).__name__ == 'OnnxNetwork' and m.classes == r.classes and m.step == 3 and m.diffusion.objective == 'v'
     for b in (1, 5, 64):
         x, t, y = torch.randn(b, *r.shape), torch.randint(0, 1000, (b,)), torch.randint(-1, 10, (b,))
         with torch.no_grad(): torch.testing.assert_close(m.model(x, t, y), r.ema.model(x, t, y), rtol=0, atol=1e-5)
