@@ -397,3 +397,44 @@ def _flow_euler_step(x, v_hat, t, t_next): return x + (t_next - t) * v_hat
 def _flow_time(alpha_bars):
     a, s = alpha_bars.sqrt(), (1 - alpha_bars).sqrt()
     return s / (a + s)
+
+def _linear_alpha_bars(): return torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+
+def _distill_cases():
+    g, ab = _gen(13), _linear_alpha_bars()
+    z_t, z_s = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    return [dict(z_t=z_t, z_s=z_s, alpha_bar_t=ab[999].item(), alpha_bar_s=ab[749].item()),
+            dict(z_t=z_t, z_s=z_s, alpha_bar_t=ab[499].item(), alpha_bar_s=ab[249].item()),
+            dict(z_t=z_t, z_s=z_s, alpha_bar_t=ab[249].item(), alpha_bar_s=1.0)]
+
+@exercise('14_distill', 'v_from_x0', 'with α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t): the noise that x0 implies is ε = (z_t − α_t·x0)/σ_t, '
+          'and v = α_t·ε − σ_t·x0 (lesson 02).',
+          lambda: [dict(z_t=c['z_t'], x0=c['z_s'], alpha_bar_t=c['alpha_bar_t']) for c in _distill_cases()], rtol=1e-3)
+def _v_from_x0(z_t, x0, alpha_bar_t):
+    a, s = math.sqrt(alpha_bar_t), math.sqrt(1 - alpha_bar_t)
+    return a * (z_t - a * x0) / s - s * x0
+
+@exercise('14_distill', 'distill_v_target', 'first x̃ = (z̃_s − (σ_s/σ_t)·z_t) / (α_s − (σ_s/σ_t)·α_t), with α = √ᾱ and σ = √(1 − ᾱ) '
+          'of each step (at the clean image ᾱ_s = 1: α_s = 1, σ_s = 0); then read x̃ as v at (z_t, t), as v_from_x0 does.',
+          _distill_cases, rtol=1e-3, atol=1e-4)
+def _distill_v_target(z_t, z_s, alpha_bar_t, alpha_bar_s):
+    a_t, s_t, a_s, s_s = math.sqrt(alpha_bar_t), math.sqrt(1 - alpha_bar_t), math.sqrt(alpha_bar_s), math.sqrt(1 - alpha_bar_s)
+    x = (z_s - s_s / s_t * z_t) / (a_s - s_s / s_t * a_t)
+    return _v_from_x0(z_t, x, alpha_bar_t)
+
+@exercise('15_dit', 'dit_attention_size', 'a p×p patch is one token, so an image of side `size` gives (size/p)² tokens; each head scores '
+          'every token against every token, tokens² numbers, and a block has `heads` of them. A tuple of two ints.',
+          lambda: [dict(size=16, patch=2, heads=3), dict(size=32, patch=2, heads=6), dict(size=32, patch=4, heads=6), dict(size=8, patch=8, heads=1)])
+def _dit_attention_size(size, patch, heads):
+    tokens = (size // patch) ** 2
+    return (tokens, heads * tokens ** 2)
+
+def _modulate_cases():
+    g = _gen(14)
+    h = torch.randn(2, 5, 4, generator=g)
+    return [dict(h=h, shift=torch.randn(2, 4, generator=g), scale=torch.randn(2, 4, generator=g)),
+            dict(h=h, shift=torch.zeros(2, 4), scale=torch.zeros(2, 4)), dict(h=h, shift=torch.ones(2, 4), scale=-torch.ones(2, 4))]
+
+@exercise('15_dit', 'modulate_by_hand', 'h·(1 + γ) + β, one γ and β per sample and channel: (B, D) made (B, 1, D) so they broadcast over '
+          'the N tokens; γ = 0 and β = 0 leave h as it is (adaLN-Zero\'s start).', _modulate_cases)
+def _modulate_by_hand(h, shift, scale): return h * (1 + scale[:, None]) + shift[:, None]

@@ -38,6 +38,7 @@ from minddpm.sampling import ddim_timesteps
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 from nbdev.showdoc import show_doc
 import tempfile, time
 import matplotlib.pyplot as plt
@@ -574,3 +575,32 @@ show_table(['model', 'sampler', 'network rows per image', 'seconds per image'],
 # The student makes an image in a sixth of the time of the demo's default (0.012 s against 0.069 s), and as fast as
 # the teacher's 4-step DPM-Solver++: for 4 images a request, a call on 8 rows costs the CPU about what a call on 4
 # does. What the student buys at the same speed is the image: FID 11.6 at 4 calls, against 18.2.
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
+#
+# 1. **v from an x0.** Given noisy images `z_t`, a clean image `x0` it is read against, and ᾱ_t (a float), return
+#    the v that a v-network would have to output at (z_t, t) for its x̂0 to be `x0`: first the noise that x0 implies,
+#    then v from the two (lesson 02).
+
+# %%
+def v_from_x0(z_t, x0, alpha_bar_t):   # (B, C, H, W), (B, C, H, W), a float in (0, 1)
+    ...                                 # return (B, C, H, W)
+
+check(v_from_x0)
+
+# %% [markdown]
+# 2. **The student's target.** Given `z_t`, where the teacher's two steps from it land, `z_s`, and the ᾱ of the two
+#    steps (floats; ᾱ_s = 1 when s is the clean image), return the v target that makes one student DDIM step from t
+#    land on `z_s` ("Two steps in one" above). Then: at the student's last step, s is the clean image; what is x̃ there, and
+#    why is that the one step where the student's target is an image the teacher drew?
+
+# %%
+def distill_v_target(z_t, z_s, alpha_bar_t, alpha_bar_s):   # (B, C, H, W), (B, C, H, W), floats
+    ...                                                      # return ṽ, (B, C, H, W)
+
+check(distill_v_target)

@@ -37,6 +37,7 @@ from minddpm.unet import UNET_PRESETS, TimeEmbedding, _check_images, _check_time
 # %%
 #| hide
 from fastcore.test import *
+from minddpm.exercises import check   # the exercises at the end
 from nbdev.showdoc import show_doc
 import json
 import matplotlib.pyplot as plt
@@ -516,3 +517,32 @@ show_table(['data', 'network', 'CPU threads', 'training images/s', 'training pea
 #   convolutions and normalisations leave much of a GPU idle; the `#| cuda` cell above measures it, and
 #   `minddpm_train --preset colab --unet dit-colab` trains the colab-sized DiT on CIFAR-10 (at the colab preset's
 #   learning rate: no DiT recipe was measured on a GPU).
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in place of its `...` and run its cell: `check` prints ✓, or where your answer differs and a hint
+# ([how the checks work](exercises.ipynb)). Keep the stub's parameter names (`check` passes its inputs by name) and
+# return the inputs' dtype unless the stub asks for another. Solutions: `tests/solutions/` in the course's repository.
+#
+# 1. **What attention costs.** Given the image side, the patch side and the heads of a block, return the tokens per
+#    image and the attention scores one block computes per image (every head scores every token against every
+#    token), a tuple of two ints. Then: the same 32×32 image cut into 2×2 patches instead of 4×4; how many times more
+#    scores, and why is p = 2 the DiT paper's choice all the same?
+
+# %%
+def dit_attention_size(size, patch, heads):   # ints; size a multiple of patch
+    ...                                        # return (tokens, scores)
+
+check(dit_attention_size)
+
+# %% [markdown]
+# 2. **Modulation, from the conditioning's shape.** Given tokens `h` (B, N, D) and one shift β and one scale γ per
+#    sample and channel, each (B, D) as the adaLN layer makes them before they are reshaped, return the modulated
+#    tokens (B, N, D). Then: with β = γ = 0, what comes out, and why does adaLN-Zero start every block there?
+
+# %%
+def modulate_by_hand(h, shift, scale):   # (B, N, D), (B, D), (B, D)
+    ...                                   # return (B, N, D)
+
+check(modulate_by_hand)

@@ -36,7 +36,7 @@
 # UNet (lesson 15). The capstone, lesson 16, trains the same package on CIFAR-10 on a
 # free Colab GPU, with checkpoints that survive a disconnect.
 #
-# Lessons 01–13 end with [exercises](exercises.ipynb): a function to write in place of a stub, and `check(your_function)`,
+# Lessons 01–15 end with [exercises](exercises.ipynb): a function to write in place of a stub, and `check(your_function)`,
 # which runs it against a reference on random and edge cases and prints ✓, or where it differs and a hint. Left
 # unsolved they print "not done yet" and the notebook runs on.
 #
