@@ -281,7 +281,7 @@ show_images(torch.cat(rows), yy.repeat(3), tiny.classes, ncols=10, scale=.9, tit
 #
 # 1. **The guidance mix.** Given the two branches' predictions, conditional `eps_c` and unconditional `eps_u` (same
 #    shape), and a weight w, return the guided prediction. Then say what your function gives at w = 0 and at w = 1, and
-#    what the originals' `lerp(uncond, cond, cfg_scale)` gives at `cfg_scale = 0`.
+#    what the originals' code (`if cfg_scale > 0: lerp(uncond, cond, cfg_scale)`) returns at `cfg_scale = 0`.
 
 # %%
 def guided_mix(eps_c, eps_u, w):   # two (B, C, H, W) predictions, a float w

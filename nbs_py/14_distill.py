@@ -585,7 +585,7 @@ show_table(['model', 'sampler', 'network rows per image', 'seconds per image'],
 #
 # 1. **v from an x0.** Given noisy images `z_t`, a clean image `x0` it is read against, and ᾱ_t (a float), return
 #    the v that a v-network would have to output at (z_t, t) for its x̂0 to be `x0`: first the noise that x0 implies,
-#    then v from the two (lesson 02).
+#    then v from the two (lesson 02; "Two steps in one" writes both for x̃).
 
 # %%
 def v_from_x0(z_t, x0, alpha_bar_t):   # (B, C, H, W), (B, C, H, W), a float in (0, 1)
@@ -594,8 +594,9 @@ def v_from_x0(z_t, x0, alpha_bar_t):   # (B, C, H, W), (B, C, H, W), a float in 
 check(v_from_x0)
 
 # %% [markdown]
-# 2. **The student's target.** Given `z_t`, where the teacher's two steps from it land, `z_s`, and the ᾱ of the two
-#    steps (floats; ᾱ_s = 1 when s is the clean image), return the v target that makes one student DDIM step from t
+# 2. **The student's target.** Given `z_t`, where the teacher's two steps from it land, `z_s`, and the ᾱ at the two
+#    ends of the student's one step, t and s (floats; ᾱ_s = 1 when s is the clean image; the teacher's midpoint plays no
+#    part), return the v target that makes one student DDIM step from t
 #    land on `z_s` ("Two steps in one" above). Then: at the student's last step, s is the clean image; what is x̃ there, and
 #    why is that the one step where the student's target is an image the teacher drew?
 

@@ -537,9 +537,10 @@ def dit_attention_size(size, patch, heads):   # ints; size a multiple of patch
 check(dit_attention_size)
 
 # %% [markdown]
-# 2. **Modulation, from the conditioning's shape.** Given tokens `h` (B, N, D) and one shift β and one scale γ per
-#    sample and channel, each (B, D) as the adaLN layer makes them before they are reshaped, return the modulated
-#    tokens (B, N, D). Then: with β = γ = 0, what comes out, and why does adaLN-Zero start every block there?
+# 2. **Modulation, from the conditioning's shape.** Given normalised tokens `h` (B, N, D) and one shift β and one
+#    scale γ per sample and channel, each (B, D) as the adaLN layer makes them before they are reshaped, return the
+#    modulated tokens (B, N, D). Then: with β = γ = 0, what comes out? Is that what makes a fresh adaLN-Zero block
+#    return its input, or is it the gate α (try a `DiTBlock` with β and γ random and α = 0)?
 
 # %%
 def modulate_by_hand(h, shift, scale):   # (B, N, D), (B, D), (B, D)

@@ -255,7 +255,8 @@ def _conv_block_params(c_in, c_out): return 9 * c_in * c_out + 9 * c_out * c_out
 def _pair_cases():
     g = _gen(2)
     a, b = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
-    return [dict(eps_c=a, eps_u=b, w=3.0), dict(eps_c=a, eps_u=b, w=0.0), dict(eps_c=a, eps_u=b, w=1.0), dict(eps_c=b, eps_u=a, w=7.5)]
+    return [dict(eps_c=a, eps_u=b, w=3.0), dict(eps_c=a, eps_u=b, w=0.0), dict(eps_c=a, eps_u=b, w=1.0), dict(eps_c=b, eps_u=a, w=7.5),
+            dict(eps_c=a.double(), eps_u=b.double(), w=3.0)]   # float64 in, float64 out
 
 @exercise('04_conditioning', 'guided_mix', 'ε̂ = ε_u + w·(ε_c − ε_u): start from the unconditional branch and move w times the way '
           'the label points; w = 0 is unconditional, w = 1 conditional.', _pair_cases)
@@ -471,7 +472,8 @@ def _distill_cases():
 
 @exercise('14_distill', 'v_from_x0', 'with α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t): the noise that x0 implies is ε = (z_t − α_t·x0)/σ_t, '
           'and v = α_t·ε − σ_t·x0 (lesson 02).',
-          lambda: [dict(z_t=c['z_t'], x0=c['z_s'], alpha_bar_t=c['alpha_bar_t']) for c in _distill_cases()], rtol=1e-3)
+          lambda: [dict(z_t=c['z_t'], x0=c['z_s'], alpha_bar_t=c['alpha_bar_t']) for c in _distill_cases()]
+                  + [dict(z_t=_distill_cases()[1]['z_t'].double(), x0=_distill_cases()[1]['z_s'].double(), alpha_bar_t=0.5)], rtol=1e-3)
 def _v_from_x0(z_t, x0, alpha_bar_t):
     a, s = math.sqrt(alpha_bar_t), math.sqrt(1 - alpha_bar_t)
     return a * (z_t - a * x0) / s - s * x0
@@ -498,7 +500,7 @@ def _modulate_cases():
             dict(h=h, shift=torch.zeros(2, 4), scale=torch.zeros(2, 4)), dict(h=h, shift=torch.ones(2, 4), scale=-torch.ones(2, 4))]
 
 @exercise('15_dit', 'modulate_by_hand', 'h·(1 + γ) + β, one γ and β per sample and channel: (B, D) made (B, 1, D) so they broadcast over '
-          'the N tokens; γ = 0 and β = 0 leave h as it is (adaLN-Zero\'s start).', _modulate_cases)
+          'the N tokens; γ = 0 and β = 0 leave h as it is.', _modulate_cases)
 def _modulate_by_hand(h, shift, scale): return h * (1 + scale[:, None]) + shift[:, None]
 
 # %%
