@@ -57,6 +57,12 @@ def _describe(value) -> str:
     text = repr(value)
     return text if len(text) <= 120 else f"{text[:100]} … ({type(value).__name__}{f' of shape {value.shape}' if hasattr(value, 'shape') else ''})"
 
+def _digits(got: float, want: float) -> str:
+    "'g, the reference w' with as many digits as it takes (up to 17) for the two to read differently."
+    for n in (6, 9, 12, 17):
+        if f'{got:.{n}g}' != f'{want:.{n}g}': break
+    return f"{got:.{n}g}, the reference {want:.{n}g}"
+
 def _inputs(kwargs: dict) -> str: return ', '.join(f'{k}={_describe(v)}' for k, v in kwargs.items())
 
 def difference(got,                 # an answer: a tensor, a number, or a tuple or list of them
@@ -77,7 +83,7 @@ def difference(got,                 # an answer: a tensor, a number, or a tuple 
         bad = (g - w).abs() > atol + rtol * w.abs()
         if bad.any():
             i = tuple(torch.nonzero(bad)[(g - w).abs()[bad].argmax()].tolist()) if bad.ndim else ()
-            return f"at index {i} it gives {g[i].item():.6g}, the reference {w[i].item():.6g}"
+            return f"at index {i} it gives {_digits(g[i].item(), w[i].item())}"
         return None
     if isinstance(want, (tuple, list)):
         if type(got) is not type(want) or len(got) != len(want):
@@ -89,8 +95,8 @@ def difference(got,                 # an answer: a tensor, a number, or a tuple 
         if isinstance(got, torch.Tensor): return f"it returned {_describe(got)}, a tensor, not a number: `.item()` gives its number"
         if not isinstance(got, numbers.Real) or isinstance(got, bool): return f"it returned {_describe(got)}, not a number"
         if isinstance(want, int) and not isinstance(got, numbers.Integral): return f"it returned {got!r}, not an int"
-        show = lambda v: f'{v:,}' if isinstance(v, int) else f'{v:.6g}'   # whole numbers exactly: a byte count is not 6.71089e+07
-        return None if math.isclose(got, want, rel_tol=rtol, abs_tol=atol) else f"it gives {show(got)}, the reference {show(want)}"
+        if isinstance(got, int) and isinstance(want, int) and got != want: return f"it gives {got:,}, the reference {want:,}"   # a byte count, exactly
+        return None if math.isclose(got, want, rel_tol=rtol, abs_tol=atol) else f"it gives {_digits(got, want)}"
     return None if got == want else f"it returned {_describe(got)}, the reference {_describe(want)}"
 
 # %% [markdown]
@@ -101,6 +107,9 @@ def difference(got,                 # an answer: a tensor, a number, or a tuple 
 #| export
 def _judge(answer: Callable, name: str | None, say: Callable) -> str:
     "`check`'s judgement of `answer` as a word; `say` is handed each message."
+    if not callable(answer):
+        say(f"✗ check takes your function itself, e.g. check(snr) after def snr(alpha_bars): …; it was given "
+            f"{_describe(answer)}, a {type(answer).__name__}"); return 'wrong'
     name = name or getattr(answer, '__name__', '?')
     if name not in EXERCISES:
         say(f"✗ there is no exercise named {name!r}; the exercises are {', '.join(EXERCISES)}"); return 'wrong'
@@ -109,7 +118,14 @@ def _judge(answer: Callable, name: str | None, say: Callable) -> str:
     copy = lambda kw: {a: v.clone() if isinstance(v, torch.Tensor) else v for a, v in kw.items()}
     for k, kwargs in enumerate(cases):
         want, given = ex.reference(**copy(kwargs)), copy(kwargs)
-        try: got = answer(**given)
+        try:
+            try: got = answer(**given)
+            except TypeError as e:   # other parameter names (a lambda, say): the stub's order, by position
+                if not re.search(r'unexpected keyword argument', str(e)): raise
+                try: got = answer(*given.values())
+                except TypeError as by_position:
+                    if 'positional argument' in str(by_position): raise e from None   # nor by position: say so by name
+                    raise
         except NotImplementedError:
             say(f"… {name}: not done yet (it raises NotImplementedError)"); return 'not done'
         except Exception as e:

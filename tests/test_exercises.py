@@ -52,10 +52,22 @@ def test_other_names_and_signatures_are_said_plainly(capsys):
     assert verdict(snr_of) == 'wrong'
     check(snr_of)
     assert "there is no exercise named 'snr_of'" in capsys.readouterr().out
-    def snr(abar): return abar
+    def snr(abar, extra): return abar
     assert verdict(snr) == 'wrong'
     check(snr)
     assert "keep the stub's parameter names" in capsys.readouterr().out
+    def snr(abar): return abar / (1 - abar)                          # right, under another name: taken by position
+    assert verdict(snr) == verdict(lambda a: a / (1 - a), 'snr') == 'right'
+    for not_a_function in (42, None):
+        assert verdict(not_a_function) == 'wrong'
+        check(not_a_function)
+        assert 'check takes your function itself' in capsys.readouterr().out
+
+def test_a_difference_is_shown_with_the_digits_that_tell_it():
+    import torch
+    w = torch.tensor([7.116610000, 1.0], dtype=torch.float64)
+    said = difference(w + 1e-7, w)
+    assert said.startswith('at index (0,) it gives 7.1166101, the reference 7.11661'), said
 
 def test_differences_are_named_by_kind():
     import torch
